@@ -1,0 +1,147 @@
+//! File uploads: bytes in the object store, a record and a message in the database.
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use weft_core::{Author, Id, MessageView, StoredFile};
+
+use crate::{Actor, Chat, ChatError, NewPost, Result};
+
+/// A file someone uploads.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Original file name.
+    pub name: String,
+    /// MIME type as sent.
+    pub content_type: String,
+    /// The content.
+    pub bytes: Bytes,
+}
+
+/// A stored file and its content.
+#[derive(Debug, Clone)]
+pub struct Download {
+    /// The record.
+    pub file: StoredFile,
+    /// The content.
+    pub bytes: Bytes,
+}
+
+fn object_path(id: Id) -> Path {
+    Path::from(format!("files/{id}"))
+}
+
+/// The path a stored file is served at.
+pub fn file_url(id: Id, name: &str) -> String {
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("/files/{id}/{encoded}")
+}
+
+impl Chat {
+    /// Stores an upload and posts a message that carries it (with `text` as its caption).
+    pub async fn upload(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        upload: Upload,
+        caption: Option<String>,
+        parent_id: Option<Id>,
+    ) -> Result<MessageView> {
+        let me = actor.require_user()?.id;
+        if upload.bytes.len() > self.config().max_upload_bytes {
+            return Err(ChatError::TooLarge(format!(
+                "file is larger than the limit of {} bytes",
+                self.config().max_upload_bytes
+            )));
+        }
+        let name = sanitize_name(&upload.name);
+        let content_type = if upload.content_type.contains('/') && upload.content_type.len() < 128 {
+            upload.content_type
+        } else {
+            "application/octet-stream".to_string()
+        };
+        // Fail early (before storing bytes) if the caller may not post here.
+        self.room(actor, room_id).await?;
+        let file = StoredFile {
+            id: Id::generate(),
+            room_id,
+            uploader: Author::User(me),
+            name: name.clone(),
+            content_type: content_type.clone(),
+            size: upload.bytes.len() as i64,
+            created_at: weft_core::now_millis(),
+        };
+        self.inner
+            .files
+            .put(&object_path(file.id), PutPayload::from(upload.bytes))
+            .await
+            .map_err(|e| ChatError::Internal(format!("could not store the file: {e}")))?;
+        let url = file_url(file.id, &name);
+        let link = if content_type.starts_with("image/") {
+            format!("![{}]({url})", escape_brackets(&name))
+        } else {
+            format!("[{}]({url})", escape_brackets(&name))
+        };
+        let text = match caption.filter(|c| !c.trim().is_empty()) {
+            Some(caption) => format!("{caption}\n{link}"),
+            None => link,
+        };
+        self.post(
+            actor,
+            room_id,
+            NewPost {
+                text,
+                parent_id,
+                files: vec![file],
+                ..NewPost::default()
+            },
+        )
+        .await
+    }
+
+    /// A stored file, if the caller may read the room it was uploaded to.
+    pub async fn download(&self, actor: &Actor, file_id: Id) -> Result<Download> {
+        let file = self
+            .store()
+            .file(file_id)
+            .await?
+            .ok_or(ChatError::NotFound("file"))?;
+        self.room(actor, file.room_id)
+            .await
+            .map_err(|_| ChatError::NotFound("file"))?;
+        let bytes = self
+            .inner
+            .files
+            .get(&object_path(file.id))
+            .await
+            .map_err(|e| ChatError::Internal(format!("could not read the file: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| ChatError::Internal(format!("could not read the file: {e}")))?;
+        Ok(Download { file, bytes })
+    }
+}
+
+/// Keeps a file name printable and path-free.
+fn sanitize_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
+    if clean.trim().is_empty() {
+        "file".to_string()
+    } else {
+        clean
+    }
+}
+
+fn escape_brackets(name: &str) -> String {
+    name.replace('[', "\\[").replace(']', "\\]")
+}

@@ -1,0 +1,72 @@
+//! The live feed: follows the event log as commits land and fans each event out to every
+//! subscriber in this process (WebSocket sessions, streams, the bridge), plus ephemeral events
+//! such as typing that are never stored.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use weft_core::{Event, LoggedEvent, Origin};
+use weft_store::Store;
+
+/// How many events a slow subscriber may fall behind before it must catch up from the log.
+const CAPACITY: usize = 8192;
+/// Log entries read per query while catching up.
+const CHUNK: i64 = 1000;
+
+/// The live feed of this process.
+#[derive(Clone)]
+pub struct Live {
+    sender: broadcast::Sender<Arc<LoggedEvent>>,
+}
+
+impl Live {
+    /// Starts following the store's event log from its current end.
+    pub fn start(store: Store) -> Live {
+        let (sender, _) = broadcast::channel(CAPACITY);
+        tokio::spawn(tail(store, sender.clone()));
+        Live { sender }
+    }
+
+    /// Subscribes to every event from now on. Ephemeral events have `seq` 0. A subscriber that
+    /// lags (`RecvError::Lagged`) should catch up with `Store::events_after` from the last
+    /// sequence number it saw.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LoggedEvent>> {
+        self.sender.subscribe()
+    }
+
+    /// Publishes an event that is not stored (typing).
+    pub fn publish_ephemeral(&self, event: Event) {
+        let _ = self.sender.send(Arc::new(LoggedEvent {
+            seq: 0,
+            at: weft_core::now_millis(),
+            origin: Origin::local(),
+            event,
+        }));
+    }
+}
+
+async fn tail(store: Store, sender: broadcast::Sender<Arc<LoggedEvent>>) {
+    let mut committed = store.committed();
+    let mut last = *committed.borrow_and_update();
+    loop {
+        if committed.changed().await.is_err() {
+            return;
+        }
+        let target = *committed.borrow_and_update();
+        while last < target {
+            match store.events_after(last, CHUNK).await {
+                Ok(events) if events.is_empty() => break,
+                Ok(events) => {
+                    for event in events {
+                        last = event.seq;
+                        let _ = sender.send(Arc::new(event));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, after_seq = last, "could not read the event log; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}

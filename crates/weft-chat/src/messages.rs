@@ -1,0 +1,680 @@
+//! Posting, editing, deleting, reading, reacting to and searching messages.
+
+use weft_core::permission::{self, Standing};
+use weft_core::{
+    Attachment, Author, Event, Id, IssueRef, MessageMention, MessageView, Room, StoredFile,
+    validate,
+};
+use weft_store::{MessagePage, NewMessage, PageAnchor};
+
+use crate::error::{from_write, rejected};
+use crate::{Actor, Chat, ChatError, Result};
+
+/// Who a bridge posts as: someone from another network.
+#[derive(Debug, Clone)]
+pub struct PostAs {
+    /// Network, e.g. `matrix`.
+    pub kind: String,
+    /// Their id there, e.g. `@alice:example.org`.
+    pub external_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+}
+
+/// A message to post.
+#[derive(Debug, Clone, Default)]
+pub struct NewPost {
+    /// Markdown source. A leading `/me ` makes it a status message.
+    pub text: String,
+    /// A `/me` status message.
+    pub status: bool,
+    /// Reply in this message's thread.
+    pub parent_id: Option<Id>,
+    /// Post as a virtual user (bridge tokens only).
+    pub as_virtual: Option<PostAs>,
+    /// Files uploaded with this message, recorded in the same transaction.
+    pub files: Vec<StoredFile>,
+}
+
+/// What to read from a room's timeline.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    /// At most this many (1–100; default 50).
+    pub limit: Option<i64>,
+    /// Older than this message.
+    pub before_id: Option<Id>,
+    /// Newer than this message.
+    pub after_id: Option<Id>,
+    /// Around this message.
+    pub around_id: Option<Id>,
+    /// Full-text search.
+    pub q: Option<String>,
+    /// Include thread replies in the feed.
+    pub include_threads: bool,
+}
+
+/// A user's unread messages and mentions in a room.
+#[derive(Debug, Clone, Default)]
+pub struct UnreadItems {
+    /// Unread message ids, oldest first (capped).
+    pub chat: Vec<Id>,
+    /// Unread messages that mention the user (capped).
+    pub mention: Vec<Id>,
+}
+
+impl Chat {
+    /// Checks that the actor may post in the room; returns the author to post as.
+    async fn poster(
+        &self,
+        actor: &Actor,
+        room: &Room,
+        as_virtual: Option<&PostAs>,
+    ) -> Result<Author> {
+        let me = actor.require_user()?;
+        if let Some(v) = as_virtual {
+            if !actor.is_bridge() {
+                return Err(ChatError::Forbidden(
+                    "only bridge tokens may post as virtual users".into(),
+                ));
+            }
+            validate::short_text("virtual user name", &v.display_name, 256)?;
+            if v.kind.is_empty() || v.external_id.is_empty() {
+                return Err(ChatError::Invalid(
+                    "virtualUser needs type and externalId".into(),
+                ));
+            }
+            // Bridges speak for people elsewhere in rooms they can see.
+            self.room(actor, room.id).await?;
+            return Ok(Author::Virtual(Id::generate()));
+        }
+        let (membership, banned) = self.standing(actor, room.id).await?;
+        let s = Standing {
+            user: Some(me),
+            membership: membership.as_ref(),
+            banned,
+        };
+        if !permission::can_post(s) {
+            return Err(if banned {
+                ChatError::Forbidden("you are banned from this room".into())
+            } else {
+                ChatError::Forbidden("join the room to post in it".into())
+            });
+        }
+        Ok(Author::User(me.id))
+    }
+
+    /// Whether the actor may use `@/all` in the room.
+    async fn may_mention_all(&self, actor: &Actor, room: &Room) -> Result<bool> {
+        let Some(me) = &actor.user else {
+            return Ok(false);
+        };
+        let (membership, banned) = self.standing(actor, room.id).await?;
+        Ok(permission::can_administer(Standing {
+            user: Some(me),
+            membership: membership.as_ref(),
+            banned,
+        }))
+    }
+
+    /// Renders text and resolves its mentions to users.
+    async fn render(
+        &self,
+        actor: &Actor,
+        room: &Room,
+        text: &str,
+    ) -> Result<(String, Vec<MessageMention>, Vec<IssueRef>, Vec<String>)> {
+        let rendered = weft_render::render_markdown(text);
+        let mut mentions = Vec::with_capacity(rendered.mentions.len());
+        for m in rendered.mentions {
+            if m.screen_name == "/all" {
+                if self.may_mention_all(actor, room).await? {
+                    mentions.push(MessageMention {
+                        screen_name: m.screen_name,
+                        user_id: None,
+                        all: true,
+                    });
+                }
+                continue;
+            }
+            let user_id = self
+                .store()
+                .user_by_username(&m.screen_name)
+                .await?
+                .map(|u| u.id);
+            mentions.push(MessageMention {
+                screen_name: m.screen_name,
+                user_id,
+                all: false,
+            });
+        }
+        let issues = rendered
+            .issues
+            .into_iter()
+            .map(|i| IssueRef {
+                repo: i.repo,
+                number: i.number,
+            })
+            .collect();
+        Ok((rendered.html, mentions, issues, rendered.urls))
+    }
+
+    /// Posts a message.
+    pub async fn post(&self, actor: &Actor, room_id: Id, post: NewPost) -> Result<MessageView> {
+        let room = self.room(actor, room_id).await?;
+        let mut text = post.text;
+        let mut status = post.status;
+        if let Some(rest) = text.strip_prefix("/me ") {
+            text = rest.to_string();
+            status = true;
+        }
+        validate::message_text(&text)?;
+        let author = self.poster(actor, &room, post.as_virtual.as_ref()).await?;
+        let parent_id = match post.parent_id {
+            Some(pid) => {
+                let parent = self
+                    .store()
+                    .message(pid)
+                    .await?
+                    .ok_or(ChatError::NotFound("parent message"))?;
+                if parent.message.room_id != room.id {
+                    return Err(ChatError::Invalid(
+                        "parentId belongs to another room".into(),
+                    ));
+                }
+                // Threads are one level deep: a reply to a reply joins the same thread.
+                Some(parent.message.parent_id.unwrap_or(parent.message.id))
+            }
+            None => None,
+        };
+        let (html, mentions, issues, urls) = self.render(actor, &room, &text).await?;
+        let new = NewMessage {
+            id: Id::generate(),
+            room_id: room.id,
+            author,
+            text,
+            html,
+            status,
+            parent_id,
+            sent: weft_core::now_millis(),
+            mentions,
+            issues,
+            urls,
+            attachments: post
+                .files
+                .iter()
+                .map(|f| Attachment {
+                    file_id: f.id,
+                    name: f.name.clone(),
+                    content_type: f.content_type.clone(),
+                    size: f.size,
+                })
+                .collect(),
+        };
+        let files = post.files;
+        let origin = actor.origin.clone();
+        let as_virtual = post.as_virtual;
+        let message_id = new.id;
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    let mut new = new;
+                    if let Some(v) = as_virtual {
+                        let (vu, _) = tx
+                            .upsert_virtual_user(
+                                &v.kind,
+                                &v.external_id,
+                                &v.display_name,
+                                v.avatar_url.as_deref(),
+                            )
+                            .await?;
+                        new.author = Author::Virtual(vu.id);
+                    }
+                    for file in &files {
+                        tx.insert_file(file).await?;
+                    }
+                    tx.insert_message(&new).await?;
+                    tx.append(
+                        &origin,
+                        &Event::MessageCreated {
+                            room_id: new.room_id,
+                            message_id: new.id,
+                        },
+                    )
+                    .await?;
+                    if let Some(parent) = new.parent_id {
+                        tx.append(
+                            &origin,
+                            &Event::ThreadUpdated {
+                                room_id: new.room_id,
+                                message_id: parent,
+                            },
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(from_write)?;
+        self.message(actor, room_id, message_id).await
+    }
+
+    /// One message, with reactions and read count.
+    pub async fn message(&self, actor: &Actor, room_id: Id, message_id: Id) -> Result<MessageView> {
+        self.room(actor, room_id).await?;
+        let view = self
+            .store()
+            .message(message_id)
+            .await?
+            .ok_or(ChatError::NotFound("message"))?;
+        if view.message.room_id != room_id {
+            return Err(ChatError::NotFound("message"));
+        }
+        let mut views = vec![view];
+        self.decorate(actor, room_id, &mut views).await?;
+        views.pop().ok_or(ChatError::NotFound("message"))
+    }
+
+    /// Fills reactions (with the actor's own marked) and read counts into loaded messages.
+    async fn decorate(&self, actor: &Actor, room_id: Id, views: &mut [MessageView]) -> Result<()> {
+        let (Some(min), Some(max)) = (
+            views.iter().map(|v| v.message.seq).min(),
+            views.iter().map(|v| v.message.seq).max(),
+        ) else {
+            return Ok(());
+        };
+        let me = actor.user.as_ref().map(|u| u.id);
+        for (message_id, count) in self.store().reactions(room_id, min, max, me).await? {
+            if let Some(v) = views.iter_mut().find(|v| v.message.id == message_id) {
+                v.message.reactions.push(count);
+            }
+        }
+        let seqs: Vec<i64> = views.iter().map(|v| v.message.seq).collect();
+        for (v, n) in views
+            .iter_mut()
+            .zip(self.store().read_by(room_id, &seqs).await?)
+        {
+            v.message.read_by = n;
+        }
+        Ok(())
+    }
+
+    /// A page of a room's messages (oldest first), or search results (newest first).
+    pub async fn messages(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        query: MessageQuery,
+    ) -> Result<Vec<MessageView>> {
+        self.room(actor, room_id).await?;
+        let limit = query.limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(ChatError::Invalid("limit must be between 1 and 100".into()));
+        }
+        let anchor_seq = |id: Id| async move {
+            let view = self
+                .store()
+                .message(id)
+                .await?
+                .ok_or(ChatError::NotFound("message"))?;
+            if view.message.room_id != room_id {
+                return Err(ChatError::NotFound("message"));
+            }
+            Ok::<i64, ChatError>(view.message.seq)
+        };
+        let mut views = if let Some(q) = query.q.as_deref().filter(|q| !q.trim().is_empty()) {
+            let before = match query.before_id {
+                Some(id) => anchor_seq(id).await?,
+                None => i64::MAX,
+            };
+            self.store().search(room_id, q, before, limit).await?
+        } else {
+            let anchor = match (query.before_id, query.after_id, query.around_id) {
+                (Some(id), _, _) => PageAnchor::Before(anchor_seq(id).await?),
+                (None, Some(id), _) => PageAnchor::After(anchor_seq(id).await?),
+                (None, None, Some(id)) => PageAnchor::Around(anchor_seq(id).await?),
+                (None, None, None) => PageAnchor::Latest,
+            };
+            self.store()
+                .messages(MessagePage {
+                    room_id,
+                    anchor,
+                    limit,
+                    include_threads: query.include_threads,
+                })
+                .await?
+        };
+        self.decorate(actor, room_id, &mut views).await?;
+        Ok(views)
+    }
+
+    /// The replies in a thread, oldest first.
+    pub async fn thread(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        parent_id: Id,
+        limit: i64,
+    ) -> Result<Vec<MessageView>> {
+        let parent = self.message(actor, room_id, parent_id).await?;
+        let mut replies = self
+            .store()
+            .thread(parent.message.id, 0, limit.clamp(1, 1000))
+            .await?;
+        self.decorate(actor, room_id, &mut replies).await?;
+        Ok(replies)
+    }
+
+    /// Whether the actor wrote this message (directly, or as the bridge for its virtual author).
+    async fn is_author(
+        &self,
+        actor: &Actor,
+        view: &MessageView,
+        as_virtual: Option<&PostAs>,
+    ) -> Result<bool> {
+        match view.message.author {
+            Author::User(id) => {
+                Ok(as_virtual.is_none() && actor.user.as_ref().is_some_and(|u| u.id == id))
+            }
+            Author::Virtual(id) => {
+                let Some(claim) = as_virtual.filter(|_| actor.is_bridge()) else {
+                    return Ok(false);
+                };
+                let vu = self.store().virtual_user(id).await?;
+                Ok(vu
+                    .is_some_and(|vu| vu.kind == claim.kind && vu.external_id == claim.external_id))
+            }
+        }
+    }
+
+    /// Edits a message's text: its author only, within the edit window.
+    pub async fn edit(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        message_id: Id,
+        text: &str,
+        as_virtual: Option<PostAs>,
+    ) -> Result<MessageView> {
+        let room = self.room(actor, room_id).await?;
+        let view = self.message(actor, room_id, message_id).await?;
+        if !self.is_author(actor, &view, as_virtual.as_ref()).await? {
+            return Err(ChatError::Forbidden(
+                "you can only edit your own messages".into(),
+            ));
+        }
+        if view.message.deleted {
+            return Err(ChatError::Invalid(
+                "a deleted message cannot be edited".into(),
+            ));
+        }
+        let now = weft_core::now_millis();
+        if now - view.message.sent > self.config().edit_window_ms {
+            return Err(ChatError::Forbidden(
+                "the time to edit this message has passed".into(),
+            ));
+        }
+        let text = text.strip_prefix("/me ").unwrap_or(text).to_string();
+        validate::message_text(&text)?;
+        let (html, mentions, issues, urls) = self.render(actor, &room, &text).await?;
+        let origin = actor.origin.clone();
+        let message = view.message.clone();
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.update_message_text(&message, &text, &html, &mentions, &issues, &urls, now)
+                        .await?;
+                    tx.append(
+                        &origin,
+                        &Event::MessageEdited {
+                            room_id,
+                            message_id,
+                        },
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(from_write)?;
+        self.message(actor, room_id, message_id).await
+    }
+
+    /// Deletes a message: its author, or a moderator. A thread parent with replies stays as a
+    /// placeholder.
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        message_id: Id,
+        as_virtual: Option<PostAs>,
+    ) -> Result<()> {
+        let me = actor.require_user()?;
+        let view = self.message(actor, room_id, message_id).await?;
+        if !self.is_author(actor, &view, as_virtual.as_ref()).await? {
+            let (membership, banned) = self.standing(actor, room_id).await?;
+            if !permission::can_moderate(Standing {
+                user: Some(me),
+                membership: membership.as_ref(),
+                banned,
+            }) {
+                return Err(ChatError::Forbidden(
+                    "you can only delete your own messages".into(),
+                ));
+            }
+        }
+        let origin = actor.origin.clone();
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    // Read again inside the transaction: a reply may have arrived meanwhile.
+                    let Some(current) = tx.message(message_id).await? else {
+                        return Err(rejected(ChatError::NotFound("message")));
+                    };
+                    if current.message.deleted {
+                        return Ok(());
+                    }
+                    tx.delete_message(&current.message).await?;
+                    tx.append(
+                        &origin,
+                        &Event::MessageDeleted {
+                            room_id,
+                            message_id,
+                        },
+                    )
+                    .await?;
+                    if let Some(parent) = current.message.parent_id {
+                        tx.append(
+                            &origin,
+                            &Event::ThreadUpdated {
+                                room_id,
+                                message_id: parent,
+                            },
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(from_write)
+    }
+
+    /// Adds (`add`) or removes a reaction by the actor (or the virtual user a bridge names).
+    pub async fn react(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        message_id: Id,
+        emoji: &str,
+        add: bool,
+        as_virtual: Option<PostAs>,
+    ) -> Result<MessageView> {
+        let emoji = resolve_emoji(emoji)?;
+        let room = self.room(actor, room_id).await?;
+        let view = self.message(actor, room_id, message_id).await?;
+        if view.message.deleted {
+            return Err(ChatError::Invalid(
+                "a deleted message cannot be reacted to".into(),
+            ));
+        }
+        let author = self.poster(actor, &room, as_virtual.as_ref()).await?;
+        let origin = actor.origin.clone();
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    let mut reactor = author;
+                    if let Some(v) = as_virtual {
+                        let (vu, _) = tx
+                            .upsert_virtual_user(
+                                &v.kind,
+                                &v.external_id,
+                                &v.display_name,
+                                v.avatar_url.as_deref(),
+                            )
+                            .await?;
+                        reactor = Author::Virtual(vu.id);
+                    }
+                    let emoji = emoji.clone();
+                    if add {
+                        if tx
+                            .add_reaction(message_id, reactor, &emoji, weft_core::now_millis())
+                            .await?
+                        {
+                            tx.append(
+                                &origin,
+                                &Event::ReactionAdded {
+                                    room_id,
+                                    message_id,
+                                    reactor,
+                                    emoji,
+                                },
+                            )
+                            .await?;
+                        }
+                    } else if tx.remove_reaction(message_id, reactor, &emoji).await? {
+                        tx.append(
+                            &origin,
+                            &Event::ReactionRemoved {
+                                room_id,
+                                message_id,
+                                reactor,
+                                emoji,
+                            },
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(from_write)?;
+        self.message(actor, room_id, message_id).await
+    }
+
+    /// The actor's unread messages and mentions in a room.
+    pub async fn unread_items(&self, actor: &Actor, room_id: Id) -> Result<UnreadItems> {
+        let me = actor.require_user()?;
+        self.room(actor, room_id).await?;
+        let Some(m) = self.store().membership(room_id, me.id).await? else {
+            return Ok(UnreadItems::default());
+        };
+        let cap = self.config().unread_cap;
+        Ok(UnreadItems {
+            chat: self
+                .store()
+                .unread_message_ids(room_id, me.id, m.last_read_seq, cap)
+                .await?,
+            mention: self
+                .store()
+                .unread_mention_ids(room_id, me.id, m.last_read_seq, cap)
+                .await?,
+        })
+    }
+
+    /// Marks messages as read: the read mark moves up to the newest of them.
+    pub async fn mark_read(&self, actor: &Actor, room_id: Id, message_ids: &[Id]) -> Result<()> {
+        let me = actor.require_user()?.id;
+        self.room(actor, room_id).await?;
+        let mut newest = None;
+        for id in message_ids {
+            if let Some(view) = self.store().message(*id).await? {
+                if view.message.room_id == room_id {
+                    newest = newest.max(Some(view.message.seq));
+                }
+            }
+        }
+        let Some(seq) = newest else { return Ok(()) };
+        self.advance_read(actor, room_id, me, seq).await
+    }
+
+    /// Marks everything in a room as read.
+    pub async fn mark_all_read(&self, actor: &Actor, room_id: Id) -> Result<()> {
+        let me = actor.require_user()?.id;
+        self.room(actor, room_id).await?;
+        let seq = self.store().last_message_seq(room_id).await?;
+        self.advance_read(actor, room_id, me, seq).await
+    }
+
+    async fn advance_read(&self, actor: &Actor, room_id: Id, user_id: Id, seq: i64) -> Result<()> {
+        let origin = actor.origin.clone();
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    if tx.advance_read(room_id, user_id, seq).await? {
+                        tx.append(
+                            &origin,
+                            &Event::ReadAdvanced {
+                                room_id,
+                                user_id,
+                                up_to_seq: seq,
+                            },
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(from_write)
+    }
+
+    /// Announces that the actor is typing in a room (not stored).
+    pub async fn typing(&self, actor: &Actor, room_id: Id) -> Result<()> {
+        let me = actor.require_user()?.id;
+        self.room(actor, room_id).await?;
+        self.live().publish_ephemeral(Event::Typing {
+            room_id,
+            who: Author::User(me),
+        });
+        Ok(())
+    }
+}
+
+/// Accepts a Unicode emoji or a `:shortcode:`, returning the Unicode form.
+fn resolve_emoji(key: &str) -> Result<String> {
+    let key = key.trim();
+    let resolved = match key.strip_prefix(':').and_then(|k| k.strip_suffix(':')) {
+        Some(code) => emojis::get_by_shortcode(code)
+            .map(|e| e.as_str().to_string())
+            .ok_or_else(|| ChatError::Invalid(format!("unknown emoji :{code}:")))?,
+        None => key.to_string(),
+    };
+    validate::reaction_key(&resolved)?;
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_emoji;
+
+    #[test]
+    fn emoji_keys() {
+        assert_eq!(resolve_emoji(":tada:").ok().as_deref(), Some("🎉"));
+        assert_eq!(resolve_emoji("👍").ok().as_deref(), Some("👍"));
+        assert!(resolve_emoji(":not-an-emoji:").is_err());
+        assert!(resolve_emoji("two words").is_err());
+    }
+}

@@ -1,0 +1,254 @@
+//! The one event type: every change the chat core makes becomes one [`Event`], written to the
+//! event log in the same database transaction as the change. The log is what WebSocket and
+//! streaming clients receive, what other instances are woken for and what the Matrix bridge's
+//! outbox consumes; a new feature adds a variant and every consumer meets it in one `match`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Author, Id, Millis};
+
+/// A change to chat state. Events carry ids, not snapshots: consumers load the current state,
+/// so a replay after a reconnect shows what is true now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Event {
+    /// A message was posted.
+    MessageCreated {
+        /// Room.
+        room_id: Id,
+        /// New message.
+        message_id: Id,
+    },
+    /// A message's text was edited.
+    MessageEdited {
+        /// Room.
+        room_id: Id,
+        /// Edited message.
+        message_id: Id,
+    },
+    /// A message was deleted (or replaced by a placeholder because its thread has replies).
+    MessageDeleted {
+        /// Room.
+        room_id: Id,
+        /// Deleted message.
+        message_id: Id,
+    },
+    /// A thread parent's reply count changed.
+    ThreadUpdated {
+        /// Room.
+        room_id: Id,
+        /// Thread parent.
+        message_id: Id,
+    },
+    /// Somebody reacted to a message.
+    ReactionAdded {
+        /// Room.
+        room_id: Id,
+        /// Message reacted to.
+        message_id: Id,
+        /// Who reacted.
+        reactor: Author,
+        /// The emoji.
+        emoji: String,
+    },
+    /// Somebody took a reaction back.
+    ReactionRemoved {
+        /// Room.
+        room_id: Id,
+        /// Message reacted to.
+        message_id: Id,
+        /// Who reacted.
+        reactor: Author,
+        /// The emoji.
+        emoji: String,
+    },
+    /// A user joined a room.
+    MemberJoined {
+        /// Room.
+        room_id: Id,
+        /// New member.
+        user_id: Id,
+    },
+    /// A user left or was removed from a room.
+    MemberLeft {
+        /// Room.
+        room_id: Id,
+        /// Former member.
+        user_id: Id,
+    },
+    /// A user was banned from a room.
+    MemberBanned {
+        /// Room.
+        room_id: Id,
+        /// Banned user.
+        user_id: Id,
+    },
+    /// A room was created.
+    RoomCreated {
+        /// New room.
+        room_id: Id,
+    },
+    /// A room's name, topic, avatar or settings changed.
+    RoomUpdated {
+        /// Room.
+        room_id: Id,
+    },
+    /// A room was deleted.
+    RoomDeleted {
+        /// Room.
+        room_id: Id,
+    },
+    /// A community was created.
+    GroupCreated {
+        /// New group.
+        group_id: Id,
+    },
+    /// A user account was created.
+    UserCreated {
+        /// New user.
+        user_id: Id,
+    },
+    /// A user's name or avatar changed.
+    UserUpdated {
+        /// User.
+        user_id: Id,
+    },
+    /// A user read a room up to a point.
+    ReadAdvanced {
+        /// Room.
+        room_id: Id,
+        /// Reader.
+        user_id: Id,
+        /// Everything up to this message sequence number is read.
+        up_to_seq: i64,
+    },
+    /// Somebody is typing. Ephemeral: published to live subscribers, never logged.
+    Typing {
+        /// Room.
+        room_id: Id,
+        /// Who is typing.
+        who: Author,
+    },
+}
+
+impl Event {
+    /// The room this event belongs to, if any; live subscribers follow rooms.
+    pub fn room_id(&self) -> Option<Id> {
+        use Event::*;
+        match self {
+            MessageCreated { room_id, .. }
+            | MessageEdited { room_id, .. }
+            | MessageDeleted { room_id, .. }
+            | ThreadUpdated { room_id, .. }
+            | ReactionAdded { room_id, .. }
+            | ReactionRemoved { room_id, .. }
+            | MemberJoined { room_id, .. }
+            | MemberLeft { room_id, .. }
+            | MemberBanned { room_id, .. }
+            | RoomCreated { room_id }
+            | RoomUpdated { room_id }
+            | RoomDeleted { room_id }
+            | ReadAdvanced { room_id, .. }
+            | Typing { room_id, .. } => Some(*room_id),
+            GroupCreated { .. } | UserCreated { .. } | UserUpdated { .. } => None,
+        }
+    }
+
+    /// The serde tag, used as the log's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        use Event::*;
+        match self {
+            MessageCreated { .. } => "messageCreated",
+            MessageEdited { .. } => "messageEdited",
+            MessageDeleted { .. } => "messageDeleted",
+            ThreadUpdated { .. } => "threadUpdated",
+            ReactionAdded { .. } => "reactionAdded",
+            ReactionRemoved { .. } => "reactionRemoved",
+            MemberJoined { .. } => "memberJoined",
+            MemberLeft { .. } => "memberLeft",
+            MemberBanned { .. } => "memberBanned",
+            RoomCreated { .. } => "roomCreated",
+            RoomUpdated { .. } => "roomUpdated",
+            RoomDeleted { .. } => "roomDeleted",
+            GroupCreated { .. } => "groupCreated",
+            UserCreated { .. } => "userCreated",
+            UserUpdated { .. } => "userUpdated",
+            ReadAdvanced { .. } => "readAdvanced",
+            Typing { .. } => "typing",
+        }
+    }
+
+    /// Events only the user concerned should see (their read state).
+    pub fn private_to(&self) -> Option<Id> {
+        match self {
+            Event::ReadAdvanced { user_id, .. } => Some(*user_id),
+            _ => None,
+        }
+    }
+}
+
+/// Where a change came from, so a bridge never sends back what it brought in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Origin(pub String);
+
+impl Origin {
+    /// A change made through weft itself (API, web app, CLI).
+    pub fn local() -> Self {
+        Origin(String::from("weft"))
+    }
+
+    /// Whether this change came through weft itself.
+    pub fn is_local(&self) -> bool {
+        self.0 == "weft"
+    }
+}
+
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// Position in the log; strictly increasing in commit order.
+    pub seq: i64,
+    /// When it was logged.
+    pub at: Millis,
+    /// Where the change came from.
+    pub origin: Origin,
+    /// The change.
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_matches_serde_tag() {
+        let room_id = Id::generate();
+        let events = [
+            Event::MessageCreated {
+                room_id,
+                message_id: room_id,
+            },
+            Event::ReadAdvanced {
+                room_id,
+                user_id: room_id,
+                up_to_seq: 3,
+            },
+            Event::Typing {
+                room_id,
+                who: Author::Virtual(room_id),
+            },
+            Event::UserCreated { user_id: room_id },
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).expect("serialises");
+            assert_eq!(json["type"], event.kind());
+            let back: Event = serde_json::from_value(json).expect("parses");
+            assert_eq!(back, event);
+        }
+    }
+}

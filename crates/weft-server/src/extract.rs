@@ -1,0 +1,142 @@
+//! Request extractors: the caller behind a token, ids in paths, and bodies that may be JSON or
+//! form-encoded (Gitter accepted both), each failing with a clear [`ApiError`].
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use weft_chat::Actor;
+use weft_core::Id;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The bearer token in a request: `Authorization: Bearer …`, or `?access_token=…` as Gitter
+/// also accepted.
+pub fn bearer_token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let mut words = value.split_whitespace();
+        if let (Some(scheme), Some(token)) = (words.next(), words.next()) {
+            if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+                return Some(token.to_string());
+            }
+        }
+    }
+    parts.uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("access_token=").map(|t| t.to_string()))
+    })
+}
+
+/// A signed-in caller; 401 without a valid token.
+pub struct Caller(pub Actor);
+
+/// A caller who may also be an anonymous visitor (peeking into public rooms); a token that is
+/// present but wrong is still a 401.
+pub struct MaybeCaller(pub Actor);
+
+async fn actor_from(parts: &Parts, state: &AppState) -> Result<Option<Actor>, ApiError> {
+    if let Some(actor) = parts.extensions.get::<Actor>() {
+        return Ok(Some(actor.clone()));
+    }
+    match bearer_token(parts) {
+        Some(token) => Ok(Some(state.chat.authenticate_token(&token).await.map_err(
+            |_| ApiError::new(StatusCode::UNAUTHORIZED, "invalid or revoked access token"),
+        )?)),
+        None => Ok(None),
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match actor_from(parts, state).await? {
+            Some(actor) => Ok(Caller(actor)),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "an access token is required",
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(MaybeCaller(
+            actor_from(parts, state)
+                .await?
+                .unwrap_or_else(Actor::anonymous),
+        ))
+    }
+}
+
+/// Parses a path segment as an id, 400 otherwise.
+pub fn parse_id(text: &str, what: &str) -> Result<Id, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid {what}: {text}")))
+}
+
+/// A request body as JSON or `application/x-www-form-urlencoded`.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_form = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(ApiError::bad_request("request body is not valid UTF-8"));
+        }
+        if is_form {
+            serde_urlencoded_from(&bytes)
+        } else {
+            let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+                Bytes::from_static(b"{}")
+            } else {
+                bytes
+            };
+            serde_json::from_slice(&bytes)
+                .map(Body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        }
+    }
+}
+
+/// Form fields arrive as strings; going through a JSON object lets "true" and "false" reach
+/// booleans the way JSON bodies would.
+fn serde_urlencoded_from<T: DeserializeOwned>(bytes: &[u8]) -> Result<Body<T>, ApiError> {
+    let mut object = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(bytes) {
+        let json = match value.as_ref() {
+            "true" => serde_json::Value::Bool(true),
+            "false" => serde_json::Value::Bool(false),
+            _ => serde_json::Value::String(value.into_owned()),
+        };
+        object.insert(key.into_owned(), json);
+    }
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map(Body)
+        .map_err(|e| ApiError::bad_request(format!("invalid form body: {e}")))
+}
+
+fn body_rejection(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
+    } else {
+        ApiError::new(e.status(), format!("could not read the request body: {e}"))
+    }
+}

@@ -1,0 +1,189 @@
+//! Live frames: each logged event rendered once into Gitter's `{operation, model}` shape and
+//! shared by every WebSocket and stream subscriber of this process.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use weft_chat::Chat;
+use weft_core::{Author, Event, Id, LoggedEvent};
+
+use crate::wire;
+
+/// One event, rendered for live subscribers.
+#[derive(Debug)]
+pub struct Frame {
+    /// Log sequence number (0 for ephemeral events such as typing).
+    pub seq: i64,
+    /// The room it belongs to.
+    pub room_id: Id,
+    /// Only this user may see it (their own read state).
+    pub private_to: Option<Id>,
+    /// Gitter resource: `chatMessages`, `users`, `room`, `readState`, `typing`.
+    pub resource: &'static str,
+    /// `create`, `update`, `remove` or `patch`.
+    pub operation: &'static str,
+    /// The model (the message, user, room, … as JSON).
+    pub model: Value,
+    /// The whole frame, serialised once for every WebSocket.
+    pub text: Arc<str>,
+}
+
+/// The process's live frames.
+#[derive(Clone)]
+pub struct Frames {
+    sender: broadcast::Sender<Arc<Frame>>,
+}
+
+impl Frames {
+    /// Starts rendering the chat service's live events.
+    pub fn start(chat: Chat) -> Frames {
+        let (sender, _) = broadcast::channel(8192);
+        let mut events = chat.live().subscribe();
+        let out = sender.clone();
+        tokio::spawn(async move {
+            let mut last = 0i64;
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        if event.seq > 0 {
+                            last = event.seq;
+                        }
+                        if let Some(frame) = build(&chat, &event).await {
+                            let _ = out.send(Arc::new(frame));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind: catch up from the log so no subscriber misses an event.
+                        match chat.store().events_after(last, 10_000).await {
+                            Ok(missed) => {
+                                for event in missed {
+                                    last = event.seq;
+                                    if let Some(frame) = build(&chat, &event).await {
+                                        let _ = out.send(Arc::new(frame));
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "could not catch up with the event log")
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Frames { sender }
+    }
+
+    /// Subscribes to frames from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
+        self.sender.subscribe()
+    }
+}
+
+/// Renders one event; `None` for events live subscribers do not see (or whose subject is
+/// already gone).
+pub async fn build(chat: &Chat, logged: &LoggedEvent) -> Option<Frame> {
+    let store = chat.store();
+    let room_id = logged.event.room_id()?;
+    let message_json = |id: Id| async move {
+        let view = store.message(id).await.ok()??;
+        Some(wire::message(&view, None, None))
+    };
+    let (resource, operation, model) = match &logged.event {
+        Event::MessageCreated { message_id, .. } => {
+            ("chatMessages", "create", message_json(*message_id).await?)
+        }
+        Event::MessageEdited { message_id, .. } => {
+            ("chatMessages", "update", message_json(*message_id).await?)
+        }
+        Event::MessageDeleted { message_id, .. } => {
+            // A placeholder that stays (thread head) is shown as deleted; otherwise removed.
+            match store.message(*message_id).await.ok()? {
+                Some(view) => ("chatMessages", "update", wire::message(&view, None, None)),
+                None => ("chatMessages", "remove", json!({ "id": message_id })),
+            }
+        }
+        Event::ThreadUpdated { message_id, .. } => {
+            let view = store.message(*message_id).await.ok()??;
+            (
+                "chatMessages",
+                "patch",
+                json!({ "id": message_id, "threadMessageCount": view.message.thread_count }),
+            )
+        }
+        Event::ReactionAdded { message_id, .. } | Event::ReactionRemoved { message_id, .. } => {
+            let view = store.message(*message_id).await.ok()??;
+            let seq = view.message.seq;
+            let counts: Vec<_> = store
+                .reactions(room_id, seq, seq, None)
+                .await
+                .ok()?
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect();
+            (
+                "chatMessages",
+                "patch",
+                json!({ "id": message_id, "reactions": wire::reactions(&counts) }),
+            )
+        }
+        Event::MemberJoined { user_id, .. } => {
+            let user = store.user(*user_id).await.ok()??;
+            ("users", "create", wire::user(&user))
+        }
+        Event::MemberLeft { user_id, .. } | Event::MemberBanned { user_id, .. } => {
+            ("users", "remove", json!({ "id": user_id }))
+        }
+        Event::RoomUpdated { .. } => (
+            "room",
+            "update",
+            wire::room(&store.room(room_id).await.ok()??),
+        ),
+        Event::RoomDeleted { .. } => ("room", "remove", json!({ "id": room_id })),
+        Event::ReadAdvanced { up_to_seq, .. } => (
+            "readState",
+            "patch",
+            json!({ "roomId": room_id, "upToSeq": up_to_seq }),
+        ),
+        Event::Typing { who, .. } => {
+            let model = match who {
+                Author::User(id) => {
+                    let user = store.user(*id).await.ok()??;
+                    json!({ "userId": id, "username": user.username, "displayName": user.display_name })
+                }
+                Author::Virtual(id) => {
+                    let v = store.virtual_user(*id).await.ok()??;
+                    json!({ "userId": id, "username": v.external_id, "displayName": v.display_name })
+                }
+            };
+            ("typing", "create", model)
+        }
+        Event::RoomCreated { .. }
+        | Event::GroupCreated { .. }
+        | Event::UserCreated { .. }
+        | Event::UserUpdated { .. } => {
+            return None;
+        }
+    };
+    let text: Arc<str> = json!({
+        "type": "event",
+        "seq": logged.seq,
+        "roomId": room_id,
+        "resource": resource,
+        "operation": operation,
+        "model": model,
+    })
+    .to_string()
+    .into();
+    Some(Frame {
+        seq: logged.seq,
+        room_id,
+        private_to: logged.event.private_to(),
+        resource,
+        operation,
+        model,
+        text,
+    })
+}

@@ -1,0 +1,66 @@
+//! The event log: appended inside every write transaction, read by tailers in order.
+
+use sqlx::{AnyPool, Row};
+use weft_core::{Event, LoggedEvent, Origin};
+
+use crate::{Result, Store, StoreError, WriteTx};
+
+pub(crate) async fn last_seq(pool: &AnyPool) -> Result<i64> {
+    let row = sqlx::query("SELECT MAX(seq) AS seq FROM events")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0))
+}
+
+impl Store {
+    /// Log entries after `after_seq`, oldest first, at most `limit`.
+    pub async fn events_after(&self, after_seq: i64, limit: i64) -> Result<Vec<LoggedEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, payload, origin, at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get("payload")?;
+                let event: Event = serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
+                Ok(LoggedEvent {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    origin: Origin(r.try_get("origin")?),
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    /// The sequence number of the newest log entry (0 when empty).
+    pub async fn last_event_seq(&self) -> Result<i64> {
+        last_seq(self.pool()).await
+    }
+}
+
+impl WriteTx {
+    /// Appends an event to the log in this transaction; returns its sequence number.
+    /// Ephemeral events ([`Event::Typing`]) must not be logged.
+    pub async fn append(&mut self, origin: &Origin, event: &Event) -> Result<i64> {
+        let payload =
+            serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query(
+            "INSERT INTO events (room_id, kind, payload, origin, at) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+        )
+        .bind(event.room_id().map(|r| r.to_hex()))
+        .bind(event.kind())
+        .bind(payload)
+        .bind(&origin.0)
+        .bind(weft_core::now_millis())
+        .fetch_one(&mut *self.conn)
+        .await?;
+        let seq: i64 = row.try_get("seq")?;
+        self.last_event_seq = Some(seq);
+        Ok(seq)
+    }
+}

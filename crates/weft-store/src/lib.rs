@@ -1,0 +1,196 @@
+//! Weft's storage: one set of queries over SQLite (embedded default, WAL mode) and PostgreSQL
+//! (scale-out), through sqlx's `Any` driver so that both run the same SQL.
+//!
+//! Writes go through [`Store::write`]: a single writer task per process groups concurrent
+//! writes into one database transaction (each in its own savepoint), which is what makes
+//! thousands of durable posts per second possible on SQLite. Every write appends its events to
+//! the ordered event log inside that same transaction ([`WriteTx::append`]), so a change and its
+//! event are never separated by a crash.
+
+mod communities;
+mod events;
+mod messages;
+mod rooms;
+mod rows;
+mod users;
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+use tokio::sync::watch;
+
+pub use messages::{MessagePage, NewMessage, PageAnchor};
+pub use rooms::RoomWithMembership;
+pub use writer::{BoxFuture, WriteTx};
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value (username, URI, ...) is already taken.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// A stored value could not be read back (a bug or a hand-edited database).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Schema migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The writer task is gone (the store is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+    /// The write transaction failed and was rolled back.
+    #[error("{0}")]
+    Rejected(String),
+    /// A write job refused to go on (its own check inside the transaction failed); carries
+    /// the job's error back to its caller.
+    #[error("{0}")]
+    Aborted(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to [`StoreError::Conflict`].
+    pub(crate) fn conflict_on(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database, shared by every part of one weft process.
+#[derive(Clone)]
+pub struct Store {
+    read: AnyPool,
+    dialect: Dialect,
+    writer: writer::WriterHandle,
+    committed: watch::Receiver<i64>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`: `sqlite:PATH` or
+    /// `postgres://…`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(StoreError::Db(sqlx::Error::Configuration(
+                format!("unsupported database URL (use sqlite:PATH or postgres://…): {url}").into(),
+            )));
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let (readers, writers) = match dialect {
+            Dialect::Sqlite => (8, 1),
+            Dialect::Postgres => (16, 2),
+        };
+        let write_pool = pool_options(dialect, writers)
+            .connect_with(options.clone())
+            .await?;
+        match dialect {
+            Dialect::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&write_pool)
+                    .await?
+            }
+            Dialect::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&write_pool)
+                    .await?
+            }
+        }
+        let read = pool_options(dialect, readers)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let last = events::last_seq(&read).await?;
+        let (committed_tx, committed) = watch::channel(last);
+        let writer = writer::spawn(write_pool, dialect, committed_tx);
+        Ok(Store {
+            read,
+            dialect,
+            writer,
+            committed,
+        })
+    }
+
+    /// The database behind this store.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Runs `job` in a write transaction, grouped with other concurrent writes, and returns its
+    /// result once the transaction is durably committed. If `job` fails, its changes (and only
+    /// its changes) are rolled back.
+    pub async fn write<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
+        self.writer.run(job).await
+    }
+
+    /// Follows the sequence number of the last committed event log entry, to wake tailers.
+    pub fn committed(&self) -> watch::Receiver<i64> {
+        self.committed.clone()
+    }
+
+    /// Tells this process's tailers that another process committed events up to `seq`
+    /// (PostgreSQL scale-out: learnt through `LISTEN`).
+    pub fn note_remote_commit(&self, seq: i64) {
+        self.writer.note_remote_commit(seq);
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.read
+    }
+}
+
+fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(30));
+    match dialect {
+        Dialect::Sqlite => options.after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn))),
+        Dialect::Postgres => options,
+    }
+}
+
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    // WAL lets readers run beside the writer; FULL makes every commit durable across power
+    // loss (group commit keeps that affordable).
+    conn.execute(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits for the store's writer to finish queued writes, for orderly shutdown.
+pub async fn close(store: Store) {
+    store.writer.close().await;
+    store.read.close().await;
+}

@@ -1,0 +1,548 @@
+//! Messages, threads, reactions, mentions, search and files.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use weft_core::{
+    Attachment, Author, Id, IssueRef, Message, MessageMention, MessageView, ReactionCount,
+    StoredFile,
+};
+
+use crate::rows;
+use crate::{Dialect, Result, Store, StoreError, WriteTx};
+
+/// Everything needed to store a new message.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Message id.
+    pub id: Id,
+    /// Room.
+    pub room_id: Id,
+    /// Author.
+    pub author: Author,
+    /// Markdown source.
+    pub text: String,
+    /// Rendered HTML.
+    pub html: String,
+    /// `/me` message.
+    pub status: bool,
+    /// Thread parent.
+    pub parent_id: Option<Id>,
+    /// When it was sent.
+    pub sent: i64,
+    /// Mentions (users to notify have `user_id` set).
+    pub mentions: Vec<MessageMention>,
+    /// Issue references.
+    pub issues: Vec<IssueRef>,
+    /// Links.
+    pub urls: Vec<String>,
+    /// Attached files.
+    pub attachments: Vec<Attachment>,
+}
+
+/// Where a page of messages is anchored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageAnchor {
+    /// The newest messages.
+    Latest,
+    /// Messages before this sequence number.
+    Before(i64),
+    /// Messages after this sequence number.
+    After(i64),
+    /// Messages around (and including) this sequence number.
+    Around(i64),
+}
+
+/// A request for a page of a room's messages.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagePage {
+    /// Room.
+    pub room_id: Id,
+    /// Anchor.
+    pub anchor: PageAnchor,
+    /// At most this many (the caller bounds it).
+    pub limit: i64,
+    /// Include thread replies in the feed.
+    pub include_threads: bool,
+}
+
+macro_rules! message_select {
+    () => {
+        "SELECT m.seq, m.id, m.room_id, m.author_kind, m.author_id, m.text, m.html, m.status, m.parent_id, \
+         m.thread_count, m.sent, m.edited_at, m.deleted, m.mentions, m.issues, m.urls, m.attachments, m.version, \
+         u.username AS u_username, u.display_name AS u_display_name, u.avatar_url AS u_avatar_url, \
+         u.site_admin AS u_site_admin, u.created_at AS u_created_at, \
+         v.kind AS v_kind, v.external_id AS v_external_id, v.display_name AS v_display_name, v.avatar_url AS v_avatar_url \
+         FROM messages m \
+         LEFT JOIN users u ON m.author_kind = 'user' AND u.id = m.author_id \
+         LEFT JOIN virtual_users v ON m.author_kind = 'virtual' AND v.id = m.author_id "
+    };
+}
+
+fn message_view(row: &AnyRow) -> Result<MessageView> {
+    let author = rows::author(row, "author_kind", "author_id")?;
+    let message = Message {
+        id: rows::id(row, "id")?,
+        seq: row.try_get("seq")?,
+        room_id: rows::id(row, "room_id")?,
+        author,
+        text: row.try_get("text")?,
+        html: row.try_get("html")?,
+        status: rows::flag(row, "status")?,
+        parent_id: rows::opt_id(row, "parent_id")?,
+        thread_count: row.try_get("thread_count")?,
+        sent: row.try_get("sent")?,
+        edited_at: row.try_get("edited_at")?,
+        deleted: rows::flag(row, "deleted")?,
+        mentions: rows::json(row, "mentions")?,
+        issues: rows::json(row, "issues")?,
+        urls: rows::json(row, "urls")?,
+        attachments: rows::json(row, "attachments")?,
+        version: row.try_get("version")?,
+        reactions: Vec::new(),
+        read_by: 0,
+    };
+    Ok(MessageView {
+        message,
+        author: rows::joined_profile(row, author)?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// A message by id, with its author.
+    pub async fn message(&self, id: Id) -> Result<Option<MessageView>> {
+        let row = sqlx::query(concat!(message_select!(), "WHERE m.id = $1"))
+            .bind(id.to_hex())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(message_view).transpose()
+    }
+
+    /// A page of a room's timeline, oldest first.
+    pub async fn messages(&self, page: MessagePage) -> Result<Vec<MessageView>> {
+        let room = page.room_id.to_hex();
+        let limit = page.limit.max(1);
+        let fetch = |sql: &'static str, seq: i64, limit: i64| {
+            sqlx::query(sql)
+                .bind(room.clone())
+                .bind(seq)
+                .bind(limit)
+                .fetch_all(self.pool())
+        };
+        let (older, newer) = if page.include_threads {
+            (
+                concat!(
+                    message_select!(),
+                    "WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3"
+                ),
+                concat!(
+                    message_select!(),
+                    "WHERE m.room_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
+                ),
+            )
+        } else {
+            (
+                concat!(
+                    message_select!(),
+                    "WHERE m.room_id = $1 AND m.parent_id IS NULL AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3"
+                ),
+                concat!(
+                    message_select!(),
+                    "WHERE m.room_id = $1 AND m.parent_id IS NULL AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
+                ),
+            )
+        };
+        let mut out = match page.anchor {
+            PageAnchor::Latest => reversed(fetch(older, i64::MAX, limit).await?)?,
+            PageAnchor::Before(seq) => reversed(fetch(older, seq, limit).await?)?,
+            PageAnchor::After(seq) => forward(fetch(newer, seq, limit).await?)?,
+            PageAnchor::Around(seq) => {
+                let before = limit / 2;
+                let mut list = reversed(fetch(older, seq, before.max(1)).await?)?;
+                list.extend(forward(fetch(newer, seq - 1, limit - before).await?)?);
+                list
+            }
+        };
+        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX).max(1));
+        Ok(out)
+    }
+
+    /// The replies in a thread, oldest first.
+    pub async fn thread(
+        &self,
+        parent_id: Id,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageView>> {
+        let rows = sqlx::query(concat!(
+            message_select!(),
+            "WHERE m.parent_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
+        ))
+        .bind(parent_id.to_hex())
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        forward(rows)
+    }
+
+    /// Full-text search within a room, newest first.
+    pub async fn search(
+        &self,
+        room_id: Id,
+        q: &str,
+        before_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageView>> {
+        let rows = match self.dialect() {
+            Dialect::Sqlite => {
+                let Some(query) = fts5_query(q) else { return Ok(Vec::new()) };
+                sqlx::query(concat!(
+                    message_select!(),
+                    "WHERE m.seq IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH $2) \
+                     AND m.room_id = $1 AND m.seq < $3 AND m.deleted = 0 ORDER BY m.seq DESC LIMIT $4"
+                ))
+                .bind(room_id.to_hex())
+                .bind(query)
+                .bind(before_seq)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+            Dialect::Postgres => {
+                sqlx::query(concat!(
+                    message_select!(),
+                    "WHERE m.room_id = $1 AND to_tsvector('simple', m.text) @@ plainto_tsquery('simple', $2) \
+                     AND m.seq < $3 AND m.deleted = 0 ORDER BY m.seq DESC LIMIT $4"
+                ))
+                .bind(room_id.to_hex())
+                .bind(q)
+                .bind(before_seq)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        rows.iter().map(message_view).collect()
+    }
+
+    /// Reaction counts for every message of a room whose sequence number lies in
+    /// `[min_seq, max_seq]`, as `(message id, counts)`; `me` marks the asker's own.
+    pub async fn reactions(
+        &self,
+        room_id: Id,
+        min_seq: i64,
+        max_seq: i64,
+        me: Option<Id>,
+    ) -> Result<Vec<(Id, ReactionCount)>> {
+        let rows = sqlx::query(
+            "SELECT x.message_id, x.emoji, COUNT(*) AS n, \
+             SUM(CASE WHEN x.reactor_id = $4 THEN 1 ELSE 0 END) AS mine, MIN(x.created_at) AS first \
+             FROM reactions x JOIN messages m ON m.id = x.message_id \
+             WHERE m.room_id = $1 AND m.seq >= $2 AND m.seq <= $3 \
+             GROUP BY x.message_id, x.emoji ORDER BY first",
+        )
+        .bind(room_id.to_hex())
+        .bind(min_seq)
+        .bind(max_seq)
+        .bind(me.map(|m| m.to_hex()).unwrap_or_default())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    rows::id(r, "message_id")?,
+                    ReactionCount {
+                        emoji: r.try_get("emoji")?,
+                        count: r.try_get("n")?,
+                        me: r.try_get::<i64, _>("mine")? > 0,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Who reacted to a message with an emoji.
+    pub async fn reactors(&self, message_id: Id, emoji: &str) -> Result<Vec<Author>> {
+        let rows = sqlx::query(
+            "SELECT reactor_kind, reactor_id FROM reactions WHERE message_id = $1 AND emoji = $2 ORDER BY created_at",
+        )
+        .bind(message_id.to_hex())
+        .bind(emoji)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| rows::author(r, "reactor_kind", "reactor_id"))
+            .collect()
+    }
+
+    /// A stored file's record.
+    pub async fn file(&self, id: Id) -> Result<Option<StoredFile>> {
+        let row = sqlx::query(
+            "SELECT id, room_id, uploader_kind, uploader_id, name, content_type, size, created_at FROM files WHERE id = $1",
+        )
+        .bind(id.to_hex())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(StoredFile {
+                id: rows::id(&r, "id")?,
+                room_id: rows::id(&r, "room_id")?,
+                uploader: rows::author(&r, "uploader_kind", "uploader_id")?,
+                name: r.try_get("name")?,
+                content_type: r.try_get("content_type")?,
+                size: r.try_get("size")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Number of messages in a room (for benchmarks and admin views).
+    pub async fn count_messages(&self, room_id: Id) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM messages WHERE room_id = $1")
+            .bind(room_id.to_hex())
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Days (as `YYYY-MM-DD` in UTC) between `from` and `to` (milliseconds) with main-feed
+    /// messages, with counts.
+    pub async fn message_times(
+        &self,
+        room_id: Id,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT sent FROM messages WHERE room_id = $1 AND sent >= $2 AND sent < $3 AND parent_id IS NULL ORDER BY seq LIMIT $4",
+        )
+        .bind(room_id.to_hex())
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("sent")?))
+            .collect()
+    }
+}
+
+fn reversed(rows: Vec<AnyRow>) -> Result<Vec<MessageView>> {
+    rows.iter().rev().map(message_view).collect()
+}
+
+fn forward(rows: Vec<AnyRow>) -> Result<Vec<MessageView>> {
+    rows.iter().map(message_view).collect()
+}
+
+/// Turns free text into an FTS5 query of quoted terms (all must match), so that user input
+/// can never be a syntax error; `None` when there is nothing to search for.
+fn fts5_query(q: &str) -> Option<String> {
+    let terms: Vec<String> = q
+        .split_whitespace()
+        .map(|t| t.replace('"', ""))
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("\"{t}\""))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+impl WriteTx {
+    /// A message by id inside the transaction (to decide on edits and deletes atomically).
+    pub async fn message(&mut self, id: Id) -> Result<Option<MessageView>> {
+        let row = sqlx::query(concat!(message_select!(), "WHERE m.id = $1"))
+            .bind(id.to_hex())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        row.as_ref().map(message_view).transpose()
+    }
+
+    /// Stores a new message (and its mention rows); returns its sequence number.
+    pub async fn insert_message(&mut self, m: &NewMessage) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO messages (id, room_id, author_kind, author_id, text, html, status, parent_id, sent, mentions, issues, urls, attachments) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq",
+        )
+        .bind(m.id.to_hex())
+        .bind(m.room_id.to_hex())
+        .bind(rows::author_kind(&m.author))
+        .bind(m.author.id().to_hex())
+        .bind(&m.text)
+        .bind(&m.html)
+        .bind(i64::from(m.status))
+        .bind(m.parent_id.map(|p| p.to_hex()))
+        .bind(m.sent)
+        .bind(to_json(&m.mentions)?)
+        .bind(to_json(&m.issues)?)
+        .bind(to_json(&m.urls)?)
+        .bind(to_json(&m.attachments)?)
+        .fetch_one(&mut *self.conn)
+        .await
+        .map_err(StoreError::conflict_on("message"))?;
+        let seq: i64 = row.try_get("seq")?;
+        self.insert_mentions(m.room_id, seq, &m.mentions).await?;
+        if let Some(parent) = m.parent_id {
+            self.add_thread_count(parent, 1).await?;
+        }
+        Ok(seq)
+    }
+
+    async fn insert_mentions(
+        &mut self,
+        room_id: Id,
+        seq: i64,
+        mentions: &[MessageMention],
+    ) -> Result<()> {
+        for user_id in mentions.iter().filter_map(|m| m.user_id) {
+            sqlx::query(
+                "INSERT INTO mentions (user_id, room_id, message_seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id.to_hex())
+            .bind(room_id.to_hex())
+            .bind(seq)
+            .execute(&mut *self.conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a message's text after an edit.
+    pub async fn update_message_text(
+        &mut self,
+        message: &Message,
+        text: &str,
+        html: &str,
+        mentions: &[MessageMention],
+        issues: &[IssueRef],
+        urls: &[String],
+        edited_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE messages SET text = $2, html = $3, mentions = $4, issues = $5, urls = $6, edited_at = $7, \
+             version = version + 1 WHERE id = $1",
+        )
+        .bind(message.id.to_hex())
+        .bind(text)
+        .bind(html)
+        .bind(to_json(&mentions)?)
+        .bind(to_json(&issues)?)
+        .bind(to_json(&urls)?)
+        .bind(edited_at)
+        .execute(&mut *self.conn)
+        .await?;
+        sqlx::query("DELETE FROM mentions WHERE message_seq = $1")
+            .bind(message.seq)
+            .execute(&mut *self.conn)
+            .await?;
+        self.insert_mentions(message.room_id, message.seq, mentions)
+            .await
+    }
+
+    /// Deletes a message. One whose thread has replies stays as an empty placeholder so the
+    /// thread keeps its head; returns whether it became a placeholder.
+    pub async fn delete_message(&mut self, message: &Message) -> Result<bool> {
+        let id = message.id.to_hex();
+        sqlx::query("DELETE FROM reactions WHERE message_id = $1")
+            .bind(&id)
+            .execute(&mut *self.conn)
+            .await?;
+        sqlx::query("DELETE FROM mentions WHERE message_seq = $1")
+            .bind(message.seq)
+            .execute(&mut *self.conn)
+            .await?;
+        let placeholder = message.thread_count > 0;
+        if placeholder {
+            sqlx::query(
+                "UPDATE messages SET text = '', html = '', mentions = '[]', issues = '[]', urls = '[]', attachments = '[]', \
+                 deleted = 1, version = version + 1 WHERE id = $1",
+            )
+            .bind(&id)
+            .execute(&mut *self.conn)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM messages WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *self.conn)
+                .await?;
+            if let Some(parent) = message.parent_id {
+                self.add_thread_count(parent, -1).await?;
+            }
+        }
+        Ok(placeholder)
+    }
+
+    async fn add_thread_count(&mut self, parent: Id, delta: i64) -> Result<()> {
+        sqlx::query("UPDATE messages SET thread_count = thread_count + $2, version = version + 1 WHERE id = $1")
+            .bind(parent.to_hex())
+            .bind(delta)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds a reaction; false if that person already reacted with that emoji.
+    pub async fn add_reaction(
+        &mut self,
+        message_id: Id,
+        reactor: Author,
+        emoji: &str,
+        at: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO reactions (message_id, reactor_kind, reactor_id, emoji, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (message_id, reactor_id, emoji) DO NOTHING",
+        )
+        .bind(message_id.to_hex())
+        .bind(rows::author_kind(&reactor))
+        .bind(reactor.id().to_hex())
+        .bind(emoji)
+        .bind(at)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes a reaction; false if there was none.
+    pub async fn remove_reaction(
+        &mut self,
+        message_id: Id,
+        reactor: Author,
+        emoji: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM reactions WHERE message_id = $1 AND reactor_id = $2 AND emoji = $3",
+        )
+        .bind(message_id.to_hex())
+        .bind(reactor.id().to_hex())
+        .bind(emoji)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records an uploaded file.
+    pub async fn insert_file(&mut self, file: &StoredFile) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO files (id, room_id, uploader_kind, uploader_id, name, content_type, size, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(file.id.to_hex())
+        .bind(file.room_id.to_hex())
+        .bind(rows::author_kind(&file.uploader))
+        .bind(file.uploader.id().to_hex())
+        .bind(&file.name)
+        .bind(&file.content_type)
+        .bind(file.size)
+        .bind(file.created_at)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}

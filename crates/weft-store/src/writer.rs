@@ -1,0 +1,252 @@
+//! The single writer: group commit of concurrent writes, each in its own savepoint.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Executor};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{Dialect, Result, StoreError};
+
+/// A boxed future borrowing the write transaction.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Most writes grouped into one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Tells a job's caller how its transaction ended.
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A queued write, type-erased so that writes of every result type share one queue.
+trait QueuedJob: Send {
+    /// Runs against the transaction; says whether it succeeded and how to answer the caller.
+    fn run<'t>(self: Box<Self>, tx: &'t mut WriteTx) -> BoxFuture<'t, (bool, Completion)>;
+    /// Answers the caller without running (the transaction could not be started).
+    fn fail(self: Box<Self>, error: StoreError);
+}
+
+type Job = Box<dyn QueuedJob>;
+
+struct TypedJob<T, F> {
+    job: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> QueuedJob for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+{
+    fn run<'t>(self: Box<Self>, tx: &'t mut WriteTx) -> BoxFuture<'t, (bool, Completion)> {
+        let TypedJob { job, reply } = *self;
+        Box::pin(async move {
+            let outcome = job(tx).await;
+            let ok = outcome.is_ok();
+            let completion: Completion = Box::new(move |commit: Result<()>| {
+                let result = match (outcome, commit) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                };
+                // The caller may have gone away (request cancelled); the write stands.
+                let _ = reply.send(result);
+            });
+            (ok, completion)
+        })
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// An open write transaction, handed to one write job at a time.
+pub struct WriteTx {
+    pub(crate) conn: PoolConnection<Any>,
+    pub(crate) dialect: Dialect,
+    /// Sequence number of the last event this transaction appended.
+    pub(crate) last_event_seq: Option<i64>,
+}
+
+impl WriteTx {
+    /// The database behind this transaction.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+    committed: watch::Sender<i64>,
+}
+
+impl WriterHandle {
+    pub(crate) async fn run<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let boxed: Job = Box::new(TypedJob { job, reply });
+        self.jobs
+            .send(boxed)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) fn note_remote_commit(&self, seq: i64) {
+        self.committed.send_if_modified(|current| {
+            if seq > *current {
+                *current = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub(crate) async fn close(&self) {
+        self.jobs.closed().await;
+    }
+}
+
+pub(crate) fn spawn(
+    pool: AnyPool,
+    dialect: Dialect,
+    committed: watch::Sender<i64>,
+) -> WriterHandle {
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(4096);
+    let handle = WriterHandle {
+        jobs: jobs_tx,
+        committed: committed.clone(),
+    };
+    tokio::spawn(writer_loop(pool, dialect, jobs_rx, committed));
+    handle
+}
+
+async fn writer_loop(
+    pool: AnyPool,
+    dialect: Dialect,
+    mut jobs: mpsc::Receiver<Job>,
+    committed: watch::Sender<i64>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let completions = run_batch(&pool, dialect, &mut batch, &committed).await;
+        for (completion, outcome) in completions {
+            completion(outcome);
+        }
+    }
+}
+
+/// Runs one batch in one transaction; returns each job's completion with the outcome to report.
+async fn run_batch(
+    pool: &AnyPool,
+    dialect: Dialect,
+    batch: &mut Vec<Job>,
+    committed: &watch::Sender<i64>,
+) -> Vec<(Completion, Result<()>)> {
+    let conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return fail_all(batch, e),
+    };
+    let mut tx = WriteTx {
+        conn,
+        dialect,
+        last_event_seq: None,
+    };
+    let begin = match dialect {
+        // IMMEDIATE takes the write lock up front, so a CLI process writing at the same time
+        // waits (busy_timeout) instead of failing half-way.
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    };
+    if let Err(e) = tx.conn.execute(begin).await {
+        return fail_all(batch, e);
+    }
+    if dialect == Dialect::Postgres {
+        // Serialises writers across instances so that event log sequence numbers become
+        // visible in commit order: a tailer reading `seq > last` never skips a late commit.
+        if let Err(e) = tx.conn.execute("SELECT pg_advisory_xact_lock(7411)").await {
+            let _ = tx.conn.execute("ROLLBACK").await;
+            return fail_all(batch, e);
+        }
+    }
+    let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut jobs = batch.drain(..);
+    while let Some(job) = jobs.next() {
+        if let Err(e) = tx.conn.execute("SAVEPOINT job").await {
+            let _ = tx.conn.execute("ROLLBACK").await;
+            job.fail(rejected("transaction failed", &e));
+            return abort(done, jobs, &e);
+        }
+        let seq_before = tx.last_event_seq;
+        let (ok, completion) = job.run(&mut tx).await;
+        let step = if ok {
+            tx.conn.execute("RELEASE SAVEPOINT job").await.map(|_| ())
+        } else {
+            tx.last_event_seq = seq_before;
+            tx.conn
+                .execute("ROLLBACK TO SAVEPOINT job")
+                .await
+                .map(|_| ())
+        };
+        done.push(completion);
+        if let Err(e) = step {
+            let _ = tx.conn.execute("ROLLBACK").await;
+            return abort(done, jobs, &e);
+        }
+    }
+    match tx.conn.execute("COMMIT").await {
+        Ok(_) => {
+            if let Some(seq) = tx.last_event_seq {
+                committed.send_if_modified(|current| {
+                    let newer = seq > *current;
+                    if newer {
+                        *current = seq;
+                    }
+                    newer
+                });
+            }
+            done.into_iter().map(|c| (c, Ok(()))).collect()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed; the batch's writes were rolled back");
+            let _ = tx.conn.execute("ROLLBACK").await;
+            done.into_iter()
+                .map(|c| (c, Err(rejected("commit failed", &e))))
+                .collect()
+        }
+    }
+}
+
+fn rejected(what: &str, e: &sqlx::Error) -> StoreError {
+    StoreError::Rejected(format!("{what}: {e}"))
+}
+
+/// Ends a batch whose transaction broke: jobs that ran hear that it was rolled back, jobs that
+/// had not run yet hear the same without running.
+fn abort(
+    done: Vec<Completion>,
+    rest: impl Iterator<Item = Job>,
+    e: &sqlx::Error,
+) -> Vec<(Completion, Result<()>)> {
+    tracing::error!(error = %e, "write transaction failed; the batch was rolled back");
+    for job in rest {
+        job.fail(rejected("transaction failed", e));
+    }
+    done.into_iter()
+        .map(|c| (c, Err(rejected("transaction failed", e))))
+        .collect()
+}
+
+/// Reports a failure to start the transaction to every job in the batch.
+fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) -> Vec<(Completion, Result<()>)> {
+    tracing::error!(error = %e, "could not start a write transaction");
+    for job in batch.drain(..) {
+        job.fail(rejected("database unavailable", &e));
+    }
+    Vec::new()
+}

@@ -1,0 +1,449 @@
+//! `weft bench`: starts a real `weft serve` process on loopback and measures it from outside:
+//! idle memory, durable posts per second, WebSocket fan-out latency, and the latency of
+//! reading the last 50 messages of a room with a million messages and 20,000 members.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use weft_chat::{Actor, Chat, NewRoom, NewUser};
+use weft_core::{Author, Id, Membership, Role, RoomKind, User};
+use weft_store::NewMessage;
+
+use crate::config::Config;
+
+/// What to measure, and how hard.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Messages posted in the throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub posts: usize,
+    /// Concurrent posting clients.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// WebSocket subscribers in the fan-out run.
+    #[arg(long, default_value_t = 1_000)]
+    pub subscribers: usize,
+    /// Messages sent in the fan-out run.
+    #[arg(long, default_value_t = 200)]
+    pub fanout_messages: usize,
+    /// Messages seeded into the big room for the read run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub seed_messages: usize,
+    /// Members seeded into the big room.
+    #[arg(long, default_value_t = 20_000)]
+    pub seed_members: usize,
+    /// Reads in the read run.
+    #[arg(long, default_value_t = 2_000)]
+    pub reads: usize,
+}
+
+struct Fixture {
+    room_id: Id,
+    big_room_id: Id,
+    tokens: Vec<String>,
+}
+
+pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let mut config = config.clone();
+    if config.database_url.is_none() {
+        config.data_dir = dir.clone();
+    }
+    let backend = if config.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!("weft bench: {backend}, data in {}", dir.display());
+    let started = Instant::now();
+    let fixture = seed(&args, &config).await?;
+    println!("seeded in {:.1} s", started.elapsed().as_secs_f64());
+
+    let port = free_port()?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&config.data_dir);
+    if let Some(url) = &config.database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let mut child = cmd
+        .env("WEFT_RATE_LIMIT_PER_MINUTE", "0")
+        .env("WEFT_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting weft serve")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some(pid) = child.id() {
+        println!("idle RSS: {:.1} MB", rss_kb(pid)? as f64 / 1024.0);
+    }
+
+    let result = async {
+        posts(&args, &http, &base, &fixture).await?;
+        fanout(&args, &http, &base, &fixture, port).await?;
+        reads(&args, &http, &base, &fixture).await?;
+        if let Some(pid) = child.id() {
+            println!("RSS after the runs: {:.1} MB", rss_kb(pid)? as f64 / 1024.0);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = child.kill().await;
+    if config.database_url.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weft-bench-{}", Id::generate()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the server did not become ready")
+}
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+/// Users, tokens, a room for posting, and the big room (seeded straight into the store).
+async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
+    let chat: Chat = crate::open(config).await?;
+    let system = Actor::system();
+    let group = chat
+        .create_group(&system, &format!("bench{}", Id::generate()), None)
+        .await?;
+    let room = chat
+        .create_room(
+            &system,
+            NewRoom {
+                group_id: group.id,
+                name: "load".into(),
+                topic: String::new(),
+                kind: RoomKind::Public,
+            },
+        )
+        .await?;
+    let big = chat
+        .create_room(
+            &system,
+            NewRoom {
+                group_id: group.id,
+                name: "big".into(),
+                topic: String::new(),
+                kind: RoomKind::Public,
+            },
+        )
+        .await?;
+    let mut tokens = Vec::new();
+    let posters = args.concurrency.max(1);
+    for i in 0..posters {
+        let user = chat
+            .create_user(NewUser {
+                username: format!("poster{i}-{}", Id::generate()),
+                display_name: None,
+                password: None,
+                site_admin: false,
+            })
+            .await?;
+        let actor = Actor::user(user.clone());
+        chat.join(&actor, room.id).await?;
+        chat.join(&actor, big.id).await?;
+        tokens.push(chat.create_token(user.id, "bench", false).await?.1);
+    }
+    // The big room: members and messages written in large transactions.
+    let members_per_job = 2_000;
+    let mut created = 0;
+    while created < args.seed_members {
+        let n = members_per_job.min(args.seed_members - created);
+        let room_id = big.id;
+        chat.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    for _ in 0..n {
+                        let id = Id::generate();
+                        let user = User {
+                            id,
+                            username: format!("m{id}"),
+                            display_name: format!("Member {id}"),
+                            avatar_url: None,
+                            site_admin: false,
+                            created_at: weft_core::now_millis(),
+                        };
+                        tx.insert_user(&user, None).await?;
+                        let m = Membership {
+                            room_id,
+                            user_id: id,
+                            role: Role::Member,
+                            last_read_seq: 0,
+                            favourite: false,
+                            joined_at: 0,
+                        };
+                        tx.insert_membership(&m).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        created += n;
+    }
+    let author = chat
+        .store()
+        .members(big.id, "", 1, 0)
+        .await?
+        .first()
+        .map(|(u, _)| u.id)
+        .context("no member")?;
+    let per_job = 5_000;
+    let mut written = 0;
+    while written < args.seed_messages {
+        let n = per_job.min(args.seed_messages - written);
+        let room_id = big.id;
+        let base = written;
+        chat.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    for i in 0..n {
+                        let text = format!(
+                            "seeded message number {} with a little **markdown**",
+                            base + i
+                        );
+                        let m = NewMessage {
+                            id: Id::generate(),
+                            room_id,
+                            author: Author::User(author),
+                            html: format!("<p>{text}</p>"),
+                            text,
+                            status: false,
+                            parent_id: None,
+                            sent: weft_core::now_millis(),
+                            mentions: Vec::new(),
+                            issues: Vec::new(),
+                            urls: Vec::new(),
+                            attachments: Vec::new(),
+                        };
+                        tx.insert_message(&m).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        written += n;
+    }
+    weft_store::close(chat.store().clone()).await;
+    Ok(Fixture {
+        room_id: room.id,
+        big_room_id: big.id,
+        tokens,
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+async fn posts(
+    args: &BenchArgs,
+    http: &reqwest::Client,
+    base: &str,
+    f: &Fixture,
+) -> anyhow::Result<()> {
+    let per_client = args.posts / f.tokens.len();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for token in &f.tokens {
+        let (http, url, token) = (
+            http.clone(),
+            format!("{base}/v1/rooms/{}/chatMessages", f.room_id),
+            token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_client {
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "text": format!("load message {i} with `code` and :tada:") }))
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("post failed: {}", response.status());
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let total = per_client * f.tokens.len();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "posts: {total} durable posts in {secs:.2} s = {:.0} posts/s ({} concurrent clients)",
+        total as f64 / secs,
+        f.tokens.len()
+    );
+    Ok(())
+}
+
+async fn fanout(
+    args: &BenchArgs,
+    http: &reqwest::Client,
+    base: &str,
+    f: &Fixture,
+    port: u16,
+) -> anyhow::Result<()> {
+    let clock = Arc::new(Instant::now());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let mut ready = Vec::new();
+    for _ in 0..args.subscribers {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/ws")).await?;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            serde_json::json!({ "type": "subscribe", "roomId": f.room_id })
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        let (clock, tx) = (clock.clone(), tx.clone());
+        let expected = args.fanout_messages;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        ready.push(ready_rx);
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            let mut seen = 0;
+            while let Some(Ok(msg)) = ws.next().await {
+                let Ok(text) = msg.into_text() else { continue };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                if value["type"] == "subscribed" {
+                    if let Some(r) = ready_tx.take() {
+                        let _ = r.send(());
+                    }
+                    continue;
+                }
+                if value["resource"] != "chatMessages" || value["operation"] != "create" {
+                    continue;
+                }
+                let sent: Option<f64> = value["model"]["text"]
+                    .as_str()
+                    .and_then(|t| t.strip_prefix("fanout "))
+                    .and_then(|t| t.parse().ok());
+                if let Some(sent) = sent {
+                    let _ = tx.send(clock.elapsed().as_secs_f64() * 1000.0 - sent);
+                    seen += 1;
+                    if seen == expected {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    for r in ready {
+        r.await.context("a subscriber did not subscribe")?;
+    }
+    drop(tx);
+    let url = format!("{base}/v1/rooms/{}/chatMessages", f.room_id);
+    for _ in 0..args.fanout_messages {
+        let sent_ms = clock.elapsed().as_secs_f64() * 1000.0;
+        http.post(&url)
+            .bearer_auth(&f.tokens[0])
+            .json(&serde_json::json!({ "text": format!("fanout {sent_ms:.3}") }))
+            .send()
+            .await?
+            .error_for_status()?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut latencies = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got { Some(ms) => latencies.push(ms), None => break },
+            _ = &mut deadline => break,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let expected = args.subscribers * args.fanout_messages;
+    println!(
+        "fan-out: {} of {expected} deliveries to {} WebSocket subscribers; post→receive p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        args.subscribers,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    Ok(())
+}
+
+async fn reads(
+    args: &BenchArgs,
+    http: &reqwest::Client,
+    base: &str,
+    f: &Fixture,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/v1/rooms/{}/chatMessages?limit=50", f.big_room_id);
+    let mut latencies = Vec::with_capacity(args.reads);
+    for _ in 0..args.reads {
+        let started = Instant::now();
+        let response = http
+            .get(&url)
+            .bearer_auth(&f.tokens[0])
+            .send()
+            .await?
+            .error_for_status()?;
+        let body = response.bytes().await?;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        if body.len() < 100 {
+            bail!("read returned too little");
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "reads: last 50 messages of a room with {} messages and {} members, {} reads: p50 {:.2} ms, p99 {:.2} ms",
+        args.seed_messages,
+        args.seed_members + args.concurrency,
+        args.reads,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The `weft` command: runs the server and administers it.
+
+mod bench;
+mod config;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weft_chat::{Actor, Chat, ChatConfig, NewRoom, NewUser};
+use weft_core::RoomKind;
+use weft_server::{AppState, ServerConfig};
+use weft_store::Store;
+
+use config::{Config, Overrides};
+
+/// Developer community chat that natively speaks Matrix.
+#[derive(Parser)]
+#[command(name = "weft", version)]
+struct Cli {
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manages user accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manages personal access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manages communities.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Manages rooms.
+    Room {
+        #[command(subcommand)]
+        command: RoomCommand,
+    },
+    /// Measures throughput and latency against a real server process.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Creates a user.
+    Create {
+        /// Username.
+        name: String,
+        /// Password for signing in to the web app.
+        #[arg(long)]
+        password: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Make the user a site administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a personal access token for a user and prints it.
+    Create {
+        /// Username.
+        name: String,
+        /// Label for the token.
+        #[arg(long, default_value = "cli")]
+        label: String,
+        /// Allow posting as virtual users (for bridges).
+        #[arg(long)]
+        bridge: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Creates a community.
+    Create {
+        /// URI, e.g. `rust-lang`.
+        uri: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// Creates a room in an existing community.
+    Create {
+        /// `community/room`.
+        uri: String,
+        /// Only members may read it.
+        #[arg(long)]
+        private: bool,
+        /// Topic line.
+        #[arg(long, default_value = "")]
+        topic: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft: could not start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the store and the chat service as configured.
+async fn open(config: &Config) -> anyhow::Result<Chat> {
+    let url = config.database_url()?;
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&url)))?;
+    std::fs::create_dir_all(config.files_dir())?;
+    let files = object_store::local::LocalFileSystem::new_with_prefix(config.files_dir())
+        .context("opening the file store")?;
+    let chat_config = ChatConfig {
+        edit_window_ms: i64::from(config.edit_window_minutes) * 60_000,
+        max_upload_bytes: config.max_upload_mb as usize * 1024 * 1024,
+        ..ChatConfig::default()
+    };
+    Ok(Chat::new(store, Arc::new(files), chat_config))
+}
+
+/// Hides a password in a database URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        _ => None,
+    };
+    let config = Config::load(&cli.overrides, listen)?;
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::User {
+            command:
+                UserCommand::Create {
+                    name,
+                    password,
+                    display_name,
+                    admin,
+                },
+        } => {
+            let chat = open(&config).await?;
+            let user = chat
+                .create_user(NewUser {
+                    username: name,
+                    display_name,
+                    password,
+                    site_admin: admin,
+                })
+                .await?;
+            println!("{}", user.id);
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    name,
+                    label,
+                    bridge,
+                },
+        } => {
+            let chat = open(&config).await?;
+            let user = chat.user_by_username(&name).await?;
+            let (_, secret) = chat.create_token(user.id, &label, bridge).await?;
+            println!("{secret}");
+            Ok(())
+        }
+        Command::Group {
+            command: GroupCommand::Create { uri, name },
+        } => {
+            let chat = open(&config).await?;
+            let group = chat.create_group(&Actor::system(), &uri, name).await?;
+            println!("{}", group.id);
+            Ok(())
+        }
+        Command::Room {
+            command:
+                RoomCommand::Create {
+                    uri,
+                    private,
+                    topic,
+                },
+        } => {
+            let chat = open(&config).await?;
+            let (group_uri, room_name) = weft_core::validate::room_uri(&uri)?;
+            let group = chat
+                .store()
+                .community_by_uri(group_uri)
+                .await?
+                .with_context(|| {
+                    format!(
+                        "no community {group_uri}: create it with `weft group create {group_uri}`"
+                    )
+                })?;
+            let kind = if private {
+                RoomKind::Private
+            } else {
+                RoomKind::Public
+            };
+            let room = chat
+                .create_room(
+                    &Actor::system(),
+                    NewRoom {
+                        group_id: group.id,
+                        name: room_name.to_string(),
+                        topic,
+                        kind,
+                    },
+                )
+                .await?;
+            println!("{}", room.id);
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args, &config).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.log);
+    let chat = open(&config).await?;
+    let server_config = ServerConfig {
+        rate_limit_per_minute: config.rate_limit_per_minute,
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(chat, server_config);
+    let app = weft_server::app(state);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, data = %config::describe(&config.data_dir), "weft is serving");
+    println!("weft listening on http://{}", listener.local_addr()?);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
