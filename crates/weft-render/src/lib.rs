@@ -1,0 +1,118 @@
+//! Weft's message renderer: turns the Markdown source of a chat message into sanitised HTML.
+//!
+//! Rendering follows what Gitter did for its messages:
+//!
+//! * GitHub-flavoured Markdown (tables, strikethrough, autolinked bare URLs, task lists,
+//!   fenced code keeping `class="language-…"` for client-side highlighting), with every
+//!   single newline turned into a line break, as befits chat.
+//! * `:shortcode:` emoji become the Unicode emoji (unknown shortcodes stay as they were typed).
+//! * `@username` and `@/all` become mention spans, `#123` and `owner/repo#123` become issue
+//!   spans; both are also returned as data so the caller can notify people or link issues.
+//! * `$…$` and `$$…$$` maths (and fenced `math` blocks) become MathML, rendered here on the
+//!   server; TeX that does not parse is shown, escaped, in `<code class="math-error">`.
+//! * Raw HTML in the source is shown as text, never interpreted, and the final HTML goes
+//!   through an allow-list sanitiser, so the output carries no script, no event handler and
+//!   no URL with a scheme other than http, https or mailto.
+//!
+//! The crate does no I/O and [`render_markdown`] never panics, whatever its input.
+
+mod markdown;
+mod math;
+mod refs;
+mod sanitize;
+
+use serde::Serialize;
+
+/// What rendering a message's Markdown source produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Rendered {
+    /// The sanitised HTML, safe to insert into a page as it is.
+    pub html: String,
+    /// The people mentioned, in order of first appearance, each once (names compared without
+    /// regard to ASCII case; the first spelling is kept).
+    pub mentions: Vec<Mention>,
+    /// The issues referred to, in order of first appearance, each once.
+    pub issues: Vec<IssueRef>,
+    /// Every link target, whether an autolinked bare URL, an e-mail address or an explicit
+    /// link, in order of first appearance, each once. Targets that the sanitiser would not
+    /// let through (such as `javascript:` URLs) are left out.
+    pub urls: Vec<String>,
+}
+
+/// A mention of a user, written `@username`, or of everyone in the room, written `@/all`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mention {
+    /// The screen name as written after the `@`, or `/all` for the everyone mention.
+    pub screen_name: String,
+}
+
+impl Mention {
+    /// The screen name that stands for "everyone in the room".
+    pub const ALL: &'static str = "/all";
+
+    /// Whether this is the `@/all` mention of everyone in the room.
+    pub fn is_all(&self) -> bool {
+        self.screen_name == Self::ALL
+    }
+}
+
+/// A reference to an issue or pull request, written `#123` or `owner/repo#123`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssueRef {
+    /// The `owner/repo` before the `#`, when one was written.
+    pub repo: Option<String>,
+    /// The issue number.
+    pub number: u64,
+}
+
+/// Renders the Markdown source of a chat message to sanitised HTML, and collects the
+/// mentions, issue references and link targets it contains.
+///
+/// Never panics, whatever the input.
+pub fn render_markdown(text: &str) -> Rendered {
+    // The Markdown parser, the TeX renderer and the sanitiser are third-party code. Should
+    // one of them fail on some input, the message is still shown, as escaped plain text.
+    std::panic::catch_unwind(|| render(text)).unwrap_or_else(|_| plain_text_fallback(text))
+}
+
+fn render(text: &str) -> Rendered {
+    let mut found = markdown::Found::default();
+    let html = markdown::to_html(text, &mut found);
+    let html = sanitize::clean(&html);
+    Rendered {
+        html,
+        mentions: found.mentions,
+        issues: found.issues,
+        urls: found.urls,
+    }
+}
+
+/// The message as one paragraph of escaped text, its lines kept.
+fn plain_text_fallback(text: &str) -> Rendered {
+    let mut html = String::with_capacity(text.len() + 16);
+    html.push_str("<p>");
+    for (i, line) in text.trim_end().lines().enumerate() {
+        if i > 0 {
+            html.push_str("<br>\n");
+        }
+        markdown::escape_html(&mut html, line);
+    }
+    html.push_str("</p>");
+    Rendered {
+        html,
+        ..Rendered::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_is_escaped_text() {
+        assert_eq!(
+            plain_text_fallback("<script>\n& more\n").html,
+            "<p>&lt;script&gt;<br>\n&amp; more</p>"
+        );
+    }
+}
