@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-use weft_core::{Author, Id, MessageView, StoredFile};
+use weft_core::{Attachment, Author, Id, MessageView, StoredFile};
 
 use crate::{Actor, Chat, ChatError, NewPost, Result};
 
@@ -70,7 +70,8 @@ impl Chat {
             "application/octet-stream".to_string()
         };
         // Fail early (before storing bytes) if the caller may not post here.
-        self.room(actor, room_id).await?;
+        let room = self.room(actor, room_id).await?;
+        self.poster(actor, &room, None).await?;
         let file = StoredFile {
             id: Id::generate(),
             room_id,
@@ -95,17 +96,36 @@ impl Chat {
             Some(caption) => format!("{caption}\n{link}"),
             None => link,
         };
-        self.post(
-            actor,
-            room_id,
-            NewPost {
-                text,
-                parent_id,
-                files: vec![file],
-                ..NewPost::default()
-            },
-        )
-        .await
+        let object = object_path(file.id);
+        let posted = self
+            .post(
+                actor,
+                room_id,
+                NewPost {
+                    text,
+                    parent_id,
+                    files: vec![file],
+                    ..NewPost::default()
+                },
+            )
+            .await;
+        if posted.is_err() {
+            // Nothing refers to the bytes: do not keep them.
+            if let Err(e) = self.inner.files.delete(&object).await {
+                tracing::warn!(error = %e, "could not remove the bytes of a refused upload");
+            }
+        }
+        posted
+    }
+
+    /// Removes the bytes of files whose message is gone, so their URLs stop serving them; a
+    /// failure is logged, not returned, as the message is already deleted.
+    pub(crate) async fn remove_files(&self, attachments: &[Attachment]) {
+        for a in attachments {
+            if let Err(e) = self.inner.files.delete(&object_path(a.file_id)).await {
+                tracing::warn!(error = %e, file_id = %a.file_id, "could not remove a deleted message's file");
+            }
+        }
     }
 
     /// A stored file, if the caller may read the room it was uploaded to.
@@ -123,7 +143,11 @@ impl Chat {
             .files
             .get(&object_path(file.id))
             .await
-            .map_err(|e| ChatError::Internal(format!("could not read the file: {e}")))?
+            .map_err(|e| match e {
+                // Its message was deleted.
+                object_store::Error::NotFound { .. } => ChatError::NotFound("file"),
+                e => ChatError::Internal(format!("could not read the file: {e}")),
+            })?
             .bytes()
             .await
             .map_err(|e| ChatError::Internal(format!("could not read the file: {e}")))?;

@@ -66,7 +66,7 @@ pub struct UnreadItems {
 
 impl Chat {
     /// Checks that the actor may post in the room; returns the author to post as.
-    async fn poster(
+    pub(crate) async fn poster(
         &self,
         actor: &Actor,
         room: &Room,
@@ -499,7 +499,9 @@ impl Chat {
                 })
             })
             .await
-            .map_err(from_write)
+            .map_err(from_write)?;
+        self.remove_files(&view.message.attachments).await;
+        Ok(())
     }
 
     /// Adds (`add`) or removes a reaction by the actor (or the virtual user a bridge names).
@@ -600,10 +602,10 @@ impl Chat {
         self.room(actor, room_id).await?;
         let mut newest = None;
         for id in message_ids {
-            if let Some(view) = self.store().message(*id).await? {
-                if view.message.room_id == room_id {
-                    newest = newest.max(Some(view.message.seq));
-                }
+            if let Some(view) = self.store().message(*id).await?
+                && view.message.room_id == room_id
+            {
+                newest = newest.max(Some(view.message.seq));
             }
         }
         let Some(seq) = newest else { return Ok(()) };

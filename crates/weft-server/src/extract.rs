@@ -23,10 +23,10 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
         .and_then(|v| v.to_str().ok())
     {
         let mut words = value.split_whitespace();
-        if let (Some(scheme), Some(token)) = (words.next(), words.next()) {
-            if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
-                return Some(token.to_string());
-            }
+        if let (Some(scheme), Some(token)) = (words.next(), words.next())
+            && (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+        {
+            return Some(token.to_string());
         }
     }
     parts.uri.query().and_then(|q| {
@@ -120,17 +120,75 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 /// booleans the way JSON bodies would.
 fn serde_urlencoded_from<T: DeserializeOwned>(bytes: &[u8]) -> Result<Body<T>, ApiError> {
     let mut object = serde_json::Map::new();
-    for (key, value) in form_urlencoded::parse(bytes) {
-        let json = match value.as_ref() {
+    for pair in bytes.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        let (key, value) = (form_decode(key)?, form_decode(value)?);
+        let json = match value.as_str() {
             "true" => serde_json::Value::Bool(true),
             "false" => serde_json::Value::Bool(false),
-            _ => serde_json::Value::String(value.into_owned()),
+            _ => serde_json::Value::String(value),
         };
-        object.insert(key.into_owned(), json);
+        object.insert(key, json);
     }
     serde_json::from_value(serde_json::Value::Object(object))
         .map(Body)
         .map_err(|e| ApiError::bad_request(format!("invalid form body: {e}")))
+}
+
+/// Decodes one form component (`+` is a space, `%XX` a byte), refusing bytes that do not make
+/// UTF-8 rather than replacing them, so that text is stored as sent or not at all.
+fn form_decode(raw: &[u8]) -> Result<String, ApiError> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request("form body is not valid UTF-8 once decoded"))
+}
+
+/// Query parameters; a query that does not fit is a 400 with a JSON error.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// Path segments; a segment that does not decode is a 400 with a JSON error.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
 }
 
 fn body_rejection(e: BytesRejection) -> ApiError {

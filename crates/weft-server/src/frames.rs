@@ -29,6 +29,17 @@ pub struct Frame {
     pub text: Arc<str>,
 }
 
+impl Frame {
+    /// Whether this event may take away a subscriber's right to read its room (someone left
+    /// or was banned, or the room changed or went away): live feeds check again on these.
+    pub fn may_revoke_access(&self) -> bool {
+        matches!(
+            (self.resource, self.operation),
+            ("users", "remove") | ("room", _)
+        )
+    }
+}
+
 /// The process's live frames.
 #[derive(Clone)]
 pub struct Frames {

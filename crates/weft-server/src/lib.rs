@@ -80,6 +80,12 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::files::router())
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint does not take that method",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ratelimit::middleware,

@@ -1,14 +1,14 @@
 //! `/files/:id/:name`: downloads, with the room's read permission.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::extract::{MaybeCaller, parse_id};
+use crate::extract::{MaybeCaller, Path, parse_id};
 use crate::{ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {

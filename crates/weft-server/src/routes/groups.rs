@@ -1,6 +1,6 @@
 //! `/groups`: communities and their rooms.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use serde_json::Value;
 use weft_chat::NewRoom;
 use weft_core::RoomKind;
 
-use crate::extract::{Body, Caller, MaybeCaller, parse_id};
+use crate::extract::{Body, Caller, MaybeCaller, Path, parse_id};
 use crate::{ApiError, ApiResult, AppState, wire};
 
 pub fn router() -> Router<AppState> {

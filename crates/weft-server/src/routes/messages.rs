@@ -1,6 +1,7 @@
 //! `/rooms/:roomId/chatMessages`: the timeline, threads, edits, deletes, reactions, uploads.
 
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use weft_chat::{Actor, MessageQuery, NewPost, PostAs, Upload};
 use weft_core::{Id, MessageView};
 
-use crate::extract::{Body, Caller, MaybeCaller, parse_id};
+use crate::extract::{Body, Caller, MaybeCaller, Path, Query, parse_id};
 use crate::{ApiError, ApiResult, AppState, wire};
 
 pub fn router() -> Router<AppState> {
@@ -324,9 +325,10 @@ async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     Path(room_id): Path<String>,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_id(&room_id, "room id")?;
+    let mut form = form.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let (mut file, mut caption, mut parent) = (None, None, None);
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or_default() {

@@ -1,6 +1,6 @@
 //! `/rooms`: joining, room settings, members and bans.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use weft_chat::RoomPatch;
 
 use super::groups::parse_security;
 use super::users::double_option;
-use crate::extract::{Body, Caller, MaybeCaller, parse_id};
+use crate::extract::{Body, Caller, MaybeCaller, Path, Query, parse_id};
 use crate::{ApiResult, AppState, wire};
 
 pub fn router() -> Router<AppState> {

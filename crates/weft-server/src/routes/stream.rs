@@ -6,16 +6,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::broadcast;
+use weft_chat::{Actor, Chat};
 use weft_core::Id;
 
-use crate::extract::{MaybeCaller, parse_id};
+use crate::extract::{MaybeCaller, Path, parse_id};
 use crate::frames::Frame;
 use crate::{ApiResult, AppState};
 
@@ -66,16 +67,27 @@ async fn open(
     struct Feed {
         frames: broadcast::Receiver<Arc<Frame>>,
         ticker: tokio::time::Interval,
+        chat: Chat,
+        actor: Actor,
     }
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.reset();
-    let feed = Feed { frames, ticker };
+    let feed = Feed {
+        frames,
+        ticker,
+        chat: state.chat.clone(),
+        actor: caller.0,
+    };
     let body = futures_util::stream::unfold(feed, move |mut feed| async move {
         loop {
             tokio::select! {
                 _ = feed.ticker.tick() => return Some((Ok::<Bytes, Infallible>(Bytes::from_static(b"\n")), feed)),
                 got = feed.frames.recv() => match got {
                     Ok(frame) if frame.room_id == room_id => {
+                        // Someone who may no longer read the room hears nothing more from it.
+                        if frame.may_revoke_access() && feed.chat.room(&feed.actor, room_id).await.is_err() {
+                            return None;
+                        }
                         if let Some(bytes) = line(kind, &frame, viewer) {
                             return Some((Ok(bytes), feed));
                         }

@@ -1,6 +1,6 @@
 //! `/user`: the caller, their rooms and unread items.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use weft_core::Id;
 
-use crate::extract::{Body, Caller, parse_id};
+use crate::extract::{Body, Caller, Path, parse_id};
 use crate::{ApiError, ApiResult, AppState, wire};
 
 pub fn router() -> Router<AppState> {

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
@@ -19,9 +20,9 @@ use tokio::sync::broadcast;
 use weft_chat::Actor;
 use weft_core::Id;
 
-use crate::AppState;
 use crate::extract::MaybeCaller;
 use crate::frames::{self, Frame};
+use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -30,9 +31,12 @@ pub fn router() -> Router<AppState> {
 async fn upgrade(
     State(state): State<AppState>,
     caller: MaybeCaller,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    ws.on_upgrade(move |socket| session(state, caller.0, socket))
+    match ws {
+        Ok(ws) => ws.on_upgrade(move |socket| session(state, caller.0, socket)),
+        Err(e) => ApiError::new(e.status(), e.body_text()).into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -81,10 +85,34 @@ impl Session {
         if frame.seq != 0 {
             *last = frame.seq;
         }
+        if frame.may_revoke_access() {
+            let (allowed, open) = self.recheck(socket, frame.room_id).await;
+            if !allowed {
+                return open;
+            }
+        }
         socket
             .send(WsMessage::Text(frame.text.to_string().into()))
             .await
             .is_ok()
+    }
+
+    /// Checks that the caller may still read a subscribed room; if not, the subscription
+    /// ends and the client is told why. Returns whether the room is still readable and whether
+    /// the socket is still usable.
+    async fn recheck(&mut self, socket: &mut WebSocket, room_id: Id) -> (bool, bool) {
+        match self.state.chat.room(&self.actor, room_id).await {
+            Ok(_) => (true, true),
+            Err(e) => {
+                self.rooms.remove(&room_id);
+                let open = send_json(
+                    socket,
+                    json!({ "type": "error", "roomId": room_id, "error": e.to_string() }),
+                )
+                .await;
+                (false, open)
+            }
+        }
     }
 
     /// Replays the log for one room from its last delivered sequence number.
@@ -92,6 +120,10 @@ impl Session {
         let Some(mut last) = self.rooms.get(&room_id).copied() else {
             return true;
         };
+        let (allowed, open) = self.recheck(socket, room_id).await;
+        if !allowed {
+            return open;
+        }
         let store = self.state.chat.store().clone();
         loop {
             let events = match store.events_after(last, 1000).await {
@@ -109,15 +141,14 @@ impl Session {
                 break;
             };
             for event in events.iter().filter(|e| e.event.room_id() == Some(room_id)) {
-                if let Some(frame) = frames::build(&self.state.chat, event).await {
-                    if self.visible(&frame)
-                        && socket
-                            .send(WsMessage::Text(frame.text.to_string().into()))
-                            .await
-                            .is_err()
-                    {
-                        return false;
-                    }
+                if let Some(frame) = frames::build(&self.state.chat, event).await
+                    && self.visible(&frame)
+                    && socket
+                        .send(WsMessage::Text(frame.text.to_string().into()))
+                        .await
+                        .is_err()
+                {
+                    return false;
                 }
             }
             last = end;
@@ -159,6 +190,10 @@ impl Session {
                 self.rooms.insert(room_id, since.unwrap_or(now).min(now));
                 if since.is_some() && !self.replay(socket, room_id).await {
                     return false;
+                }
+                if !self.rooms.contains_key(&room_id) {
+                    // Access was lost during the replay; the client has been told.
+                    return true;
                 }
                 let seq = self.rooms.get(&room_id).copied().unwrap_or(now);
                 send_json(
