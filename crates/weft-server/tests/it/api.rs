@@ -140,6 +140,64 @@ async fn the_api_prefix_and_the_query_token_work_the_same() {
 }
 
 #[tokio::test]
+async fn a_users_rooms_are_theirs_to_list_and_join() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+
+    // `Authorization: token …` works as Gitter's clients sent it.
+    let response = server
+        .http
+        .get(server.url("/v1/user/me"))
+        .header("authorization", format!("token {}", bob.token))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+
+    let rooms_path = format!("/v1/user/{}/rooms", bob.user.id);
+    let (status, rooms) = server.get(Some(&bob.token), &rooms_path).await;
+    assert_eq!(status, 200, "{rooms}");
+    assert_eq!(rooms, json!([]));
+    let (status, joined) = server
+        .post(
+            Some(&bob.token),
+            &rooms_path,
+            json!({ "id": room.to_hex() }),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["id"], json!(room.to_hex()));
+    let (status, rooms) = server.get(Some(&bob.token), "/v1/user/me/rooms").await;
+    assert_eq!(status, 200, "{rooms}");
+    assert_eq!(rooms.as_array().map(Vec::len), Some(1));
+    assert_eq!(rooms[0]["uri"], "acme/general");
+    assert_eq!(rooms[0]["unreadItems"], 0);
+
+    // Not somebody else's list, and not joining on their behalf.
+    let (status, body) = server.get(Some(&alice.token), &rooms_path).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server
+        .post(
+            Some(&alice.token),
+            &rooms_path,
+            json!({ "id": room.to_hex() }),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server
+        .post(Some(&bob.token), &rooms_path, json!({ "id": "nope" }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // A user by name.
+    let (status, found) = server.get(Some(&bob.token), "/v1/users/alice").await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["id"], json!(alice.user.id.to_hex()));
+}
+
+#[tokio::test]
 async fn groups_are_created_listed_and_hold_rooms() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;

@@ -623,6 +623,34 @@ async fn search_finds_words() {
         .get(None, &format!("{}?q=elephant", messages_path(room)))
         .await;
     assert_eq!(found, json!([]));
+    // Search follows edits and deletes.
+    let (status, _) = server
+        .put(
+            Some(&alice.token),
+            &format!("{}/{}", messages_path(room), id_of(&fox1)),
+            json!({ "text": "the quick brown cat" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, found) = server
+        .get(None, &format!("{}?q=fox", messages_path(room)))
+        .await;
+    assert_eq!(ids(&found), [id_of(&fox2)]);
+    let (_, found) = server
+        .get(None, &format!("{}?q=cat", messages_path(room)))
+        .await;
+    assert_eq!(ids(&found), [id_of(&fox1)]);
+    let (status, _) = server
+        .delete(
+            Some(&bob.token),
+            &format!("{}/{}", messages_path(room), id_of(&fox2)),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, found) = server
+        .get(None, &format!("{}?q=fox", messages_path(room)))
+        .await;
+    assert_eq!(found, json!([]));
     // Search terms with syntax characters do not break the query.
     let (status, found) = server
         .get(None, &format!("{}?q=%22fox%20AND%20(", messages_path(room)))

@@ -535,3 +535,55 @@ async fn visitors_peek_into_public_rooms_but_posting_needs_a_token_and_membershi
     let posted = server.say(&bob, room, "now I can talk").await;
     assert_eq!(posted["fromUser"]["username"], "bob");
 }
+
+#[tokio::test]
+async fn concurrent_requests_agree() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+
+    // Both open their one-to-one room at once, several times: one room.
+    let opens = (0..6).map(|i| {
+        let (me, other) = if i % 2 == 0 {
+            (&alice, "bob")
+        } else {
+            (&bob, "alice")
+        };
+        server.post(Some(&me.token), "/v1/rooms", json!({ "uri": other }))
+    });
+    let results = futures_util::future::join_all(opens).await;
+    let mut room_ids: Vec<String> = results
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            id_of(body)
+        })
+        .collect();
+    room_ids.dedup();
+    assert_eq!(room_ids.len(), 1, "{room_ids:?}");
+
+    // Joining many times at once counts one member.
+    let joins = (0..5).map(|_| {
+        server.post(
+            Some(&bob.token),
+            "/v1/rooms",
+            json!({ "uri": "acme/general" }),
+        )
+    });
+    for (status, body) in futures_util::future::join_all(joins).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, got) = server.get(None, &format!("/v1/rooms/{room}")).await;
+    assert_eq!(got["userCount"], 2);
+
+    // Reacting many times at once counts one reaction.
+    let m = server.say(&alice, room, "race me").await;
+    let path = format!("/v1/rooms/{room}/chatMessages/{}/reactions", id_of(&m));
+    let reacts = (0..5).map(|_| server.post(Some(&bob.token), &path, json!({ "emoji": "👍" })));
+    for (status, body) in futures_util::future::join_all(reacts).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, r) = server.get(None, &path).await;
+    assert_eq!(r, json!([{ "emoji": "👍", "count": 1, "me": false }]));
+}
