@@ -5,7 +5,7 @@ use weft_core::{
     Attachment, Author, Event, Id, IssueRef, MessageMention, MessageView, Room, StoredFile,
     validate,
 };
-use weft_store::{MessagePage, NewMessage, PageAnchor};
+use weft_store::{EditedText, MessagePage, NewMessage, PageAnchor};
 
 use crate::error::{from_write, rejected};
 use crate::{Actor, Chat, ChatError, Result};
@@ -424,8 +424,14 @@ impl Chat {
         self.store()
             .write(move |tx| {
                 Box::pin(async move {
-                    tx.update_message_text(&message, &text, &html, &mentions, &issues, &urls, now)
-                        .await?;
+                    let edited = EditedText {
+                        text,
+                        html,
+                        mentions,
+                        issues,
+                        urls,
+                    };
+                    tx.update_message_text(&message, &edited, now).await?;
                     tx.append(
                         &origin,
                         &Event::MessageEdited {

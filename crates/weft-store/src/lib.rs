@@ -22,7 +22,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 use tokio::sync::watch;
 
-pub use messages::{MessagePage, NewMessage, PageAnchor};
+pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
 pub use rooms::RoomWithMembership;
 pub use writer::{BoxFuture, WriteTx};
 

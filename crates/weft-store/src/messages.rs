@@ -39,6 +39,21 @@ pub struct NewMessage {
     pub attachments: Vec<Attachment>,
 }
 
+/// A message's new text after an edit, with what rendering it produced.
+#[derive(Debug, Clone)]
+pub struct EditedText {
+    /// Markdown source.
+    pub text: String,
+    /// Rendered HTML.
+    pub html: String,
+    /// Mentions.
+    pub mentions: Vec<MessageMention>,
+    /// Issue references.
+    pub issues: Vec<IssueRef>,
+    /// Links.
+    pub urls: Vec<String>,
+}
+
 /// Where a page of messages is anchored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageAnchor {
@@ -417,11 +432,7 @@ impl WriteTx {
     pub async fn update_message_text(
         &mut self,
         message: &Message,
-        text: &str,
-        html: &str,
-        mentions: &[MessageMention],
-        issues: &[IssueRef],
-        urls: &[String],
+        new: &EditedText,
         edited_at: i64,
     ) -> Result<()> {
         sqlx::query(
@@ -429,11 +440,11 @@ impl WriteTx {
              version = version + 1 WHERE id = $1",
         )
         .bind(message.id.to_hex())
-        .bind(text)
-        .bind(html)
-        .bind(to_json(&mentions)?)
-        .bind(to_json(&issues)?)
-        .bind(to_json(&urls)?)
+        .bind(&new.text)
+        .bind(&new.html)
+        .bind(to_json(&new.mentions)?)
+        .bind(to_json(&new.issues)?)
+        .bind(to_json(&new.urls)?)
         .bind(edited_at)
         .execute(&mut *self.conn)
         .await?;
@@ -441,7 +452,7 @@ impl WriteTx {
             .bind(message.seq)
             .execute(&mut *self.conn)
             .await?;
-        self.insert_mentions(message.room_id, message.seq, mentions)
+        self.insert_mentions(message.room_id, message.seq, &new.mentions)
             .await
     }
 

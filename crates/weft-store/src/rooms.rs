@@ -217,7 +217,7 @@ impl Store {
     ) -> Result<Vec<Id>> {
         let rows = sqlx::query(
             "SELECT m.id FROM mentions n JOIN messages m ON m.seq = n.message_seq \
-             WHERE n.user_id = $1 AND n.room_id = $2 AND n.message_seq > $3 AND m.deleted = 0 \
+             WHERE n.user_id = $1 AND n.room_id = $2 AND n.message_seq > $3 AND m.deleted = 0 AND m.author_id <> $1 \
              ORDER BY n.message_seq LIMIT $4",
         )
         .bind(user_id.to_hex())
@@ -246,7 +246,7 @@ impl Store {
             .collect::<Result<_>>()?;
         // Suffix sums over the marks, walked from the newest mark down.
         let mut order: Vec<(usize, i64)> = seqs.iter().copied().enumerate().collect();
-        order.sort_by(|a, b| b.1.cmp(&a.1));
+        order.sort_by_key(|&(_, seq)| std::cmp::Reverse(seq));
         let mut out = vec![0; seqs.len()];
         let (mut acc, mut next) = (0i64, 0usize);
         for (index, seq) in order {

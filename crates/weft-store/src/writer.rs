@@ -75,9 +75,17 @@ impl WriteTx {
     }
 }
 
+/// What the writer task receives.
+enum Request {
+    /// A write to run.
+    Job(Job),
+    /// Finish what came before, then stop and say so.
+    Close(oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Request>,
     committed: watch::Sender<i64>,
 }
 
@@ -90,7 +98,7 @@ impl WriterHandle {
         let (reply, answer) = oneshot::channel::<Result<T>>();
         let boxed: Job = Box::new(TypedJob { job, reply });
         self.jobs
-            .send(boxed)
+            .send(Request::Job(boxed))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -107,8 +115,13 @@ impl WriterHandle {
         });
     }
 
+    /// Lets queued writes finish, then stops the writer; later writes fail with
+    /// [`StoreError::Closed`].
     pub(crate) async fn close(&self) {
-        self.jobs.closed().await;
+        let (done, finished) = oneshot::channel();
+        if self.jobs.send(Request::Close(done)).await.is_ok() {
+            let _ = finished.await;
+        }
     }
 }
 
@@ -117,7 +130,7 @@ pub(crate) fn spawn(
     dialect: Dialect,
     committed: watch::Sender<i64>,
 ) -> WriterHandle {
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(4096);
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Request>(4096);
     let handle = WriterHandle {
         jobs: jobs_tx,
         committed: committed.clone(),
@@ -129,14 +142,32 @@ pub(crate) fn spawn(
 async fn writer_loop(
     pool: AnyPool,
     dialect: Dialect,
-    mut jobs: mpsc::Receiver<Job>,
+    mut requests: mpsc::Receiver<Request>,
     committed: watch::Sender<i64>,
 ) {
+    let mut received: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let completions = run_batch(&pool, dialect, &mut batch, &committed).await;
-        for (completion, outcome) in completions {
-            completion(outcome);
+    while requests.recv_many(&mut received, MAX_BATCH).await > 0 {
+        let mut closing = None;
+        for request in received.drain(..) {
+            match request {
+                Request::Job(job) if closing.is_none() => batch.push(job),
+                // Jobs queued after a close are dropped: their callers hear `Closed`.
+                Request::Job(_) => {}
+                Request::Close(done) => closing = closing.or(Some(done)),
+            }
+        }
+        if !batch.is_empty() {
+            let completions = run_batch(&pool, dialect, &mut batch, &committed).await;
+            for (completion, outcome) in completions {
+                completion(outcome);
+            }
+        }
+        if let Some(done) = closing {
+            requests.close();
+            pool.close().await;
+            let _ = done.send(());
+            return;
         }
     }
 }

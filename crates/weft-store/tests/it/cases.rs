@@ -1,0 +1,615 @@
+//! The conformance cases; each receives a fresh store.
+
+use weft_core::{
+    Author, Event, Id, Membership, MessageMention, Origin, Role, Room, RoomKind, User,
+};
+use weft_store::{MessagePage, NewMessage, PageAnchor, Store, StoreError};
+
+fn user(name: &str) -> User {
+    User {
+        id: Id::generate(),
+        username: name.to_string(),
+        display_name: name.to_string(),
+        avatar_url: None,
+        site_admin: false,
+        created_at: 1,
+    }
+}
+
+fn room(uri: &str) -> Room {
+    Room {
+        id: Id::generate(),
+        group_id: None,
+        uri: Some(uri.to_string()),
+        name: uri.to_string(),
+        topic: String::new(),
+        kind: RoomKind::Public,
+        avatar_url: None,
+        noindex: false,
+        member_count: 0,
+        created_at: 1,
+    }
+}
+
+fn message(room_id: Id, author: Id, text: &str, parent: Option<Id>) -> NewMessage {
+    NewMessage {
+        id: Id::generate(),
+        room_id,
+        author: Author::User(author),
+        text: text.to_string(),
+        html: format!("<p>{text}</p>"),
+        status: false,
+        parent_id: parent,
+        sent: weft_core::now_millis(),
+        mentions: Vec::new(),
+        issues: Vec::new(),
+        urls: Vec::new(),
+        attachments: Vec::new(),
+    }
+}
+
+/// A room with the given members; returns the room.
+async fn setup(store: &Store, members: &[&User]) -> Room {
+    let r = room(&format!("c/r{}", Id::generate()));
+    let (r2, users): (Room, Vec<User>) =
+        (r.clone(), members.iter().map(|u| (*u).clone()).collect());
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.insert_room(&r2, None).await?;
+                for u in &users {
+                    tx.insert_user(u, None).await?;
+                    let m = Membership {
+                        room_id: r2.id,
+                        user_id: u.id,
+                        role: Role::Member,
+                        last_read_seq: 0,
+                        favourite: false,
+                        joined_at: 1,
+                    };
+                    tx.insert_membership(&m).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .expect("setup");
+    r
+}
+
+async fn post(store: &Store, m: NewMessage) -> i64 {
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let seq = tx.insert_message(&m).await?;
+                tx.append(
+                    &Origin::local(),
+                    &Event::MessageCreated {
+                        room_id: m.room_id,
+                        message_id: m.id,
+                    },
+                )
+                .await?;
+                Ok(seq)
+            })
+        })
+        .await
+        .expect("message stored")
+}
+
+pub async fn usernames_are_unique_ignoring_case(store: &Store) {
+    let a = user("Alice");
+    let a2 = a.clone();
+    store
+        .write(move |tx| Box::pin(async move { tx.insert_user(&a2, None).await }))
+        .await
+        .expect("first insert");
+    let b = user("alice");
+    let result = store
+        .write(move |tx| Box::pin(async move { tx.insert_user(&b, None).await }))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict("username"))),
+        "got {result:?}"
+    );
+    let found = store
+        .user_by_username("ALICE")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.id, a.id);
+}
+
+pub async fn a_failed_job_rolls_back_its_change_and_its_event(store: &Store) {
+    let before = store.last_event_seq().await.expect("seq");
+    let u = user("rolled");
+    let result: Result<(), StoreError> = store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.insert_user(&u, None).await?;
+                tx.append(&Origin::local(), &Event::UserCreated { user_id: u.id })
+                    .await?;
+                Err(StoreError::Rejected("refused on purpose".into()))
+            })
+        })
+        .await;
+    assert!(result.is_err());
+    assert!(
+        store
+            .user_by_username("rolled")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(store.last_event_seq().await.expect("seq"), before);
+    // A later good write still lands.
+    let ok = user("kept");
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.insert_user(&ok, None).await?;
+                tx.append(&Origin::local(), &Event::UserCreated { user_id: ok.id })
+                    .await
+            })
+        })
+        .await
+        .expect("good write");
+    assert!(
+        store
+            .user_by_username("kept")
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+}
+
+pub async fn concurrent_writes_commit_with_ordered_events(store: &Store) {
+    let author = user("writer");
+    let r = setup(store, &[&author]).await;
+    let mut committed = store.committed();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        let m = message(r.id, author.id, &format!("message {i}"), None);
+        tasks.push(tokio::spawn(async move { post(&store, m).await }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.expect("task"));
+    }
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 200, "every message got its own sequence number");
+    assert_eq!(store.count_messages(r.id).await.expect("count"), 200);
+    let events = store.events_after(0, 10_000).await.expect("events");
+    let created: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::MessageCreated { .. }))
+        .collect();
+    assert_eq!(created.len(), 200);
+    assert!(
+        events.windows(2).all(|w| w[0].seq < w[1].seq),
+        "log is strictly ordered"
+    );
+    committed.changed().await.ok();
+    assert_eq!(
+        *committed.borrow(),
+        events.last().expect("some").seq,
+        "the committed watermark reached the end of the log"
+    );
+}
+
+pub async fn pages_of_the_timeline(store: &Store) {
+    let author = user("pager");
+    let r = setup(store, &[&author]).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let m = message(r.id, author.id, &format!("m{i}"), None);
+        ids.push(m.id);
+        post(store, m).await;
+    }
+    let page = |anchor, limit| MessagePage {
+        room_id: r.id,
+        anchor,
+        limit,
+        include_threads: false,
+    };
+    let latest = store
+        .messages(page(PageAnchor::Latest, 10))
+        .await
+        .expect("latest");
+    assert_eq!(
+        latest.iter().map(|v| v.message.id).collect::<Vec<_>>(),
+        ids[20..30].to_vec()
+    );
+    let seq_of = |i: usize| latest_seq(store, ids[i]);
+    let before = store
+        .messages(page(PageAnchor::Before(seq_of(20).await), 5))
+        .await
+        .expect("before");
+    assert_eq!(
+        before.iter().map(|v| v.message.id).collect::<Vec<_>>(),
+        ids[15..20].to_vec()
+    );
+    let after = store
+        .messages(page(PageAnchor::After(seq_of(3).await), 4))
+        .await
+        .expect("after");
+    assert_eq!(
+        after.iter().map(|v| v.message.id).collect::<Vec<_>>(),
+        ids[4..8].to_vec()
+    );
+    let around = store
+        .messages(page(PageAnchor::Around(seq_of(10).await), 6))
+        .await
+        .expect("around");
+    assert_eq!(
+        around.iter().map(|v| v.message.id).collect::<Vec<_>>(),
+        ids[7..13].to_vec()
+    );
+    assert!(
+        latest.iter().all(
+            |v| matches!(&v.author, Some(weft_core::Profile::User(u)) if u.username == "pager")
+        )
+    );
+}
+
+async fn latest_seq(store: &Store, id: Id) -> i64 {
+    store
+        .message(id)
+        .await
+        .expect("load")
+        .expect("exists")
+        .message
+        .seq
+}
+
+pub async fn threads_stay_out_of_the_main_feed(store: &Store) {
+    let author = user("threader");
+    let r = setup(store, &[&author]).await;
+    let parent = message(r.id, author.id, "parent", None);
+    let parent_id = parent.id;
+    post(store, parent).await;
+    for i in 0..3 {
+        post(
+            store,
+            message(r.id, author.id, &format!("reply {i}"), Some(parent_id)),
+        )
+        .await;
+    }
+    let main = store
+        .messages(MessagePage {
+            room_id: r.id,
+            anchor: PageAnchor::Latest,
+            limit: 50,
+            include_threads: false,
+        })
+        .await
+        .expect("main");
+    assert_eq!(main.len(), 1);
+    assert_eq!(main[0].message.thread_count, 3);
+    let all = store
+        .messages(MessagePage {
+            room_id: r.id,
+            anchor: PageAnchor::Latest,
+            limit: 50,
+            include_threads: true,
+        })
+        .await
+        .expect("all");
+    assert_eq!(all.len(), 4);
+    let thread = store.thread(parent_id, 0, 100).await.expect("thread");
+    assert_eq!(
+        thread
+            .iter()
+            .map(|v| v.message.text.as_str())
+            .collect::<Vec<_>>(),
+        ["reply 0", "reply 1", "reply 2"]
+    );
+}
+
+pub async fn read_by_counts_follow_read_marks(store: &Store) {
+    let (a, b, c) = (user("ra"), user("rb"), user("rc"));
+    let r = setup(store, &[&a, &b, &c]).await;
+    let mut seqs = Vec::new();
+    for i in 0..4 {
+        seqs.push(post(store, message(r.id, a.id, &format!("r{i}"), None)).await);
+    }
+    assert_eq!(
+        store.read_by(r.id, &seqs).await.expect("read_by"),
+        vec![0, 0, 0, 0]
+    );
+    let (room_id, b_id, c_id, s1, s3) = (r.id, b.id, c.id, seqs[1], seqs[3]);
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                assert!(tx.advance_read(room_id, b_id, s1).await?);
+                assert!(tx.advance_read(room_id, c_id, s3).await?);
+                // Moving backwards changes nothing.
+                assert!(!tx.advance_read(room_id, c_id, s1).await?);
+                Ok(())
+            })
+        })
+        .await
+        .expect("reads");
+    assert_eq!(
+        store.read_by(r.id, &seqs).await.expect("read_by"),
+        vec![2, 2, 1, 1]
+    );
+    let (room_id, c_id) = (r.id, c.id);
+    store
+        .write(move |tx| Box::pin(async move { tx.delete_membership(room_id, c_id).await }))
+        .await
+        .expect("leave");
+    assert_eq!(
+        store.read_by(r.id, &seqs).await.expect("read_by"),
+        vec![1, 1, 0, 0]
+    );
+    assert_eq!(
+        store
+            .room(r.id)
+            .await
+            .expect("room")
+            .expect("exists")
+            .member_count,
+        2
+    );
+}
+
+pub async fn reactions_are_counted_once_per_person(store: &Store) {
+    let (a, b) = (user("xa"), user("xb"));
+    let r = setup(store, &[&a, &b]).await;
+    let m = message(r.id, a.id, "react to me", None);
+    let mid = m.id;
+    let seq = post(store, m).await;
+    let (aid, bid) = (a.id, b.id);
+    let added = store
+        .write(move |tx| {
+            Box::pin(async move {
+                Ok((
+                    tx.add_reaction(mid, Author::User(aid), "🎉", 1).await?,
+                    tx.add_reaction(mid, Author::User(aid), "🎉", 2).await?,
+                    tx.add_reaction(mid, Author::User(bid), "🎉", 3).await?,
+                    tx.add_reaction(mid, Author::User(bid), "👍", 4).await?,
+                ))
+            })
+        })
+        .await
+        .expect("reactions");
+    assert_eq!(added, (true, false, true, true));
+    let counts = store
+        .reactions(r.id, seq, seq, Some(a.id))
+        .await
+        .expect("counts");
+    let tada = counts
+        .iter()
+        .find(|(_, c)| c.emoji == "🎉")
+        .expect("tada")
+        .1
+        .clone();
+    assert_eq!((tada.count, tada.me), (2, true));
+    let thumbs = counts
+        .iter()
+        .find(|(_, c)| c.emoji == "👍")
+        .expect("thumbs")
+        .1
+        .clone();
+    assert_eq!((thumbs.count, thumbs.me), (1, false));
+    let removed = store
+        .write(move |tx| {
+            Box::pin(async move { tx.remove_reaction(mid, Author::User(bid), "👍").await })
+        })
+        .await
+        .expect("remove");
+    assert!(removed);
+    assert_eq!(
+        store
+            .reactions(r.id, seq, seq, None)
+            .await
+            .expect("counts")
+            .len(),
+        1
+    );
+}
+
+pub async fn search_finds_words(store: &Store) {
+    let a = user("searcher");
+    let r = setup(store, &[&a]).await;
+    post(store, message(r.id, a.id, "the quick brown fox", None)).await;
+    post(store, message(r.id, a.id, "lazy dogs sleep", None)).await;
+    post(store, message(r.id, a.id, "another fox appears", None)).await;
+    let found = store
+        .search(r.id, "fox", i64::MAX, 10)
+        .await
+        .expect("search");
+    assert_eq!(
+        found
+            .iter()
+            .map(|v| v.message.text.as_str())
+            .collect::<Vec<_>>(),
+        ["another fox appears", "the quick brown fox"]
+    );
+    assert!(
+        store
+            .search(r.id, "quick fox", i64::MAX, 10)
+            .await
+            .expect("search")
+            .len()
+            == 1
+    );
+    // Query syntax from users is never an error.
+    assert!(
+        store
+            .search(r.id, "\"unbalanced AND (", i64::MAX, 10)
+            .await
+            .is_ok()
+    );
+    assert!(
+        store
+            .search(r.id, "cats", i64::MAX, 10)
+            .await
+            .expect("search")
+            .is_empty()
+    );
+}
+
+pub async fn deleting_a_thread_head_leaves_a_placeholder(store: &Store) {
+    let a = user("deleter");
+    let r = setup(store, &[&a]).await;
+    let lone = message(r.id, a.id, "lonely", None);
+    let head = message(r.id, a.id, "head", None);
+    let (lone_id, head_id) = (lone.id, head.id);
+    post(store, lone).await;
+    post(store, head).await;
+    post(store, message(r.id, a.id, "reply", Some(head_id))).await;
+    for id in [lone_id, head_id] {
+        let m = store
+            .message(id)
+            .await
+            .expect("load")
+            .expect("exists")
+            .message;
+        store
+            .write(move |tx| Box::pin(async move { tx.delete_message(&m).await }))
+            .await
+            .expect("delete");
+    }
+    assert!(store.message(lone_id).await.expect("load").is_none());
+    let placeholder = store
+        .message(head_id)
+        .await
+        .expect("load")
+        .expect("kept")
+        .message;
+    assert!(placeholder.deleted);
+    assert_eq!(placeholder.text, "");
+    assert_eq!(placeholder.thread_count, 1);
+}
+
+pub async fn unread_items_and_mentions(store: &Store) {
+    let (a, b) = (user("ua"), user("ub"));
+    let r = setup(store, &[&a, &b]).await;
+    let plain = message(r.id, a.id, "hello", None);
+    let mut mention = message(r.id, a.id, "hi @ub", None);
+    mention.mentions = vec![MessageMention {
+        screen_name: "ub".into(),
+        user_id: Some(b.id),
+        all: false,
+    }];
+    let mut own = message(r.id, b.id, "me @ub", None);
+    own.mentions = vec![MessageMention {
+        screen_name: "ub".into(),
+        user_id: Some(b.id),
+        all: false,
+    }];
+    let (plain_id, mention_id) = (plain.id, mention.id);
+    post(store, plain).await;
+    let mention_seq = post(store, mention).await;
+    post(store, own).await;
+    assert_eq!(
+        store
+            .unread_message_ids(r.id, b.id, 0, 100)
+            .await
+            .expect("unread"),
+        vec![plain_id, mention_id]
+    );
+    assert_eq!(
+        store
+            .unread_mention_ids(r.id, b.id, 0, 100)
+            .await
+            .expect("mentions"),
+        vec![mention_id]
+    );
+    assert!(
+        store
+            .unread_mention_ids(r.id, b.id, mention_seq, 100)
+            .await
+            .expect("mentions")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .unread_message_ids(r.id, b.id, 0, 1)
+            .await
+            .expect("capped")
+            .len(),
+        1
+    );
+}
+
+pub async fn one_to_one_rooms_are_unique_per_pair(store: &Store) {
+    let (a, b) = (user("oa"), user("ob"));
+    let (a2, b2) = (a.clone(), b.clone());
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.insert_user(&a2, None).await?;
+                tx.insert_user(&b2, None).await
+            })
+        })
+        .await
+        .expect("users");
+    let mut first = room("x/y");
+    first.uri = None;
+    first.kind = RoomKind::OneToOne;
+    let mut second = first.clone();
+    second.id = Id::generate();
+    let (aid, bid) = (a.id, b.id);
+    store
+        .write(move |tx| Box::pin(async move { tx.insert_room(&first, Some((aid, bid))).await }))
+        .await
+        .expect("first");
+    let again = store
+        .write(move |tx| Box::pin(async move { tx.insert_room(&second, Some((bid, aid))).await }))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict(_))),
+        "got {again:?}"
+    );
+    assert!(
+        store
+            .one_to_one_room(b.id, a.id)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+}
+
+pub async fn virtual_users_are_upserted(store: &Store) {
+    let (first, changed) = store
+        .write(|tx| {
+            Box::pin(async move { tx.upsert_virtual_user("matrix", "@al:hs", "Al", None).await })
+        })
+        .await
+        .expect("insert");
+    assert!(changed);
+    let (same, changed) = store
+        .write(|tx| {
+            Box::pin(async move { tx.upsert_virtual_user("matrix", "@al:hs", "Al", None).await })
+        })
+        .await
+        .expect("again");
+    assert_eq!((same.id, changed), (first.id, false));
+    let (renamed, changed) = store
+        .write(|tx| {
+            Box::pin(async move {
+                tx.upsert_virtual_user("matrix", "@al:hs", "Alan", Some("mxc://a"))
+                    .await
+            })
+        })
+        .await
+        .expect("rename");
+    assert_eq!(
+        (renamed.id, changed, renamed.display_name.as_str()),
+        (first.id, true, "Alan")
+    );
+    assert_eq!(
+        store
+            .virtual_user(first.id)
+            .await
+            .expect("load")
+            .expect("exists")
+            .display_name,
+        "Alan"
+    );
+}

@@ -1,0 +1,117 @@
+//! The store's conformance suite: every test runs against SQLite and against PostgreSQL, so the
+//! one set of queries is known to mean the same on both.
+//!
+//! PostgreSQL comes from `WEFT_TEST_POSTGRES_URL` (default: the local server with trust auth);
+//! each test gets a fresh database. An unreachable PostgreSQL fails the tests: they never skip.
+
+mod cases;
+
+use weft_store::Store;
+
+/// A fresh SQLite store in a temporary folder (kept alive by the returned guard).
+pub async fn sqlite() -> (Store, Guard) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite:{}", dir.path().join("weft.db").display());
+    (
+        Store::open(&url).await.expect("sqlite store opens"),
+        Guard::Dir(dir),
+    )
+}
+
+/// A fresh PostgreSQL database.
+pub async fn postgres() -> (Store, Guard) {
+    use sqlx::Executor;
+    let admin_url = std::env::var("WEFT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL at {admin_url} is needed for the conformance suite (the test command starts one): {e}")
+    });
+    let name = format!("weft_test_{}", weft_core::Id::generate());
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
+    let url = format!("{base}/{name}");
+    (
+        Store::open(&url).await.expect("postgres store opens"),
+        Guard::Database { admin_url, name },
+    )
+}
+
+/// Cleans up after a test.
+pub enum Guard {
+    /// The SQLite folder, removed when dropped.
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    /// A PostgreSQL database, dropped by [`Guard::finish`].
+    Database {
+        /// Where to connect to drop it.
+        admin_url: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl Guard {
+    /// Drops a PostgreSQL test database once the store is closed.
+    pub async fn finish(self, store: Store) {
+        weft_store::close(store).await;
+        if let Guard::Database { admin_url, name } = self {
+            use sqlx::Executor;
+            if let Ok(mut admin) =
+                <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await
+            {
+                let _ = admin
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Declares each case once per database.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, guard) = crate::sqlite().await;
+                    crate::cases::$case(&store).await;
+                    guard.finish(store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, guard) = crate::postgres().await;
+                    crate::cases::$case(&store).await;
+                    guard.finish(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    usernames_are_unique_ignoring_case,
+    a_failed_job_rolls_back_its_change_and_its_event,
+    concurrent_writes_commit_with_ordered_events,
+    pages_of_the_timeline,
+    threads_stay_out_of_the_main_feed,
+    read_by_counts_follow_read_marks,
+    reactions_are_counted_once_per_person,
+    search_finds_words,
+    deleting_a_thread_head_leaves_a_placeholder,
+    unread_items_and_mentions,
+    one_to_one_rooms_are_unique_per_pair,
+    virtual_users_are_upserted,
+);
