@@ -10,6 +10,8 @@ use weft_store::Store;
 
 /// How many events a slow subscriber may fall behind before it must catch up from the log.
 const CAPACITY: usize = 8192;
+/// How often the log is checked for commits nobody announced.
+const POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Log entries read per query while catching up.
 const CHUNK: i64 = 1000;
 
@@ -49,10 +51,20 @@ async fn tail(store: Store, sender: broadcast::Sender<Arc<LoggedEvent>>) {
     let mut committed = store.committed();
     let mut last = *committed.borrow_and_update();
     loop {
-        if committed.changed().await.is_err() {
-            return;
-        }
-        let target = *committed.borrow_and_update();
+        // Woken by this process's commits (and, on PostgreSQL, other instances'); the poll
+        // catches writes by other processes on SQLite, such as the admin CLI.
+        let target = tokio::select! {
+            changed = committed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                *committed.borrow_and_update()
+            }
+            _ = tokio::time::sleep(POLL) => match store.last_event_seq().await {
+                Ok(seq) => seq,
+                Err(_) => continue,
+            },
+        };
         while last < target {
             match store.events_after(last, CHUNK).await {
                 Ok(events) if events.is_empty() => break,

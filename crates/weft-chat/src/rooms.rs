@@ -391,9 +391,10 @@ impl Chat {
                 membership: membership.as_ref(),
                 banned,
             };
-            if !permission::can_moderate(s) {
+            let target = self.store().membership(room_id, user_id).await?;
+            if !permission::can_moderate_member(s, target.as_ref()) {
                 return Err(ChatError::Forbidden(
-                    "only moderators may remove other members".into(),
+                    "only moderators may remove members, and only those of lower rank".into(),
                 ));
             }
         }
@@ -430,6 +431,18 @@ impl Chat {
         let target = self.user(user_id).await?;
         if actor.user.as_ref().is_some_and(|u| u.id == target.id) {
             return Err(ChatError::Invalid("you cannot ban yourself".into()));
+        }
+        let (membership, banned) = self.standing(actor, room_id).await?;
+        let standing = Standing {
+            user: actor.user.as_ref(),
+            membership: membership.as_ref(),
+            banned,
+        };
+        let theirs = self.store().membership(room_id, user_id).await?;
+        if !permission::can_moderate_member(standing, theirs.as_ref()) {
+            return Err(ChatError::Forbidden(
+                "you cannot ban someone of your rank or higher".into(),
+            ));
         }
         let origin = actor.origin.clone();
         self.store()

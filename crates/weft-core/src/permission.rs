@@ -49,6 +49,22 @@ pub fn can_moderate(s: Standing<'_>) -> bool {
     s.role().is_some_and(|r| r >= Role::Moderator)
 }
 
+/// May remove or ban `target` (their membership, if any): a moderator acting on someone of
+/// lower rank, so a moderator cannot remove an admin; site admins may act on anyone.
+pub fn can_moderate_member(s: Standing<'_>, target: Option<&Membership>) -> bool {
+    if !can_moderate(s) {
+        return false;
+    }
+    if s.user.is_some_and(|u| u.site_admin) {
+        return true;
+    }
+    match (s.membership, target) {
+        (_, None) => true,
+        (Some(mine), Some(theirs)) => mine.role > theirs.role,
+        (None, Some(_)) => false,
+    }
+}
+
 /// May change the room (name, topic, privacy, avatar), delete it, and mention `@/all`.
 pub fn can_administer(s: Standing<'_>) -> bool {
     s.role().is_some_and(|r| r >= Role::Admin)
@@ -125,6 +141,35 @@ mod tests {
             banned: false,
         };
         assert!(can_administer(s) && can_read(&room(RoomKind::Private), s) && !can_post(s));
+    }
+
+    #[test]
+    fn moderators_act_only_on_lower_ranks() {
+        let u = user(false);
+        let moderator = member(Role::Moderator);
+        let s = Standing {
+            user: Some(&u),
+            membership: Some(&moderator),
+            banned: false,
+        };
+        assert!(can_moderate_member(s, Some(&member(Role::Member))));
+        assert!(can_moderate_member(s, None));
+        assert!(!can_moderate_member(s, Some(&member(Role::Moderator))));
+        assert!(!can_moderate_member(s, Some(&member(Role::Admin))));
+        let admin = member(Role::Admin);
+        let s = Standing {
+            user: Some(&u),
+            membership: Some(&admin),
+            banned: false,
+        };
+        assert!(can_moderate_member(s, Some(&member(Role::Moderator))));
+        let plain = member(Role::Member);
+        let s = Standing {
+            user: Some(&u),
+            membership: Some(&plain),
+            banned: false,
+        };
+        assert!(!can_moderate_member(s, Some(&member(Role::Member))));
     }
 
     #[test]

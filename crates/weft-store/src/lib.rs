@@ -129,6 +129,9 @@ impl Store {
         let last = events::last_seq(&read).await?;
         let (committed_tx, committed) = watch::channel(last);
         let writer = writer::spawn(write_pool, dialect, committed_tx);
+        if dialect == Dialect::Postgres {
+            listen_for_commits(&url, writer.clone()).await?;
+        }
         Ok(Store {
             read,
             dialect,
@@ -167,6 +170,30 @@ impl Store {
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.read
     }
+}
+
+/// Follows commits made by other weft instances on the same PostgreSQL database, so that
+/// this instance's live subscribers see their events too. Reconnects if the connection drops.
+async fn listen_for_commits(url: &str, writer: writer::WriterHandle) -> Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen("weft_events").await?;
+    tokio::spawn(async move {
+        loop {
+            // `recv` reconnects by itself after a dropped connection.
+            match listener.recv().await {
+                Ok(note) => {
+                    if let Ok(seq) = note.payload().parse::<i64>() {
+                        writer.note_remote_commit(seq);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the PostgreSQL commit listener; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {

@@ -325,27 +325,48 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Days (as `YYYY-MM-DD` in UTC) between `from` and `to` (milliseconds) with main-feed
-    /// messages, with counts.
-    pub async fn message_times(
+    /// Main-feed messages per UTC day sent in `[from, to)` (milliseconds since the epoch), as
+    /// `(day, count)` with `day` counted in days since 1970-01-01, oldest first. Deleted
+    /// messages are not counted. For archive calendars.
+    pub async fn message_days(&self, room_id: Id, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT sent / 86400000 AS day, COUNT(*) AS n FROM messages \
+             WHERE room_id = $1 AND sent >= $2 AND sent < $3 AND parent_id IS NULL AND deleted = 0 \
+             GROUP BY sent / 86400000 ORDER BY day",
+        )
+        .bind(room_id.to_hex())
+        .bind(from.max(0))
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("day")?, r.try_get::<i64, _>("n")?)))
+            .collect()
+    }
+
+    /// Main-feed messages sent in `[from, to)` (milliseconds) with a sequence number above
+    /// `after_seq`, oldest first, at most `limit`; deleted ones left out. For archive pages.
+    pub async fn messages_sent_between(
         &self,
         room_id: Id,
         from: i64,
         to: i64,
+        after_seq: i64,
         limit: i64,
-    ) -> Result<Vec<i64>> {
-        let rows = sqlx::query(
-            "SELECT sent FROM messages WHERE room_id = $1 AND sent >= $2 AND sent < $3 AND parent_id IS NULL ORDER BY seq LIMIT $4",
-        )
+    ) -> Result<Vec<MessageView>> {
+        let rows = sqlx::query(concat!(
+            message_select!(),
+            "WHERE m.room_id = $1 AND m.parent_id IS NULL AND m.deleted = 0 \
+             AND m.sent >= $2 AND m.sent < $3 AND m.seq > $4 ORDER BY m.seq ASC LIMIT $5"
+        ))
         .bind(room_id.to_hex())
         .bind(from)
         .bind(to)
-        .bind(limit)
+        .bind(after_seq)
+        .bind(limit.max(1))
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<i64, _>("sent")?))
-            .collect()
+        forward(rows)
     }
 }
 

@@ -230,6 +230,17 @@ async fn run_batch(
             return abort(done, jobs, &e);
         }
     }
+    if let (Dialect::Postgres, Some(seq)) = (dialect, tx.last_event_seq) {
+        // Delivered to listeners at commit: other instances wake their tailers (scale-out).
+        let notify = sqlx::query("SELECT pg_notify('weft_events', $1)")
+            .bind(seq.to_string())
+            .execute(&mut *tx.conn)
+            .await;
+        if let Err(e) = notify {
+            let _ = tx.conn.execute("ROLLBACK").await;
+            return abort(done, std::iter::empty(), &e);
+        }
+    }
     match tx.conn.execute("COMMIT").await {
         Ok(_) => {
             if let Some(seq) = tx.last_event_seq {

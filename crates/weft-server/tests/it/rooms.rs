@@ -587,3 +587,59 @@ async fn concurrent_requests_agree() {
     let (_, r) = server.get(None, &path).await;
     assert_eq!(r, json!([{ "emoji": "👍", "count": 1, "me": false }]));
 }
+
+/// A moderator may remove and ban members, but not the room's admin (regression: any
+/// moderator could kick or ban an admin).
+#[tokio::test]
+async fn moderators_cannot_remove_or_ban_admins() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let mo = server.user("mo").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.join(&mo, "acme/general").await;
+    server.join(&bob, "acme/general").await;
+    server
+        .chat
+        .set_role(
+            &weft_chat::Actor::user(alice.user.clone()),
+            room,
+            mo.user.id,
+            weft_core::Role::Moderator,
+        )
+        .await
+        .expect("mo becomes moderator");
+
+    let (status, body) = server
+        .delete(
+            Some(&mo.token),
+            &format!("/v1/rooms/{room}/users/{}", alice.user.id),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server
+        .post(
+            Some(&mo.token),
+            &format!("/v1/rooms/{room}/bans"),
+            json!({ "username": "alice" }),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (_, list) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
+        .await;
+    assert_eq!(member_names(&list), ["alice", "bob", "mo"]);
+
+    // Bob, a plain member, can be removed by the moderator.
+    let (status, body) = server
+        .delete(
+            Some(&mo.token),
+            &format!("/v1/rooms/{room}/users/{}", bob.user.id),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
+        .await;
+    assert_eq!(member_names(&list), ["alice", "mo"]);
+}

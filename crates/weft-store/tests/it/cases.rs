@@ -486,6 +486,55 @@ pub async fn deleting_a_thread_head_leaves_a_placeholder(store: &Store) {
     assert_eq!(placeholder.thread_count, 1);
 }
 
+pub async fn messages_are_grouped_by_day_for_archives(store: &Store) {
+    const DAY: i64 = 86_400_000;
+    let a = user("archivist");
+    let r = setup(store, &[&a]).await;
+    let at = |day: i64, text: &str, parent: Option<Id>| {
+        let mut m = message(r.id, a.id, text, parent);
+        m.sent = day * DAY + 3_600_000;
+        m
+    };
+    let first = at(19_000, "first", None);
+    let first_id = first.id;
+    post(store, first).await;
+    post(store, at(19_000, "second", None)).await;
+    post(store, at(19_000, "in a thread", Some(first_id))).await;
+    post(store, at(19_002, "later", None)).await;
+    let gone = at(19_003, "deleted", None);
+    let gone_id = gone.id;
+    post(store, gone).await;
+    let m = store.message(gone_id).await.expect("load").expect("exists").message;
+    store
+        .write(move |tx| Box::pin(async move { tx.delete_message(&m).await }))
+        .await
+        .expect("delete");
+    let days = store
+        .message_days(r.id, 18_000 * DAY, 20_000 * DAY)
+        .await
+        .expect("days");
+    assert_eq!(days, [(19_000, 2), (19_002, 1)]);
+    let none = store
+        .message_days(r.id, 19_001 * DAY, 19_002 * DAY)
+        .await
+        .expect("empty range");
+    assert!(none.is_empty());
+    let page = store
+        .messages_sent_between(r.id, 19_000 * DAY, 19_001 * DAY, 0, 1)
+        .await
+        .expect("first page");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].message.text, "first");
+    let rest = store
+        .messages_sent_between(r.id, 19_000 * DAY, 19_001 * DAY, page[0].message.seq, 10)
+        .await
+        .expect("second page");
+    assert_eq!(
+        rest.iter().map(|v| v.message.text.as_str()).collect::<Vec<_>>(),
+        ["second"]
+    );
+}
+
 pub async fn unread_items_and_mentions(store: &Store) {
     let (a, b) = (user("ua"), user("ub"));
     let r = setup(store, &[&a, &b]).await;
@@ -612,4 +661,22 @@ pub async fn virtual_users_are_upserted(store: &Store) {
             .display_name,
         "Alan"
     );
+}
+
+/// Appends one event in its own write; returns its sequence number.
+pub async fn append_one_event(store: &Store) -> i64 {
+    store
+        .write(|tx| {
+            Box::pin(async move {
+                tx.append(
+                    &Origin::local(),
+                    &Event::UserCreated {
+                        user_id: Id::generate(),
+                    },
+                )
+                .await
+            })
+        })
+        .await
+        .expect("event appended")
 }

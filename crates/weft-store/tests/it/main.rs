@@ -111,7 +111,38 @@ conformance!(
     reactions_are_counted_once_per_person,
     search_finds_words,
     deleting_a_thread_head_leaves_a_placeholder,
+    messages_are_grouped_by_day_for_archives,
     unread_items_and_mentions,
     one_to_one_rooms_are_unique_per_pair,
     virtual_users_are_upserted,
 );
+
+/// PostgreSQL only: instances sharing one database learn of each other's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commits_wake_other_instances() {
+    let (first, guard) = postgres().await;
+    let url = match &guard {
+        Guard::Database { admin_url, name } => {
+            format!(
+                "{}/{name}",
+                admin_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(admin_url)
+            )
+        }
+        Guard::Dir(_) => unreachable!("postgres() returns a database"),
+    };
+    let second = Store::open(&url).await.expect("second instance opens");
+    let mut watching = second.committed();
+    let seq = cases::append_one_event(&first).await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while *watching.borrow_and_update() < seq {
+            watching.changed().await.expect("watch open");
+        }
+    })
+    .await
+    .expect("the second instance heard of the first one's commit");
+    weft_store::close(second).await;
+    guard.finish(first).await;
+}
