@@ -36,6 +36,9 @@ pub struct NewPost {
     pub as_virtual: Option<PostAs>,
     /// Files uploaded with this message, recorded in the same transaction.
     pub files: Vec<StoredFile>,
+    /// A unique key for this message (a bridged event id): posting the same key again
+    /// returns the message already stored instead of a second copy.
+    pub external_ref: Option<String>,
 }
 
 /// What to read from a room's timeline.
@@ -211,12 +214,21 @@ impl Chat {
                     size: f.size,
                 })
                 .collect(),
+            external_ref: post.external_ref,
         };
         let files = post.files;
         let origin = actor.origin.clone();
         let as_virtual = post.as_virtual;
         let message_id = new.id;
-        self.store()
+        let external_ref = new.external_ref.clone();
+        if let Some(existing) = self
+            .already_posted(actor, room_id, external_ref.as_deref())
+            .await?
+        {
+            return Ok(existing);
+        }
+        let written = self
+            .store()
             .write(move |tx| {
                 Box::pin(async move {
                     let mut new = new;
@@ -256,9 +268,37 @@ impl Chat {
                     Ok(())
                 })
             })
-            .await
-            .map_err(from_write)?;
-        self.message(actor, room_id, message_id).await
+            .await;
+        match written {
+            Ok(()) => self.message(actor, room_id, message_id).await,
+            // The same key raced in from elsewhere (another instance, a retried request).
+            Err(weft_store::StoreError::Conflict(_)) if external_ref.is_some() => self
+                .already_posted(actor, room_id, external_ref.as_deref())
+                .await?
+                .ok_or(ChatError::Conflict("message".into())),
+            Err(e) => Err(from_write(e)),
+        }
+    }
+
+    /// The message already posted under `external_ref` in this room, if any.
+    async fn already_posted(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        external_ref: Option<&str>,
+    ) -> Result<Option<MessageView>> {
+        let Some(key) = external_ref else {
+            return Ok(None);
+        };
+        match self.store().message_by_external_ref(key).await? {
+            Some(view) if view.message.room_id == room_id => {
+                Ok(Some(self.message(actor, room_id, view.message.id).await?))
+            }
+            Some(_) => Err(ChatError::Conflict(format!(
+                "message key {key} is used in another room"
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// One message, with reactions and read count.

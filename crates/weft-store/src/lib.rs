@@ -9,6 +9,7 @@
 
 mod communities;
 mod events;
+mod matrix;
 mod messages;
 mod rooms;
 mod rows;
@@ -22,6 +23,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 use tokio::sync::watch;
 
+pub use matrix::{Direction, MatrixRoom};
 pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
 pub use rooms::RoomWithMembership;
 pub use writer::{BoxFuture, WriteTx};

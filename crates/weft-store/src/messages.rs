@@ -37,6 +37,9 @@ pub struct NewMessage {
     pub urls: Vec<String>,
     /// Attached files.
     pub attachments: Vec<Attachment>,
+    /// A caller's unique key for this message (a bridged event id): posting the same key
+    /// twice stores the message once.
+    pub external_ref: Option<String>,
 }
 
 /// A message's new text after an edit, with what rendering it produced.
@@ -131,6 +134,15 @@ impl Store {
     pub async fn message(&self, id: Id) -> Result<Option<MessageView>> {
         let row = sqlx::query(concat!(message_select!(), "WHERE m.id = $1"))
             .bind(id.to_hex())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(message_view).transpose()
+    }
+
+    /// The message stored under a caller's unique key, if any.
+    pub async fn message_by_external_ref(&self, external_ref: &str) -> Result<Option<MessageView>> {
+        let row = sqlx::query(concat!(message_select!(), "WHERE m.external_ref = $1"))
+            .bind(external_ref)
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(message_view).transpose()
@@ -403,8 +415,8 @@ impl WriteTx {
     /// Stores a new message (and its mention rows); returns its sequence number.
     pub async fn insert_message(&mut self, m: &NewMessage) -> Result<i64> {
         let row = sqlx::query(
-            "INSERT INTO messages (id, room_id, author_kind, author_id, text, html, status, parent_id, sent, mentions, issues, urls, attachments) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq",
+            "INSERT INTO messages (id, room_id, author_kind, author_id, text, html, status, parent_id, sent, mentions, issues, urls, attachments, external_ref) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
         )
         .bind(m.id.to_hex())
         .bind(m.room_id.to_hex())
@@ -419,6 +431,7 @@ impl WriteTx {
         .bind(to_json(&m.issues)?)
         .bind(to_json(&m.urls)?)
         .bind(to_json(&m.attachments)?)
+        .bind(m.external_ref.clone())
         .fetch_one(&mut *self.conn)
         .await
         .map_err(StoreError::conflict_on("message"))?;

@@ -256,6 +256,7 @@ async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
                             issues: Vec::new(),
                             urls: Vec::new(),
                             attachments: Vec::new(),
+                            external_ref: None,
                         };
                         tx.insert_message(&m).await?;
                     }

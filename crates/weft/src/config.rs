@@ -26,6 +26,8 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Log filter (`info`, `weft=debug`, …).
     pub log: String,
+    /// The Matrix bridge; weft bridges whenever this section is present.
+    pub matrix: Option<weft_matrix::MatrixSettings>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             max_upload_mb: 20,
             rate_limit_per_minute: 1200,
             log: "info".into(),
+            matrix: None,
         }
     }
 }

@@ -56,6 +56,33 @@ enum Command {
     },
     /// Measures throughput and latency against a real server process.
     Bench(bench::BenchArgs),
+    /// Sets up and checks the Matrix bridge.
+    Matrix {
+        #[command(subcommand)]
+        command: MatrixCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MatrixCommand {
+    /// Writes an Application Service registration for the homeserver and prints the
+    /// `[matrix]` section to add to weft's configuration.
+    Registration {
+        /// The homeserver's name (the part after `:` in Matrix IDs).
+        #[arg(long)]
+        server_name: String,
+        /// Where weft reaches the homeserver, e.g. http://127.0.0.1:8008.
+        #[arg(long)]
+        homeserver_url: String,
+        /// Where the homeserver reaches weft, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        weft_url: String,
+        /// The registration file to write.
+        #[arg(long)]
+        output: std::path::PathBuf,
+    },
+    /// Checks both directions between weft (running) and the homeserver.
+    Ping,
 }
 
 #[derive(Subcommand)]
@@ -256,6 +283,85 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args, &config).await,
+        Command::Matrix { command } => matrix_command(command, &config).await,
+    }
+}
+
+async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Result<()> {
+    match command {
+        MatrixCommand::Registration {
+            server_name,
+            homeserver_url,
+            weft_url,
+            output,
+        } => {
+            let output = std::path::absolute(&output)?;
+            let (yaml, toml) = weft_matrix::generate_registration(
+                &server_name,
+                &homeserver_url,
+                &weft_url,
+                &output,
+            )?;
+            std::fs::write(&output, yaml)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!(
+                "wrote {}; give it to the homeserver (app_service_config_files) and add to weft's config:",
+                output.display()
+            );
+            println!("{toml}");
+            Ok(())
+        }
+        MatrixCommand::Ping => ping(config).await,
+    }
+}
+
+/// Checks weft → homeserver (the AS token) and homeserver → weft (the spec's ping), and
+/// says what to fix when either fails.
+async fn ping(config: &Config) -> anyhow::Result<()> {
+    let settings = config
+        .matrix
+        .clone()
+        .context("no [matrix] section in the configuration")?;
+    let bridge = weft_matrix::BridgeConfig::load(settings)?;
+    let hs = weft_matrix::Homeserver::new(
+        &bridge.settings.homeserver_url,
+        &bridge.registration.as_token,
+    );
+    match hs.whoami().await {
+        Ok(me) => println!("weft -> homeserver: ok, the AS token is accepted ({me})"),
+        Err(e) if e.status.is_none() => {
+            anyhow::bail!(
+                "weft -> homeserver: cannot reach {} ({})",
+                bridge.settings.homeserver_url,
+                e.message
+            )
+        }
+        Err(e) if e.errcode == "M_UNKNOWN_TOKEN" || e.status == Some(401) => anyhow::bail!(
+            "weft -> homeserver: the homeserver does not know this registration's as_token; \
+             list the registration file in its app_service_config_files and restart it"
+        ),
+        Err(e) => anyhow::bail!("weft -> homeserver: {e}"),
+    }
+    let txn = format!("ping-{}", weft_core::Id::generate());
+    match hs.ping(&bridge.registration.id, &txn).await {
+        Ok(ms) => {
+            println!("homeserver -> weft: ok ({ms} ms)");
+            Ok(())
+        }
+        Err(e) => {
+            let why = match e.errcode.as_str() {
+                "M_URL_NOT_SET" => "the registration has no url for weft".to_string(),
+                "M_CONNECTION_FAILED" | "M_CONNECTION_TIMEOUT" => format!(
+                    "the homeserver cannot reach weft at {}: is `weft serve` running there?",
+                    bridge.registration.url.clone().unwrap_or_default()
+                ),
+                "M_BAD_STATUS" => "weft refused the homeserver's request: the hs_token in the homeserver's copy of \
+                                   the registration differs from weft's"
+                    .to_string(),
+                _ => e.to_string(),
+            };
+            anyhow::bail!("homeserver -> weft: {why}")
+        }
     }
 }
 
@@ -266,8 +372,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         rate_limit_per_minute: config.rate_limit_per_minute,
         ..ServerConfig::default()
     };
-    let state = AppState::new(chat, server_config);
-    let app = weft_server::app(state);
+    let state = AppState::new(chat.clone(), server_config);
+    let mut app = weft_server::app(state);
+    if let Some(settings) = config.matrix.clone() {
+        let bridge =
+            weft_matrix::Bridge::new(chat, weft_matrix::BridgeConfig::load(settings)?).await?;
+        bridge.start();
+        app = bridge.router().merge(app);
+        tracing::info!("bridging to Matrix");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -157,7 +157,7 @@ async fn create(
         status: body.status,
         parent_id: opt_id(body.parent_id.as_ref(), "parentId")?,
         as_virtual: body.virtual_user.map(PostAs::from),
-        files: Vec::new(),
+        ..NewPost::default()
     };
     let view = state.chat.post(&caller.0, room_id, post).await?;
     Ok(Json(wire::message(&view, caller.0.user.as_ref(), None)))

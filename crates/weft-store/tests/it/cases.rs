@@ -45,6 +45,7 @@ fn message(room_id: Id, author: Id, text: &str, parent: Option<Id>) -> NewMessag
         issues: Vec::new(),
         urls: Vec::new(),
         attachments: Vec::new(),
+        external_ref: None,
     }
 }
 
@@ -504,7 +505,12 @@ pub async fn messages_are_grouped_by_day_for_archives(store: &Store) {
     let gone = at(19_003, "deleted", None);
     let gone_id = gone.id;
     post(store, gone).await;
-    let m = store.message(gone_id).await.expect("load").expect("exists").message;
+    let m = store
+        .message(gone_id)
+        .await
+        .expect("load")
+        .expect("exists")
+        .message;
     store
         .write(move |tx| Box::pin(async move { tx.delete_message(&m).await }))
         .await
@@ -530,7 +536,9 @@ pub async fn messages_are_grouped_by_day_for_archives(store: &Store) {
         .await
         .expect("second page");
     assert_eq!(
-        rest.iter().map(|v| v.message.text.as_str()).collect::<Vec<_>>(),
+        rest.iter()
+            .map(|v| v.message.text.as_str())
+            .collect::<Vec<_>>(),
         ["second"]
     );
 }
@@ -679,4 +687,107 @@ pub async fn append_one_event(store: &Store) -> i64 {
         })
         .await
         .expect("event appended")
+}
+
+pub async fn external_refs_are_unique(store: &Store) {
+    let a = user("bridged");
+    let r = setup(store, &[&a]).await;
+    let mut first = message(r.id, a.id, "from matrix", None);
+    first.external_ref = Some("$event1:hs".into());
+    let first_id = first.id;
+    post(store, first).await;
+    let mut again = message(r.id, a.id, "from matrix", None);
+    again.external_ref = Some("$event1:hs".into());
+    let result = store
+        .write(move |tx| Box::pin(async move { tx.insert_message(&again).await }))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict(_))),
+        "got {result:?}"
+    );
+    let found = store
+        .message_by_external_ref("$event1:hs")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.message.id, first_id);
+    assert_eq!(store.count_messages(r.id).await.expect("count"), 1);
+}
+
+pub async fn matrix_mappings_round_trip(store: &Store) {
+    use weft_store::{Direction, MatrixRoom};
+    let a = user("mapper");
+    let r = setup(store, &[&a]).await;
+    let mapped = MatrixRoom {
+        room_id: r.id,
+        matrix_room_id: "!abc:hs".into(),
+        alias: "#c_r:hs".into(),
+    };
+    let (m1, m2) = (
+        mapped.clone(),
+        MatrixRoom {
+            matrix_room_id: "!other:hs".into(),
+            ..mapped.clone()
+        },
+    );
+    let inserted = store
+        .write(move |tx| {
+            Box::pin(async move {
+                let first = tx.insert_matrix_room(&m1).await?;
+                let second = tx.insert_matrix_room(&m2).await?;
+                tx.insert_matrix_event(
+                    "$e:hs",
+                    "!abc:hs",
+                    "message",
+                    "weftid",
+                    Direction::Outbound,
+                )
+                .await?;
+                let dup = tx
+                    .insert_matrix_event(
+                        "$e:hs",
+                        "!abc:hs",
+                        "message",
+                        "weftid",
+                        Direction::Outbound,
+                    )
+                    .await?;
+                let txn_new = tx.insert_matrix_transaction("t1").await?;
+                let txn_again = tx.insert_matrix_transaction("t1").await?;
+                tx.set_matrix_cursor(7).await?;
+                tx.set_matrix_cursor(9).await?;
+                Ok((first, second, dup, txn_new, txn_again))
+            })
+        })
+        .await
+        .expect("mappings");
+    assert_eq!(
+        inserted,
+        (true, false, false, true, false),
+        "one mapping per room, event and transaction"
+    );
+    assert_eq!(store.matrix_room(r.id).await.expect("room"), Some(mapped));
+    assert_eq!(
+        store.room_for_matrix("!abc:hs").await.expect("lookup"),
+        Some(r.id)
+    );
+    assert_eq!(
+        store.weft_ref_for("$e:hs").await.expect("ref"),
+        Some(("message".into(), "weftid".into()))
+    );
+    assert_eq!(
+        store
+            .matrix_event_for("weftid", "message")
+            .await
+            .expect("event")
+            .map(|(e, _)| e),
+        Some("$e:hs".into())
+    );
+    assert!(store.matrix_transaction_seen("t1").await.expect("seen"));
+    assert_eq!(store.matrix_cursor().await.expect("cursor"), Some(9));
+    let alias_room = store
+        .room_by_alias_localpart(&r.uri.clone().expect("uri").replace('/', "_"))
+        .await
+        .expect("alias");
+    assert_eq!(alias_room.map(|x| x.id), Some(r.id));
 }

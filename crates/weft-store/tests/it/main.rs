@@ -115,6 +115,8 @@ conformance!(
     unread_items_and_mentions,
     one_to_one_rooms_are_unique_per_pair,
     virtual_users_are_upserted,
+    external_refs_are_unique,
+    matrix_mappings_round_trip,
 );
 
 /// PostgreSQL only: instances sharing one database learn of each other's commits.

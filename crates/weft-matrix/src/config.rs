@@ -1,0 +1,136 @@
+//! The `[matrix]` configuration section and the AS registration file it points to.
+
+use std::path::{Path, PathBuf};
+
+use ruma::api::appservice::{Namespace, Namespaces, Registration, RegistrationInit};
+use serde::{Deserialize, Serialize};
+
+use crate::{BridgeError, Identities};
+
+/// `[matrix]` in weft's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixSettings {
+    /// Where weft reaches the homeserver's client-server API, e.g. `http://127.0.0.1:8008`.
+    pub homeserver_url: String,
+    /// The homeserver's name (the part after `:` in Matrix IDs).
+    pub server_name: String,
+    /// The registration YAML given to the homeserver; weft takes its tokens from it.
+    pub registration: PathBuf,
+}
+
+/// Settings plus the registration they point to.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The `[matrix]` section.
+    pub settings: MatrixSettings,
+    /// The parsed registration.
+    pub registration: Registration,
+}
+
+impl BridgeConfig {
+    /// Reads the registration file named in the settings.
+    pub fn load(settings: MatrixSettings) -> Result<BridgeConfig, BridgeError> {
+        let registration = read_registration(&settings.registration)?;
+        Ok(BridgeConfig {
+            settings,
+            registration,
+        })
+    }
+}
+
+/// Parses a registration YAML file.
+pub fn read_registration(path: &Path) -> Result<Registration, BridgeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BridgeError::Config(format!(
+            "cannot read the registration {}: {e}",
+            path.display()
+        ))
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| {
+        BridgeError::Config(format!(
+            "the registration {} is not valid: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Builds a registration with fresh random tokens: the YAML for the homeserver and the
+/// `[matrix]` section for weft's configuration.
+pub fn generate_registration(
+    server_name: &str,
+    homeserver_url: &str,
+    weft_url: &str,
+    output: &Path,
+) -> Result<(String, String), BridgeError> {
+    let ids = Identities::new(server_name, "weft");
+    let mut namespaces = Namespaces::new();
+    namespaces.users = vec![
+        Namespace::new(true, ids.user_namespace()),
+        Namespace::new(true, format!("@weft:{}", server_name.replace('.', "\\."))),
+    ];
+    namespaces.aliases = vec![Namespace::new(true, ids.alias_namespace())];
+    let mut registration: Registration = RegistrationInit {
+        id: "weft".into(),
+        url: Some(weft_url.trim_end_matches('/').to_string()),
+        as_token: random_token(),
+        hs_token: random_token(),
+        sender_localpart: "weft".into(),
+        namespaces,
+        rate_limited: Some(false),
+        protocols: None,
+    }
+    .into();
+    // Only the stable key: with the unstable one too, Synapse sends every ephemeral event twice.
+    registration.receive_ephemeral = true;
+    let yaml = serde_saphyr::to_string(&registration)
+        .map_err(|e| BridgeError::Config(format!("cannot write the registration: {e}")))?;
+    let settings = MatrixSettings {
+        homeserver_url: homeserver_url.trim_end_matches('/').to_string(),
+        server_name: server_name.to_string(),
+        registration: output.to_path_buf(),
+    };
+    let toml = format!(
+        "[matrix]\nhomeserver_url = {:?}\nserver_name = {:?}\nregistration = {:?}\n",
+        settings.homeserver_url,
+        settings.server_name,
+        settings.registration.display().to_string()
+    );
+    Ok((yaml, toml))
+}
+
+fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_registration_parses_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("registration.yaml");
+        let (yaml, toml) = generate_registration(
+            "weft.test",
+            "http://127.0.0.1:8008/",
+            "http://127.0.0.1:8080",
+            &path,
+        )
+        .expect("generated");
+        std::fs::write(&path, &yaml).expect("written");
+        let parsed = read_registration(&path).expect("parses");
+        assert_eq!(parsed.id, "weft");
+        assert_eq!(parsed.url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(parsed.as_token.len(), 64);
+        assert_ne!(parsed.as_token, parsed.hs_token);
+        assert!(parsed.receive_ephemeral);
+        assert_eq!(parsed.rate_limited, Some(false));
+        assert!(parsed.namespaces.users.iter().all(|n| n.exclusive));
+        assert!(
+            !yaml.contains("msc2409"),
+            "only the stable ephemeral key: {yaml}"
+        );
+        assert!(toml.contains("homeserver_url = \"http://127.0.0.1:8008\""));
+        assert!(toml.contains("server_name = \"weft.test\""));
+    }
+}

@@ -1,0 +1,304 @@
+//! The homeserver client: the few client-server API calls the bridge makes, as the AS
+//! (`Authorization: Bearer as_token`) and, for puppets, with identity assertion (`?user_id=`).
+//!
+//! Spec: <https://spec.matrix.org/latest/application-service-api/#identity-assertion>.
+
+use std::time::Duration;
+
+use reqwest::{Method, Url};
+use serde_json::{Value, json};
+
+/// A failed homeserver call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("homeserver: {errcode} {message} (status {status:?})")]
+pub struct HsError {
+    /// HTTP status, or none when the homeserver could not be reached.
+    pub status: Option<u16>,
+    /// Matrix error code (`M_FORBIDDEN`, …), or a local one such as `W_UNREACHABLE`.
+    pub errcode: String,
+    /// Human-readable error.
+    pub message: String,
+    /// How long the homeserver asked us to wait.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl HsError {
+    /// Worth retrying: unreachable, rate-limited or a server error.
+    pub fn is_transient(&self) -> bool {
+        match self.status {
+            None => true,
+            Some(s) => s == 429 || s >= 500,
+        }
+    }
+}
+
+/// A client of one homeserver.
+#[derive(Clone)]
+pub struct Homeserver {
+    http: reqwest::Client,
+    base: Url,
+    as_token: String,
+}
+
+impl Homeserver {
+    /// A client of the homeserver at `base_url`, authenticating with the AS token.
+    pub fn new(base_url: &str, as_token: &str) -> Homeserver {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let base = Url::parse(base_url)
+            .unwrap_or_else(|_| Url::parse("http://127.0.0.1:8008").expect("static URL"));
+        Homeserver {
+            http,
+            base,
+            as_token: as_token.to_string(),
+        }
+    }
+
+    fn url(&self, segments: &[&str], as_user: Option<&str>) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if let Some(user) = as_user {
+            url.query_pairs_mut().append_pair("user_id", user);
+        }
+        url
+    }
+
+    /// One call; JSON in, JSON out.
+    pub async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        as_user: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Value, HsError> {
+        let mut request = self
+            .http
+            .request(method, self.url(segments, as_user))
+            .bearer_auth(&self.as_token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| HsError {
+            status: None,
+            errcode: "W_UNREACHABLE".into(),
+            message: e.to_string(),
+            retry_after_ms: None,
+        })?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        Err(HsError {
+            status: Some(status),
+            errcode: value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_string(),
+            message: value["error"].as_str().map(str::to_string).unwrap_or(text),
+            retry_after_ms: value["retry_after_ms"].as_u64(),
+        })
+    }
+
+    /// Registers a puppet (no device, no access token); already registered is fine.
+    pub async fn register_puppet(&self, localpart: &str) -> Result<(), HsError> {
+        let body = json!({ "type": "m.login.application_service", "username": localpart, "inhibit_login": true });
+        match self
+            .call(
+                Method::POST,
+                &["_matrix", "client", "v3", "register"],
+                None,
+                Some(body),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.errcode == "M_USER_IN_USE" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets a user's display name.
+    pub async fn set_display_name(&self, mxid: &str, name: &str) -> Result<(), HsError> {
+        self.call(
+            Method::PUT,
+            &["_matrix", "client", "v3", "profile", mxid, "displayname"],
+            Some(mxid),
+            Some(json!({ "displayname": name })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A user's display name, if they have one.
+    pub async fn display_name(&self, mxid: &str) -> Result<Option<String>, HsError> {
+        let value = self
+            .call(
+                Method::GET,
+                &["_matrix", "client", "v3", "profile", mxid, "displayname"],
+                None,
+                None,
+            )
+            .await?;
+        Ok(value["displayname"].as_str().map(str::to_string))
+    }
+
+    /// Creates a room as the bridge bot; returns its id.
+    pub async fn create_room(&self, body: Value) -> Result<String, HsError> {
+        let value = self
+            .call(
+                Method::POST,
+                &["_matrix", "client", "v3", "createRoom"],
+                None,
+                Some(body),
+            )
+            .await?;
+        value["room_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| malformed("createRoom"))
+    }
+
+    /// The room an alias points to.
+    pub async fn resolve_alias(&self, alias: &str) -> Result<String, HsError> {
+        let value = self
+            .call(
+                Method::GET,
+                &["_matrix", "client", "v3", "directory", "room", alias],
+                None,
+                None,
+            )
+            .await?;
+        value["room_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| malformed("directory"))
+    }
+
+    /// Joins `mxid` to a room.
+    pub async fn join(&self, room_id: &str, mxid: &str) -> Result<(), HsError> {
+        self.call(
+            Method::POST,
+            &["_matrix", "client", "v3", "join", room_id],
+            Some(mxid),
+            Some(json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sends an event as `mxid` with a transaction id; returns the event id. Sending the same
+    /// transaction id again returns the same event (the homeserver deduplicates).
+    pub async fn send(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        txn_id: &str,
+        content: &Value,
+        mxid: &str,
+    ) -> Result<String, HsError> {
+        let value = self
+            .call(
+                Method::PUT,
+                &[
+                    "_matrix", "client", "v3", "rooms", room_id, "send", event_type, txn_id,
+                ],
+                Some(mxid),
+                Some(content.clone()),
+            )
+            .await?;
+        value["event_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| malformed("send"))
+    }
+
+    /// Sets a state event as `mxid`.
+    pub async fn set_state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        key: &str,
+        content: &Value,
+        mxid: &str,
+    ) -> Result<(), HsError> {
+        self.call(
+            Method::PUT,
+            &[
+                "_matrix", "client", "v3", "rooms", room_id, "state", event_type, key,
+            ],
+            Some(mxid),
+            Some(content.clone()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Redacts an event as `mxid`.
+    pub async fn redact(
+        &self,
+        room_id: &str,
+        event_id: &str,
+        txn_id: &str,
+        mxid: &str,
+    ) -> Result<(), HsError> {
+        self.call(
+            Method::PUT,
+            &[
+                "_matrix", "client", "v3", "rooms", room_id, "redact", event_id, txn_id,
+            ],
+            Some(mxid),
+            Some(json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Asks the homeserver to ping the AS (spec `POST /_matrix/client/v1/appservice/{id}/ping`);
+    /// returns the round trip it measured.
+    pub async fn ping(&self, appservice_id: &str, txn_id: &str) -> Result<u64, HsError> {
+        let value = self
+            .call(
+                Method::POST,
+                &[
+                    "_matrix",
+                    "client",
+                    "v1",
+                    "appservice",
+                    appservice_id,
+                    "ping",
+                ],
+                None,
+                Some(json!({ "transaction_id": txn_id })),
+            )
+            .await?;
+        Ok(value["duration_ms"].as_u64().unwrap_or(0))
+    }
+
+    /// Who the AS token belongs to (checks that the homeserver knows our token).
+    pub async fn whoami(&self) -> Result<String, HsError> {
+        let value = self
+            .call(
+                Method::GET,
+                &["_matrix", "client", "v3", "account", "whoami"],
+                None,
+                None,
+            )
+            .await?;
+        value["user_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| malformed("whoami"))
+    }
+}
+
+fn malformed(what: &str) -> HsError {
+    HsError {
+        status: Some(200),
+        errcode: "W_MALFORMED".into(),
+        message: format!("unexpected {what} response"),
+        retry_after_ms: None,
+    }
+}

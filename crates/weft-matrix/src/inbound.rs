@@ -1,0 +1,469 @@
+//! Matrix → weft: applying AS transactions, and the on-demand creation of Matrix rooms and
+//! puppets that the homeserver's queries ask for.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use weft_chat::{ChatError, NewPost, PostAs};
+use weft_core::{Id, Room, RoomKind, User};
+use weft_store::{Direction, MatrixRoom};
+
+use crate::translate::{self, IncomingText};
+use crate::{Bridge, BridgeError, Identities, VIRTUAL_KIND};
+
+impl Bridge {
+    /// Applies a transaction's events exactly once; an error leaves it to be retried.
+    pub(crate) async fn apply_transaction(
+        &self,
+        txn_id: &str,
+        body: &Value,
+    ) -> Result<(), BridgeError> {
+        let store = self.chat().store();
+        if store.matrix_transaction_seen(txn_id).await? {
+            return Ok(());
+        }
+        for event in body["events"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            match self.apply_event(event).await {
+                Ok(()) => {}
+                // Storage trouble: fail the transaction so that the homeserver retries it.
+                Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    let event_id = event["event_id"].as_str().unwrap_or_default();
+                    let room_id = event["room_id"].as_str().unwrap_or_default();
+                    tracing::warn!(%event_id, %room_id, error = %e, "a Matrix event could not be bridged");
+                    let weft_room = store.room_for_matrix(room_id).await?;
+                    let note = format!("inbound {event_id}: {e}");
+                    store
+                        .write(move |tx| {
+                            Box::pin(
+                                async move { tx.insert_matrix_failure(0, weft_room, &note).await },
+                            )
+                        })
+                        .await?;
+                }
+            }
+        }
+        let txn = txn_id.to_string();
+        store
+            .write(move |tx| Box::pin(async move { tx.insert_matrix_transaction(&txn).await }))
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_event(&self, event: &Value) -> Result<(), BridgeError> {
+        let sender = event["sender"].as_str().unwrap_or_default();
+        let matrix_room = event["room_id"].as_str().unwrap_or_default();
+        let event_id = event["event_id"].as_str().unwrap_or_default();
+        if sender.is_empty() || event_id.is_empty() || self.ids().is_ours(sender) {
+            return Ok(());
+        }
+        let store = self.chat().store();
+        let Some(room_id) = store.room_for_matrix(matrix_room).await? else {
+            return Ok(());
+        };
+        let content = &event["content"];
+        match event["type"].as_str().unwrap_or_default() {
+            "m.room.member" => {
+                if let Some(name) = content["displayname"].as_str() {
+                    self.inner
+                        .names
+                        .lock()
+                        .await
+                        .insert(sender.to_string(), name.to_string());
+                }
+                Ok(())
+            }
+            "m.room.message" => {
+                self.apply_message(room_id, matrix_room, event_id, sender, content)
+                    .await
+            }
+            "m.reaction" => {
+                let relates = &content["m.relates_to"];
+                let (Some(target), Some(key)) =
+                    (relates["event_id"].as_str(), relates["key"].as_str())
+                else {
+                    return Ok(());
+                };
+                let Some(message_id) = self.weft_message(target).await? else {
+                    return Ok(());
+                };
+                let who = self.post_as(sender).await;
+                self.chat()
+                    .react(self.actor(), room_id, message_id, key, true, Some(who))
+                    .await?;
+                self.record(
+                    event_id,
+                    matrix_room,
+                    "reaction",
+                    &format!("{message_id} {key}"),
+                )
+                .await
+            }
+            "m.room.redaction" => {
+                let redacts = event["redacts"]
+                    .as_str()
+                    .or(content["redacts"].as_str())
+                    .unwrap_or_default();
+                let Some((kind, weft_ref)) = store.weft_ref_for(redacts).await? else {
+                    return Ok(());
+                };
+                let who = self.post_as(sender).await;
+                match kind.as_str() {
+                    "message" => {
+                        let id = parse_id(&weft_ref)?;
+                        match self
+                            .chat()
+                            .delete(self.actor(), room_id, id, Some(who))
+                            .await
+                        {
+                            Ok(()) | Err(ChatError::NotFound(_)) => Ok(()),
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                    "reaction" => {
+                        let (message, emoji) = weft_ref.split_once(' ').unwrap_or((&weft_ref, ""));
+                        let id = parse_id(message)?;
+                        self.chat()
+                            .react(self.actor(), room_id, id, emoji, false, Some(who))
+                            .await?;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn apply_message(
+        &self,
+        room_id: Id,
+        matrix_room: &str,
+        event_id: &str,
+        sender: &str,
+        content: &Value,
+    ) -> Result<(), BridgeError> {
+        let store = self.chat().store();
+        if store.weft_ref_for(event_id).await?.is_some() {
+            return Ok(());
+        }
+        let html = content["formatted_body"]
+            .as_str()
+            .or(content["m.new_content"]["formatted_body"].as_str())
+            .unwrap_or_default();
+        let mut usernames = HashMap::new();
+        for target in translate::pill_targets(html) {
+            if let Some(id) = self.ids().puppet_user_id(&target)
+                && let Some(user) = store.user(id).await?
+            {
+                usernames.insert(target, user.username);
+            }
+        }
+        let Some(incoming) = translate::incoming_text(content, |mxid| usernames.get(mxid).cloned())
+        else {
+            return Err(BridgeError::Config(format!(
+                "{} messages from Matrix are not bridged yet",
+                content["msgtype"].as_str().unwrap_or("unknown")
+            )));
+        };
+        let who = self.post_as(sender).await;
+        if let Some(original) = &incoming.replaces {
+            return self
+                .apply_edit(
+                    room_id,
+                    matrix_room,
+                    event_id,
+                    original,
+                    incoming.clone(),
+                    who,
+                )
+                .await;
+        }
+        let parent = match incoming
+            .thread_root
+            .as_deref()
+            .or(incoming.in_reply_to.as_deref())
+        {
+            Some(target) => self.weft_message(target).await?,
+            None => None,
+        };
+        let post = NewPost {
+            text: incoming.text,
+            status: incoming.status,
+            parent_id: parent,
+            as_virtual: Some(who),
+            external_ref: Some(event_id.to_string()),
+            ..NewPost::default()
+        };
+        let view = self.chat().post(self.actor(), room_id, post).await?;
+        self.record(event_id, matrix_room, "message", &view.message.id.to_hex())
+            .await
+    }
+
+    async fn apply_edit(
+        &self,
+        room_id: Id,
+        matrix_room: &str,
+        event_id: &str,
+        original: &str,
+        incoming: IncomingText,
+        who: PostAs,
+    ) -> Result<(), BridgeError> {
+        let Some(message_id) = self.weft_message(original).await? else {
+            return Ok(());
+        };
+        match self
+            .chat()
+            .edit(
+                self.actor(),
+                room_id,
+                message_id,
+                &incoming.text,
+                Some(who.clone()),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.record(event_id, matrix_room, "edit", &message_id.to_hex())
+                    .await
+            }
+            // Too late to edit in weft: say so in a new message, as Gitter did.
+            Err(ChatError::Forbidden(_)) => {
+                let post = NewPost {
+                    text: format!("*(edited)* {}", incoming.text),
+                    status: incoming.status,
+                    as_virtual: Some(who),
+                    external_ref: Some(event_id.to_string()),
+                    ..NewPost::default()
+                };
+                let view = self.chat().post(self.actor(), room_id, post).await?;
+                self.record(event_id, matrix_room, "message", &view.message.id.to_hex())
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The weft message a Matrix event carries (a message, or the message an edit changed).
+    async fn weft_message(&self, matrix_event_id: &str) -> Result<Option<Id>, BridgeError> {
+        match self.chat().store().weft_ref_for(matrix_event_id).await? {
+            Some((kind, weft_ref)) if kind == "message" || kind == "edit" => {
+                Ok(Some(parse_id(&weft_ref)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn record(
+        &self,
+        event_id: &str,
+        matrix_room: &str,
+        kind: &str,
+        weft_ref: &str,
+    ) -> Result<(), BridgeError> {
+        let (e, r, k, w) = (
+            event_id.to_string(),
+            matrix_room.to_string(),
+            kind.to_string(),
+            weft_ref.to_string(),
+        );
+        self.chat()
+            .store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.insert_matrix_event(&e, &r, &k, &w, Direction::Inbound)
+                        .await
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The virtual user a Matrix user posts as, with their current display name.
+    async fn post_as(&self, mxid: &str) -> PostAs {
+        let cached = self.inner.names.lock().await.get(mxid).cloned();
+        let display_name = match cached {
+            Some(name) => name,
+            None => {
+                let name = self
+                    .hs()
+                    .display_name(mxid)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| mxid.to_string());
+                self.inner
+                    .names
+                    .lock()
+                    .await
+                    .insert(mxid.to_string(), name.clone());
+                name
+            }
+        };
+        PostAs {
+            kind: VIRTUAL_KIND.into(),
+            external_id: mxid.to_string(),
+            display_name,
+            avatar_url: None,
+        }
+    }
+
+    /// The homeserver asks about a user in our namespace: register the puppet if it stands
+    /// for a weft user.
+    pub(crate) async fn provision_puppet_for(&self, mxid: &str) -> Result<bool, BridgeError> {
+        let Some(id) = self.ids().puppet_user_id(mxid) else {
+            return Ok(false);
+        };
+        let Some(user) = self.chat().store().user(id).await? else {
+            return Ok(false);
+        };
+        if self.ids().puppet(&user) != mxid {
+            return Ok(false);
+        }
+        self.ensure_puppet(&user).await?;
+        Ok(true)
+    }
+
+    /// The homeserver asks about an alias: create the Matrix room of a public weft room.
+    pub(crate) async fn room_for_alias(&self, alias: &str) -> Result<bool, BridgeError> {
+        let Some(localpart) = self.ids().alias_to_localpart(alias) else {
+            return Ok(false);
+        };
+        let Some(room) = self
+            .chat()
+            .store()
+            .room_by_alias_localpart(&localpart)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if room.kind != RoomKind::Public {
+            return Ok(false);
+        }
+        self.ensure_matrix_room(&room).await?;
+        Ok(true)
+    }
+
+    /// The Matrix room of a public weft room, created (once, even when instances race) if
+    /// needed.
+    pub(crate) async fn ensure_matrix_room(&self, room: &Room) -> Result<MatrixRoom, BridgeError> {
+        let store = self.chat().store();
+        if let Some(existing) = store.matrix_room(room.id).await? {
+            return Ok(existing);
+        }
+        let uri = room
+            .uri
+            .clone()
+            .ok_or_else(|| BridgeError::Config("only community rooms are bridged".into()))?;
+        let localpart = Identities::alias_localpart(&uri);
+        let alias = self.ids().alias(&uri);
+        let permalink = format!("{}/{uri}", self.public_url());
+        let info = json!({
+            "bridgebot": self.ids().bot(),
+            "protocol": { "id": "weft", "displayname": "weft" },
+            "channel": { "id": uri, "displayname": room.name, "external_url": permalink },
+        });
+        let state_key = format!("weft://{uri}");
+        let body = json!({
+            "room_alias_name": localpart,
+            "name": uri,
+            "topic": room.topic,
+            "preset": "public_chat",
+            "visibility": "public",
+            "initial_state": [
+                { "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "world_readable" } },
+                { "type": "m.bridge", "state_key": state_key, "content": info },
+                { "type": "uk.half-shot.bridge", "state_key": state_key, "content": info },
+            ],
+            // Room version 12: the creator (the bot) is not listed; it administers by creation.
+            "power_level_content_override": { "users_default": 0, "events_default": 0, "invite": 0 },
+        });
+        let matrix_room_id = match self.hs().create_room(body).await {
+            Ok(id) => id,
+            // Another instance created it first: use theirs.
+            Err(e) if e.errcode == "M_ROOM_IN_USE" => self.hs().resolve_alias(&alias).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let mapped = MatrixRoom {
+            room_id: room.id,
+            matrix_room_id,
+            alias,
+        };
+        let row = mapped.clone();
+        store
+            .write(move |tx| Box::pin(async move { tx.insert_matrix_room(&row).await }))
+            .await?;
+        tracing::info!(room_id = %room.id, matrix_room_id = %mapped.matrix_room_id, alias = %mapped.alias, "bridged a room to Matrix");
+        Ok(store.matrix_room(room.id).await?.unwrap_or(mapped))
+    }
+
+    /// Registers a weft user's puppet and keeps its display name current.
+    pub(crate) async fn ensure_puppet(&self, user: &User) -> Result<String, BridgeError> {
+        let mxid = self.ids().puppet(user);
+        let known = self.chat().store().matrix_puppet(&mxid).await?;
+        if known.as_ref().and_then(|n| n.as_deref()) == Some(user.display_name.as_str()) {
+            return Ok(mxid);
+        }
+        if known.is_none() {
+            self.hs()
+                .register_puppet(&self.ids().puppet_localpart(user))
+                .await?;
+        }
+        self.hs()
+            .set_display_name(&mxid, &user.display_name)
+            .await?;
+        let (m, name) = (mxid.clone(), user.display_name.clone());
+        self.chat()
+            .store()
+            .write(move |tx| {
+                Box::pin(async move { tx.upsert_matrix_puppet(&m, Some(&name)).await })
+            })
+            .await?;
+        Ok(mxid)
+    }
+
+    /// Makes sure a puppet is in a Matrix room.
+    pub(crate) async fn ensure_joined(
+        &self,
+        matrix_room_id: &str,
+        mxid: &str,
+    ) -> Result<(), BridgeError> {
+        if self
+            .chat()
+            .store()
+            .matrix_member(matrix_room_id, mxid)
+            .await?
+        {
+            return Ok(());
+        }
+        self.hs().join(matrix_room_id, mxid).await?;
+        let (r, m) = (matrix_room_id.to_string(), mxid.to_string());
+        self.chat()
+            .store()
+            .write(move |tx| Box::pin(async move { tx.insert_matrix_member(&r, &m).await }))
+            .await?;
+        Ok(())
+    }
+
+    /// Weft's address as the homeserver knows it (from the registration), for permalinks.
+    pub(crate) fn public_url(&self) -> String {
+        self.config()
+            .registration
+            .url
+            .clone()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+fn parse_id(text: &str) -> Result<Id, BridgeError> {
+    text.parse()
+        .map_err(|_| BridgeError::Config(format!("corrupt mapping: {text}")))
+}

@@ -1,0 +1,158 @@
+//! Weft's Matrix bridge: weft runs as an Application Service of a homeserver (Synapse is the
+//! reference). Public weft rooms become real Matrix rooms (`#community_room:server`), weft
+//! users become real Matrix users (puppets `@username-id:server`), and Matrix users appear in
+//! weft as virtual users.
+//!
+//! The bridge talks to the chat core only through [`weft_chat::Chat`] (inbound, as a bridge
+//! actor whose changes carry the `matrix` origin) and the ordered event log (outbound), and
+//! keeps its own mapping tables. Delivery is exactly once both ways:
+//! - inbound, an AS transaction is answered 200 only after its events are applied; every
+//!   Matrix event id is a unique key on the message it becomes, so a retried transaction (or
+//!   one replayed to another instance) changes nothing;
+//! - outbound, the sender reads the event log from a stored cursor and sends each event with
+//!   the transaction id `weft-<log seq>`, so a resend after a crash is deduplicated by the
+//!   homeserver; the cursor moves only after the homeserver answered.
+//!
+//! Spec: <https://spec.matrix.org/latest/application-service-api/>.
+
+pub mod appservice;
+pub mod config;
+pub mod homeserver;
+pub mod ids;
+mod inbound;
+mod outbound;
+pub mod translate;
+
+use std::sync::Arc;
+
+use weft_chat::{Actor, Chat, NewUser};
+use weft_core::{Origin, Token};
+
+pub use config::{BridgeConfig, MatrixSettings, generate_registration};
+pub use homeserver::{Homeserver, HsError};
+pub use ids::Identities;
+
+/// The network name virtual users from Matrix carry.
+pub const VIRTUAL_KIND: &str = "matrix";
+
+/// Weft's own account through which the bridge acts on the chat core.
+const BRIDGE_USERNAME: &str = "matrix-bridge";
+
+/// Errors of the bridge.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The configuration or registration file is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The homeserver refused or failed.
+    #[error(transparent)]
+    Homeserver(#[from] HsError),
+    /// The chat core refused.
+    #[error(transparent)]
+    Chat(#[from] weft_chat::ChatError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] weft_store::StoreError),
+}
+
+/// The running bridge, shared by the AS endpoints and the outbound sender.
+#[derive(Clone)]
+pub struct Bridge {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    chat: Chat,
+    config: BridgeConfig,
+    ids: Identities,
+    hs: Homeserver,
+    actor: Actor,
+    names: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl Bridge {
+    /// Prepares the bridge: makes sure weft has the bridge's own account.
+    pub async fn new(chat: Chat, config: BridgeConfig) -> Result<Bridge, BridgeError> {
+        let user = match chat.store().user_by_username(BRIDGE_USERNAME).await? {
+            Some(user) => user,
+            None => match chat
+                .create_user(NewUser {
+                    username: BRIDGE_USERNAME.into(),
+                    display_name: Some("Matrix bridge".into()),
+                    password: None,
+                    site_admin: false,
+                })
+                .await
+            {
+                Ok(user) => user,
+                // Another instance created it first.
+                Err(weft_chat::ChatError::Conflict(_)) => {
+                    chat.user_by_username(BRIDGE_USERNAME).await?
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        // An in-process capability, never stored: only the bridge holds it.
+        let token = Token {
+            id: weft_core::Id::generate(),
+            user_id: user.id,
+            name: "matrix bridge".into(),
+            bridge: true,
+            created_at: weft_core::now_millis(),
+        };
+        let actor = Actor {
+            user: Some(user),
+            token: Some(token),
+            origin: Origin(VIRTUAL_KIND.into()),
+            system: false,
+        };
+        let ids = Identities::new(
+            &config.settings.server_name,
+            &config.registration.sender_localpart,
+        );
+        let hs = Homeserver::new(
+            &config.settings.homeserver_url,
+            &config.registration.as_token,
+        );
+        Ok(Bridge {
+            inner: Arc::new(Inner {
+                chat,
+                config,
+                ids,
+                hs,
+                actor,
+                names: Default::default(),
+            }),
+        })
+    }
+
+    /// Starts the outbound sender (weft → Matrix) in the background.
+    pub fn start(&self) {
+        tokio::spawn(outbound::run(self.clone()));
+    }
+
+    /// The AS endpoints, to merge into weft's HTTP application.
+    pub fn router(&self) -> axum::Router {
+        appservice::router(self.clone())
+    }
+
+    pub(crate) fn chat(&self) -> &Chat {
+        &self.inner.chat
+    }
+
+    pub(crate) fn ids(&self) -> &Identities {
+        &self.inner.ids
+    }
+
+    pub(crate) fn hs(&self) -> &Homeserver {
+        &self.inner.hs
+    }
+
+    pub(crate) fn actor(&self) -> &Actor {
+        &self.inner.actor
+    }
+
+    pub(crate) fn config(&self) -> &BridgeConfig {
+        &self.inner.config
+    }
+}

@@ -1,0 +1,330 @@
+//! Weft → Matrix: the sender follows the event log from its stored cursor and sends each
+//! change with the transaction id `weft-<seq>`, so a resend after a crash is deduplicated by
+//! the homeserver. Transient failures (homeserver down, 429, 5xx) are retried with back-off,
+//! in order; permanent ones are logged and recorded, and the sender moves on.
+
+use std::time::Duration;
+
+use weft_core::{Author, Event, LoggedEvent, MessageView, Profile, RoomKind};
+use weft_store::Direction;
+
+use crate::translate::{self, Pill};
+use crate::{Bridge, BridgeError, VIRTUAL_KIND};
+
+/// Log entries read per step.
+const BATCH: i64 = 200;
+
+pub(crate) async fn run(bridge: Bridge) {
+    let store = bridge.chat().store().clone();
+    let mut committed = store.committed();
+    // First start: begin at the present; history is not replayed into Matrix.
+    let mut cursor = loop {
+        match store.matrix_cursor().await {
+            Ok(Some(seq)) => break seq,
+            Ok(None) => match store.last_event_seq().await {
+                Ok(seq) => break seq,
+                Err(e) => tracing::error!(error = %e, "cannot read the event log"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot read the Matrix cursor"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    loop {
+        let events = match store.events_after(cursor, BATCH).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the event log");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if events.is_empty() {
+            tokio::select! {
+                _ = committed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        for event in events {
+            deliver_with_retries(&bridge, &event).await;
+            cursor = event.seq;
+            let seq = event.seq;
+            if let Err(e) = store
+                .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq).await }))
+                .await
+            {
+                tracing::error!(error = %e, seq, "cannot save the Matrix cursor");
+            }
+        }
+    }
+}
+
+async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match deliver(bridge, event).await {
+            Ok(()) => return,
+            Err(BridgeError::Homeserver(e)) if e.is_transient() => {
+                let wait = e.retry_after_ms.map(Duration::from_millis).unwrap_or(delay);
+                tracing::warn!(seq = event.seq, error = %e, wait_ms = wait.as_millis() as u64, "homeserver unavailable; retrying");
+                tokio::time::sleep(wait).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(BridgeError::Store(e)) => {
+                tracing::error!(seq = event.seq, error = %e, "storage failed while bridging; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                let room = event.event.room_id();
+                tracing::error!(seq = event.seq, room_id = ?room, error = %e, "could not bridge an event to Matrix");
+                let (seq, note) = (event.seq, e.to_string());
+                let _ = bridge
+                    .chat()
+                    .store()
+                    .write(move |tx| {
+                        Box::pin(async move { tx.insert_matrix_failure(seq, room, &note).await })
+                    })
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+fn txn(event: &LoggedEvent) -> String {
+    format!("weft-{}", event.seq)
+}
+
+/// Sends one logged change to Matrix, if it concerns a bridged room.
+async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError> {
+    if event.origin.0 == VIRTUAL_KIND {
+        return Ok(()); // Came from Matrix: never echo it back.
+    }
+    let store = bridge.chat().store();
+    let Some(room_id) = event.event.room_id() else {
+        return Ok(());
+    };
+    let Some(mapped) = store.matrix_room(room_id).await? else {
+        return Ok(());
+    };
+    let matrix_room = mapped.matrix_room_id.as_str();
+    match &event.event {
+        Event::MessageCreated { message_id, .. } => {
+            let Some(view) = store.message(*message_id).await? else {
+                return Ok(());
+            };
+            let Some(sender) = sender_of(bridge, &view, matrix_room).await? else {
+                return Ok(());
+            };
+            let pills = pills(bridge, &view).await?;
+            let thread_root = match view.message.parent_id {
+                Some(parent) => store
+                    .matrix_event_for(&parent.to_hex(), "message")
+                    .await?
+                    .map(|(e, _)| e),
+                None => None,
+            };
+            let room = store.room(room_id).await?;
+            let uri = room
+                .as_ref()
+                .and_then(|r| r.uri.clone())
+                .unwrap_or_default();
+            let permalink = format!("{}/{uri}?at={}", bridge.public_url(), view.message.id);
+            let content = translate::message_content(
+                &view.message,
+                &pills,
+                thread_root.as_deref(),
+                &permalink,
+            );
+            let event_id = bridge
+                .hs()
+                .send(
+                    matrix_room,
+                    "m.room.message",
+                    &txn(event),
+                    &content,
+                    &sender,
+                )
+                .await?;
+            record(
+                bridge,
+                &event_id,
+                matrix_room,
+                "message",
+                &view.message.id.to_hex(),
+            )
+            .await
+        }
+        Event::MessageEdited { message_id, .. } => {
+            let Some(view) = store.message(*message_id).await? else {
+                return Ok(());
+            };
+            let Some((original, _)) = store
+                .matrix_event_for(&message_id.to_hex(), "message")
+                .await?
+            else {
+                return Ok(());
+            };
+            let Some(sender) = sender_of(bridge, &view, matrix_room).await? else {
+                return Ok(());
+            };
+            let pills = pills(bridge, &view).await?;
+            let content = translate::edit_content(&view.message, &pills, &original);
+            bridge
+                .hs()
+                .send(
+                    matrix_room,
+                    "m.room.message",
+                    &txn(event),
+                    &content,
+                    &sender,
+                )
+                .await?;
+            Ok(())
+        }
+        Event::MessageDeleted { message_id, .. } => {
+            let Some((target, _)) = store
+                .matrix_event_for(&message_id.to_hex(), "message")
+                .await?
+            else {
+                return Ok(());
+            };
+            // The author's puppet may redact its own event; the bot redacts anything.
+            bridge
+                .hs()
+                .redact(matrix_room, &target, &txn(event), &bridge.ids().bot())
+                .await?;
+            Ok(())
+        }
+        Event::ReactionAdded {
+            message_id,
+            reactor: Author::User(user_id),
+            emoji,
+            ..
+        } => {
+            let Some((target, _)) = store
+                .matrix_event_for(&message_id.to_hex(), "message")
+                .await?
+            else {
+                return Ok(());
+            };
+            let Some(user) = store.user(*user_id).await? else {
+                return Ok(());
+            };
+            let sender = bridge.ensure_puppet(&user).await?;
+            bridge.ensure_joined(matrix_room, &sender).await?;
+            let content = translate::reaction_content(&target, emoji);
+            let event_id = bridge
+                .hs()
+                .send(matrix_room, "m.reaction", &txn(event), &content, &sender)
+                .await?;
+            record(
+                bridge,
+                &event_id,
+                matrix_room,
+                "reaction",
+                &format!("{message_id} {emoji} {user_id}"),
+            )
+            .await
+        }
+        Event::ReactionRemoved {
+            message_id,
+            reactor: Author::User(user_id),
+            emoji,
+            ..
+        } => {
+            let key = format!("{message_id} {emoji} {user_id}");
+            let Some((target, _)) = store.matrix_event_for(&key, "reaction").await? else {
+                return Ok(());
+            };
+            let Some(user) = store.user(*user_id).await? else {
+                return Ok(());
+            };
+            let sender = bridge.ids().puppet(&user);
+            bridge
+                .hs()
+                .redact(matrix_room, &target, &txn(event), &sender)
+                .await?;
+            Ok(())
+        }
+        Event::RoomUpdated { .. } => {
+            let Some(room) = store.room(room_id).await? else {
+                return Ok(());
+            };
+            if room.kind != RoomKind::Public {
+                return Ok(());
+            }
+            let content = serde_json::json!({ "topic": room.topic });
+            bridge
+                .hs()
+                .set_state(
+                    matrix_room,
+                    "m.room.topic",
+                    "",
+                    &content,
+                    &bridge.ids().bot(),
+                )
+                .await?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The puppet that sends a message, registered and joined; `None` for authors weft does not
+/// bridge (virtual users from other networks).
+async fn sender_of(
+    bridge: &Bridge,
+    view: &MessageView,
+    matrix_room: &str,
+) -> Result<Option<String>, BridgeError> {
+    let Some(Profile::User(user)) = &view.author else {
+        return Ok(None);
+    };
+    let sender = bridge.ensure_puppet(user).await?;
+    bridge.ensure_joined(matrix_room, &sender).await?;
+    Ok(Some(sender))
+}
+
+/// The weft users a message mentions, with their puppets.
+async fn pills(bridge: &Bridge, view: &MessageView) -> Result<Vec<Pill>, BridgeError> {
+    let mut out = Vec::new();
+    for mention in &view.message.mentions {
+        if let Some(user_id) = mention.user_id
+            && let Some(user) = bridge.chat().store().user(user_id).await?
+        {
+            out.push(Pill {
+                screen_name: mention.screen_name.clone(),
+                mxid: bridge.ids().puppet(&user),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn record(
+    bridge: &Bridge,
+    event_id: &str,
+    matrix_room: &str,
+    kind: &str,
+    weft_ref: &str,
+) -> Result<(), BridgeError> {
+    let (e, r, k, w) = (
+        event_id.to_string(),
+        matrix_room.to_string(),
+        kind.to_string(),
+        weft_ref.to_string(),
+    );
+    bridge
+        .chat()
+        .store()
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.insert_matrix_event(&e, &r, &k, &w, Direction::Outbound)
+                    .await
+            })
+        })
+        .await?;
+    Ok(())
+}

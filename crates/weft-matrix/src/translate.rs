@@ -1,0 +1,318 @@
+//! Translation of message content between weft and Matrix, both ways, with no I/O: the one
+//! place to read how an edit, a thread reply, a mention or a `/me` looks on the other side.
+//!
+//! Spec: <https://spec.matrix.org/latest/client-server-api/#mroommessage-msgtypes>,
+//! threads <https://spec.matrix.org/latest/client-server-api/#threading>, edits
+//! <https://spec.matrix.org/latest/client-server-api/#event-replacements>.
+
+use serde_json::{Value, json};
+use weft_core::Message;
+
+/// A weft user mentioned in a message, with their puppet.
+#[derive(Debug, Clone)]
+pub struct Pill {
+    /// The name as written after `@`.
+    pub screen_name: String,
+    /// Their Matrix ID.
+    pub mxid: String,
+}
+
+/// The `formatted_body` for a weft message: weft's sanitised HTML with mention spans turned
+/// into pills and MathML into Matrix's `data-mx-maths` (with the TeX as a fallback).
+pub fn formatted_body(html: &str, pills: &[Pill]) -> String {
+    let mut out = maths_to_matrix(html);
+    for pill in pills {
+        let span = format!(
+            "<span class=\"mention\" data-link-type=\"mention\" data-screen-name=\"{0}\">@{0}</span>",
+            pill.screen_name
+        );
+        let link = format!(
+            "<a href=\"https://matrix.to/#/{}\">@{}</a>",
+            pill.mxid, pill.screen_name
+        );
+        out = out.replace(&span, &link);
+    }
+    out
+}
+
+/// Replaces each `<math>…<annotation encoding="application/x-tex">TEX</annotation>…</math>`
+/// with `<span data-mx-maths="TEX"><code>TEX</code></span>` (or `div` for display maths).
+fn maths_to_matrix(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(start) = rest.find("<math") {
+        let Some(end) = rest[start..]
+            .find("</math>")
+            .map(|e| start + e + "</math>".len())
+        else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let block = &rest[start..end];
+        let display = block.contains("display=\"block\"");
+        let tex = block
+            .find("encoding=\"application/x-tex\">")
+            .map(|i| i + "encoding=\"application/x-tex\">".len())
+            .and_then(|i| block[i..].find("</annotation>").map(|j| &block[i..i + j]))
+            .unwrap_or("");
+        let tag = if display { "div" } else { "span" };
+        out.push_str(&format!(
+            "<{tag} data-mx-maths=\"{}\"><code>{tex}</code></{tag}>",
+            tex.replace('"', "&quot;")
+        ));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The content of the Matrix event for a new weft message.
+/// `thread_root` is the Matrix event of the thread's first message, for replies.
+pub fn message_content(
+    message: &Message,
+    pills: &[Pill],
+    thread_root: Option<&str>,
+    permalink: &str,
+) -> Value {
+    let mut content = json!({
+        "msgtype": if message.status { "m.emote" } else { "m.text" },
+        "body": message.text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": formatted_body(&message.html, pills),
+        "m.mentions": { "user_ids": pills.iter().map(|p| p.mxid.clone()).collect::<Vec<_>>() },
+        "external_url": permalink,
+    });
+    if let Some(root) = thread_root {
+        // A thread reply, with the reply fallback for clients that do not show threads.
+        content["m.relates_to"] = json!({
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": true,
+            "m.in_reply_to": { "event_id": root },
+        });
+    }
+    content
+}
+
+/// The content of the `m.replace` event for an edit of `original`.
+pub fn edit_content(message: &Message, pills: &[Pill], original: &str) -> Value {
+    let msgtype = if message.status { "m.emote" } else { "m.text" };
+    let formatted = formatted_body(&message.html, pills);
+    json!({
+        "msgtype": msgtype,
+        "body": format!("* {}", message.text),
+        "format": "org.matrix.custom.html",
+        "formatted_body": format!("* {formatted}"),
+        "m.new_content": {
+            "msgtype": msgtype,
+            "body": message.text,
+            "format": "org.matrix.custom.html",
+            "formatted_body": formatted,
+            "m.mentions": { "user_ids": pills.iter().map(|p| p.mxid.clone()).collect::<Vec<_>>() },
+        },
+        "m.mentions": {},
+        "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+    })
+}
+
+/// The content of a reaction.
+pub fn reaction_content(target: &str, emoji: &str) -> Value {
+    json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": target, "key": emoji } })
+}
+
+/// What an incoming `m.room.message` means for weft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingText {
+    /// Markdown text for weft.
+    pub text: String,
+    /// `m.emote`.
+    pub status: bool,
+    /// The Matrix event it replies to, or whose thread it joins.
+    pub in_reply_to: Option<String>,
+    /// The thread root, for `m.thread` replies.
+    pub thread_root: Option<String>,
+    /// The event it replaces, for edits.
+    pub replaces: Option<String>,
+}
+
+/// Reads an incoming message's content; `None` for content weft does not take as text
+/// (files are handled apart). `puppet_names` maps a pill's Matrix ID to a weft username.
+pub fn incoming_text(
+    content: &Value,
+    username_of: impl Fn(&str) -> Option<String>,
+) -> Option<IncomingText> {
+    let relates = &content["m.relates_to"];
+    let replaces = (relates["rel_type"] == "m.replace")
+        .then(|| relates["event_id"].as_str().map(str::to_string))
+        .flatten();
+    // For an edit, the new text is in m.new_content.
+    let body_source = if replaces.is_some() && content["m.new_content"].is_object() {
+        &content["m.new_content"]
+    } else {
+        content
+    };
+    let msgtype = body_source["msgtype"].as_str().unwrap_or("m.text");
+    if !matches!(msgtype, "m.text" | "m.notice" | "m.emote") {
+        return None;
+    }
+    let mut text = body_source["body"].as_str()?.to_string();
+    let thread_root = (relates["rel_type"] == "m.thread")
+        .then(|| relates["event_id"].as_str().map(str::to_string))
+        .flatten();
+    let in_reply_to = relates["m.in_reply_to"]["event_id"]
+        .as_str()
+        .map(str::to_string);
+    let falling_back = relates["is_falling_back"].as_bool().unwrap_or(false);
+    if in_reply_to.is_some() && !falling_back {
+        text = strip_reply_fallback(&text);
+    }
+    if let Some(html) = body_source["formatted_body"].as_str() {
+        text = mentions_from_pills(&text, html, &username_of);
+    }
+    Some(IncomingText {
+        text,
+        status: msgtype == "m.emote",
+        in_reply_to,
+        thread_root,
+        replaces,
+    })
+}
+
+/// Drops the quoted `> <@user> …` lines a reply carries for old clients.
+pub fn strip_reply_fallback(body: &str) -> String {
+    if !body.starts_with("> <") {
+        return body.to_string();
+    }
+    let mut lines = body.lines().skip_while(|l| l.starts_with('>'));
+    let mut rest: Vec<&str> = Vec::new();
+    if let Some(first) = lines.next()
+        && !first.is_empty()
+    {
+        rest.push(first);
+    }
+    rest.extend(lines);
+    rest.join("\n")
+}
+
+/// The Matrix IDs that pills in `formatted_body` point to.
+pub fn pill_targets(html: &str) -> Vec<String> {
+    html.split("href=\"https://matrix.to/#/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|t| t.replace("%40", "@").replace("%3A", ":"))
+        .collect()
+}
+
+/// Turns pills to weft users (`<a href="https://matrix.to/#/@puppet">Name</a>`) into
+/// `@username` in the plain text, where the pill's text stands.
+fn mentions_from_pills(
+    text: &str,
+    html: &str,
+    username_of: &impl Fn(&str) -> Option<String>,
+) -> String {
+    let mut out = text.to_string();
+    let mut rest = html;
+    while let Some(i) = rest.find("href=\"https://matrix.to/#/") {
+        rest = &rest[i + "href=\"https://matrix.to/#/".len()..];
+        let Some(end) = rest.find('"') else { break };
+        let target = rest[..end].replace("%40", "@").replace("%3A", ":");
+        let Some(label_start) = rest.find('>').map(|s| s + 1) else {
+            break;
+        };
+        let Some(label_end) = rest[label_start..].find("</a>").map(|e| label_start + e) else {
+            break;
+        };
+        let label = &rest[label_start..label_end];
+        if let Some(username) = username_of(&target) {
+            let mention = format!("@{username}");
+            if !label.is_empty() && out.contains(label) && !out.contains(&mention) {
+                out = out.replacen(label, &mention, 1);
+            }
+        }
+        rest = &rest[label_end..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mention_spans_become_pills() {
+        let html = "<p>hi <span class=\"mention\" data-link-type=\"mention\" data-screen-name=\"bob\">@bob</span></p>";
+        let pills = [Pill {
+            screen_name: "bob".into(),
+            mxid: "@bob-1:s".into(),
+        }];
+        assert_eq!(
+            formatted_body(html, &pills),
+            "<p>hi <a href=\"https://matrix.to/#/@bob-1:s\">@bob</a></p>"
+        );
+    }
+
+    #[test]
+    fn maths_becomes_mx_maths() {
+        let html = "<p><math display=\"inline\"><semantics><mi>x</mi><annotation encoding=\"application/x-tex\">x^2</annotation></semantics></math> ok</p>";
+        assert_eq!(
+            formatted_body(html, &[]),
+            "<p><span data-mx-maths=\"x^2\"><code>x^2</code></span> ok</p>"
+        );
+    }
+
+    #[test]
+    fn replies_lose_their_fallback() {
+        let content = json!({
+            "msgtype": "m.text",
+            "body": "> <@a:s> original\n> more\n\nmy answer",
+            "m.relates_to": { "m.in_reply_to": { "event_id": "$orig" } },
+        });
+        let got = incoming_text(&content, |_| None).expect("text");
+        assert_eq!(got.text, "my answer");
+        assert_eq!(got.in_reply_to.as_deref(), Some("$orig"));
+        assert_eq!(got.thread_root, None);
+    }
+
+    #[test]
+    fn edits_take_the_new_content() {
+        let content = json!({
+            "msgtype": "m.text",
+            "body": "* fixed",
+            "m.new_content": { "msgtype": "m.text", "body": "fixed" },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": "$orig" },
+        });
+        let got = incoming_text(&content, |_| None).expect("text");
+        assert_eq!(
+            (got.text.as_str(), got.replaces.as_deref()),
+            ("fixed", Some("$orig"))
+        );
+    }
+
+    #[test]
+    fn emotes_threads_and_pills() {
+        let content = json!({
+            "msgtype": "m.emote",
+            "body": "waves at Alice Smith",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "waves at <a href=\"https://matrix.to/#/@alice-0123:s\">Alice Smith</a>",
+            "m.relates_to": { "rel_type": "m.thread", "event_id": "$root", "is_falling_back": true, "m.in_reply_to": { "event_id": "$root" } },
+        });
+        let got = incoming_text(&content, |mxid| {
+            (mxid == "@alice-0123:s").then(|| "alice".to_string())
+        })
+        .expect("text");
+        assert_eq!(got.text, "waves at @alice");
+        assert!(got.status);
+        assert_eq!(got.thread_root.as_deref(), Some("$root"));
+    }
+
+    #[test]
+    fn files_are_not_text() {
+        assert_eq!(
+            incoming_text(&json!({ "msgtype": "m.image", "body": "cat.png" }), |_| {
+                None
+            }),
+            None
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! The Matrix bridge's own tables: which Matrix room is which weft room, which puppets exist
+//! and have joined where, which Matrix event is which weft message or reaction, which
+//! transactions were applied, and how far the outbound sender has read the event log.
+
+use sqlx::Row;
+use weft_core::{Id, Room};
+
+use crate::{Result, Store, WriteTx, rows};
+
+/// A bridged room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixRoom {
+    /// The weft room.
+    pub room_id: Id,
+    /// Its Matrix room id.
+    pub matrix_room_id: String,
+    /// Its canonical alias.
+    pub alias: String,
+}
+
+/// Which way a mapped event travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Sent by weft to Matrix.
+    Outbound,
+    /// Received from Matrix.
+    Inbound,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "out",
+            Direction::Inbound => "in",
+        }
+    }
+}
+
+impl Store {
+    /// The Matrix room of a weft room, if it is bridged.
+    pub async fn matrix_room(&self, room_id: Id) -> Result<Option<MatrixRoom>> {
+        let row = sqlx::query(
+            "SELECT room_id, matrix_room_id, alias FROM matrix_rooms WHERE room_id = $1",
+        )
+        .bind(room_id.to_hex())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(MatrixRoom {
+                room_id: rows::id(&r, "room_id")?,
+                matrix_room_id: r.try_get("matrix_room_id")?,
+                alias: r.try_get("alias")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The weft room bridged to a Matrix room.
+    pub async fn room_for_matrix(&self, matrix_room_id: &str) -> Result<Option<Id>> {
+        let row = sqlx::query("SELECT room_id FROM matrix_rooms WHERE matrix_room_id = $1")
+            .bind(matrix_room_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| rows::id(&r, "room_id")).transpose()
+    }
+
+    /// The room whose `community/room` URI, with `/` as `_`, is `localpart` (alias look-up).
+    /// Several rooms could spell the same alias; the oldest wins.
+    pub async fn room_by_alias_localpart(&self, localpart: &str) -> Result<Option<Room>> {
+        let row = sqlx::query(
+            "SELECT id FROM rooms WHERE uri_lower IS NOT NULL AND REPLACE(uri_lower, '/', '_') = $1 ORDER BY created_at LIMIT 1",
+        )
+        .bind(localpart.to_lowercase())
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some(r) => self.room(rows::id(&r, "id")?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the puppet was registered on the homeserver, and under which display name.
+    pub async fn matrix_puppet(&self, mxid: &str) -> Result<Option<Option<String>>> {
+        let row = sqlx::query("SELECT display_name FROM matrix_puppets WHERE mxid = $1")
+            .bind(mxid)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| Ok(r.try_get::<Option<String>, _>("display_name")?))
+            .transpose()
+    }
+
+    /// Whether the puppet is known to have joined the Matrix room.
+    pub async fn matrix_member(&self, matrix_room_id: &str, mxid: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM matrix_members WHERE matrix_room_id = $1 AND mxid = $2",
+        )
+        .bind(matrix_room_id)
+        .bind(mxid)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// The Matrix event that carries a weft message (`kind` `message`) or reaction.
+    pub async fn matrix_event_for(
+        &self,
+        weft_ref: &str,
+        kind: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT matrix_event_id, matrix_room_id FROM matrix_events WHERE weft_ref = $1 AND kind = $2 LIMIT 1",
+        )
+        .bind(weft_ref)
+        .bind(kind)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| Ok((r.try_get("matrix_event_id")?, r.try_get("matrix_room_id")?)))
+            .transpose()
+    }
+
+    /// What weft thing a Matrix event carries: `(kind, weft_ref)`.
+    pub async fn weft_ref_for(&self, matrix_event_id: &str) -> Result<Option<(String, String)>> {
+        let row =
+            sqlx::query("SELECT kind, weft_ref FROM matrix_events WHERE matrix_event_id = $1")
+                .bind(matrix_event_id)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|r| Ok((r.try_get("kind")?, r.try_get("weft_ref")?)))
+            .transpose()
+    }
+
+    /// Whether an AS transaction was already applied.
+    pub async fn matrix_transaction_seen(&self, txn_id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM matrix_transactions WHERE txn_id = $1")
+            .bind(txn_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// How far the outbound sender has read the event log (`None` before its first run).
+    pub async fn matrix_cursor(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT last_seq FROM matrix_cursor WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| Ok(r.try_get::<i64, _>("last_seq")?))
+            .transpose()
+    }
+}
+
+impl WriteTx {
+    /// Records a bridged room; false if the weft room (or the Matrix room) was already mapped.
+    pub async fn insert_matrix_room(&mut self, room: &MatrixRoom) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO matrix_rooms (room_id, matrix_room_id, alias, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(room.room_id.to_hex())
+        .bind(&room.matrix_room_id)
+        .bind(&room.alias)
+        .bind(weft_core::now_millis())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records a registered puppet and the display name it was given.
+    pub async fn upsert_matrix_puppet(
+        &mut self,
+        mxid: &str,
+        display_name: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO matrix_puppets (mxid, display_name, registered_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (mxid) DO UPDATE SET display_name = excluded.display_name",
+        )
+        .bind(mxid)
+        .bind(display_name.map(str::to_string))
+        .bind(weft_core::now_millis())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that a puppet joined a Matrix room.
+    pub async fn insert_matrix_member(&mut self, matrix_room_id: &str, mxid: &str) -> Result<()> {
+        sqlx::query("INSERT INTO matrix_members (matrix_room_id, mxid) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(matrix_room_id)
+            .bind(mxid)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records which weft thing a Matrix event carries; false if the event was known.
+    pub async fn insert_matrix_event(
+        &mut self,
+        matrix_event_id: &str,
+        matrix_room_id: &str,
+        kind: &str,
+        weft_ref: &str,
+        direction: Direction,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO matrix_events (matrix_event_id, matrix_room_id, kind, weft_ref, direction) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(matrix_event_id)
+        .bind(matrix_room_id)
+        .bind(kind)
+        .bind(weft_ref)
+        .bind(direction.as_str())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records an applied AS transaction; false if it was already recorded.
+    pub async fn insert_matrix_transaction(&mut self, txn_id: &str) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO matrix_transactions (txn_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(txn_id)
+            .bind(weft_core::now_millis())
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Moves the outbound sender's position in the event log.
+    pub async fn set_matrix_cursor(&mut self, seq: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO matrix_cursor (id, last_seq) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq",
+        )
+        .bind(seq)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an event the bridge could not deliver, for operators to see.
+    pub async fn insert_matrix_failure(
+        &mut self,
+        event_seq: i64,
+        room_id: Option<Id>,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO matrix_failures (event_seq, room_id, error, at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(event_seq)
+        .bind(room_id.map(|r| r.to_hex()))
+        .bind(error)
+        .bind(weft_core::now_millis())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
