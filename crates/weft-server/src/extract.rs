@@ -1,11 +1,13 @@
-//! Request extractors: the caller behind a token, ids in paths, and bodies that may be JSON or
-//! form-encoded (Gitter accepted both), each failing with a clear [`ApiError`].
+//! Request extractors: the caller behind a token (or the web app's session cookie), ids in
+//! paths, and bodies that may be JSON or form-encoded (Gitter accepted both), each failing with
+//! a clear [`ApiError`].
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use weft_chat::Actor;
@@ -35,6 +37,62 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
     })
 }
 
+/// The cookie that carries a web session's token.
+pub const SESSION_COOKIE: &str = "weft_session";
+
+/// The header (with value `weft`) the web app sends with every request that changes
+/// something. A page on another site cannot send it without the browser asking weft first
+/// (which weft refuses), so a cookie alone never authorises a change.
+pub const CSRF_HEADER: &str = "x-requested-with";
+
+/// The web session token in a request's cookies, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == SESSION_COOKIE && !value.is_empty()).then(|| value.to_string())
+        })
+}
+
+/// Whether a request comes from a page of this very site: its `Origin` names the host it was
+/// sent to, or (without `Origin`) the browser says it is same-origin.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    match headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some(origin) => {
+            let authority = origin
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .unwrap_or_default();
+            host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+        }
+        None => headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|s| s == "same-origin"),
+    }
+}
+
+/// Whether a request may be authenticated by the session cookie: reads always, WebSocket
+/// handshakes from this site's pages, changes only with the web app's header.
+fn cookie_allowed(parts: &Parts) -> bool {
+    let upgrade = parts.headers.contains_key(axum::http::header::UPGRADE);
+    if upgrade {
+        return same_origin(&parts.headers);
+    }
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    parts
+        .headers
+        .get(CSRF_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"weft"))
+}
+
 /// A signed-in caller; 401 without a valid token.
 pub struct Caller(pub Actor);
 
@@ -46,12 +104,23 @@ async fn actor_from(parts: &Parts, state: &AppState) -> Result<Option<Actor>, Ap
     if let Some(actor) = parts.extensions.get::<Actor>() {
         return Ok(Some(actor.clone()));
     }
-    match bearer_token(parts) {
-        Some(token) => Ok(Some(state.chat.authenticate_token(&token).await.map_err(
+    if let Some(token) = bearer_token(parts) {
+        return Ok(Some(state.chat.authenticate_token(&token).await.map_err(
             |_| ApiError::new(StatusCode::UNAUTHORIZED, "invalid or revoked access token"),
-        )?)),
-        None => Ok(None),
+        )?));
     }
+    let Some(secret) = session_cookie(&parts.headers) else {
+        return Ok(None);
+    };
+    if !cookie_allowed(parts) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "requests signed in by the session cookie must come from weft's own pages",
+        ));
+    }
+    // A session that was revoked or expired leaves a visitor, not an error: they can still
+    // read public rooms, and signing in again replaces the cookie.
+    Ok(state.chat.authenticate_token(&secret).await.ok())
 }
 
 impl FromRequestParts<AppState> for Caller {

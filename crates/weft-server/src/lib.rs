@@ -1,12 +1,13 @@
 //! Weft's HTTP face: the Gitter-compatible REST API (`/v1` and `/api/v1`), the streaming API
-//! (`/stream/v1`), the WebSocket feed (`/v1/ws`) and file downloads. Handlers are thin: they
-//! extract, call the chat service, and map its records to Gitter's JSON.
+//! (`/stream/v1`), the WebSocket feed (`/v1/ws`), file downloads and the web app. Handlers are
+//! thin: they extract, call the chat service, and map its records to Gitter's JSON or to HTML.
 
 mod error;
 mod extract;
 mod frames;
 mod ratelimit;
 mod routes;
+mod web;
 pub mod wire;
 
 use std::sync::Arc;
@@ -78,8 +79,9 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(routes::stream::router())
         .merge(routes::files::router())
+        .merge(web::router())
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

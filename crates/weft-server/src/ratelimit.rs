@@ -62,6 +62,7 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     }
     let (parts, body) = request.into_parts();
     let key = crate::extract::bearer_token(&parts)
+        .or_else(|| crate::extract::session_cookie(&parts.headers))
         .map(|t| format!("t:{t}"))
         .or_else(|| {
             parts

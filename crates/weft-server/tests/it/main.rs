@@ -9,3 +9,4 @@ mod files;
 mod live;
 mod messages;
 mod rooms;
+mod web;

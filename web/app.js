@@ -1,0 +1,825 @@
+// weft's web app: makes a server-rendered room live. The page arrives with its last messages
+// and the event log position they were read at; this script follows the WebSocket feed from
+// exactly there, and adds sending, editing, deleting, reactions, threads and uploads.
+//
+// Untrusted text only ever goes in through textContent; the one exception is a message's
+// `html`, which the server sanitised when it rendered the message.
+'use strict';
+
+(() => {
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+  const REACTIONS = ['👍', '👎', '😄', '🎉', '❤️', '🚀', '👀', '😕'];
+  const PAGE = 50;
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function button(cls, label, title) {
+    const b = el('button', cls, label);
+    b.type = 'button';
+    if (title) {
+      b.title = title;
+      b.setAttribute('aria-label', title);
+    }
+    return b;
+  }
+
+  // The same hue the server picks for a name (see the avatar in the server's renderer).
+  function hue(name) {
+    let h = 7;
+    for (const b of new TextEncoder().encode(name)) h = (Math.imul(h, 31) + b) >>> 0;
+    return h % 360;
+  }
+
+  function initial(name) {
+    const c = Array.from(name || '').find((ch) => /[\p{L}\p{N}]/u.test(ch));
+    return c ? c.toUpperCase() : '?';
+  }
+
+  function localizeTime(t) {
+    const d = new Date(t.dateTime);
+    if (Number.isNaN(d.getTime())) return;
+    t.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    t.title = d.toLocaleString();
+  }
+
+  function localizeTimes(root) {
+    $$('.msg time[datetime]', root).forEach(localizeTime);
+  }
+
+  let toastTimer = 0;
+  function showError(message) {
+    let toast = $('#toast');
+    if (!toast) {
+      toast = el('div', 'toast');
+      toast.id = 'toast';
+      toast.setAttribute('role', 'alert');
+      document.body.append(toast);
+    }
+    toast.textContent = message;
+    toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { toast.hidden = true; }, 6000);
+  }
+
+  // Every change carries the header that tells weft it comes from its own pages.
+  async function api(method, path, body) {
+    const options = {
+      method,
+      credentials: 'same-origin',
+      headers: { 'X-Requested-With': 'weft', Accept: 'application/json' },
+    };
+    if (body instanceof FormData) {
+      options.body = body;
+    } else if (body !== undefined) {
+      options.headers['Content-Type'] = 'application/json';
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch('/v1' + path, options);
+    if (response.status === 204) return null;
+    const json = await response.json().catch(() => null);
+    if (!response.ok) throw new Error((json && json.error) || response.statusText);
+    return json;
+  }
+
+  function setupMenu() {
+    const toggle = $('#menu-toggle');
+    if (!toggle) return;
+    toggle.addEventListener('click', () => {
+      const open = document.body.classList.toggle('menu-open');
+      toggle.setAttribute('aria-expanded', String(open));
+    });
+  }
+
+  localizeTimes(document);
+  setupMenu();
+
+  const dataNode = $('#weft-page');
+  if (!dataNode) return;
+  const page = JSON.parse(dataNode.textContent);
+  const me = page.me;
+  const list = $('#messages');
+  const threadPanel = $('#thread');
+  const threadList = $('#thread-messages');
+  const composer = $('#composer');
+  const compose = $('#compose');
+  const roomPath = '/rooms/' + page.roomId;
+
+  // My own reactions per message: live patches carry counts for everyone, not who "me" is.
+  const myReactions = new Map();
+  $$('.msg', list).forEach((li) => {
+    const mine = $$('.reaction.mine', li).map((b) => b.dataset.emoji);
+    if (mine.length) myReactions.set(li.dataset.id, new Set(mine));
+  });
+
+  // ---- Rendering -------------------------------------------------------------------------
+
+  function badgeLabel(kind) {
+    return String(kind || '').toLowerCase() === 'matrix' ? 'Matrix' : String(kind || '');
+  }
+
+  function renderReactions(container, messageId, reactions) {
+    container.replaceChildren();
+    const mine = myReactions.get(messageId) || new Set();
+    for (const r of reactions || []) {
+      const isMine = mine.has(r.emoji) || (r.me && !myReactions.has(messageId));
+      const b = button('reaction' + (isMine ? ' mine' : ''), r.emoji + ' ');
+      b.dataset.emoji = r.emoji;
+      b.title = r.emoji;
+      b.setAttribute('aria-pressed', String(isMine));
+      b.append(el('span', 'count', String(r.count)));
+      container.append(b);
+    }
+  }
+
+  function setThreadCount(body, count) {
+    let link = $('.thread-link', body);
+    if (!count) {
+      if (link) link.remove();
+      return;
+    }
+    if (!link) {
+      link = button('thread-link', '');
+      body.append(link);
+    }
+    link.dataset.count = String(count);
+    link.textContent = count + (count === 1 ? ' reply' : ' replies');
+  }
+
+  function renderMessage(m, inThread) {
+    const li = el('li', 'msg');
+    if (m.status) li.classList.add('status');
+    if (m.deleted) li.classList.add('deleted');
+    if (!inThread) li.id = 'm-' + m.id;
+    li.dataset.id = m.id;
+    const u = m.fromUser || {};
+    li.dataset.author = u.id || '';
+    const name = u.displayName || u.username || 'someone';
+    const avatar = el('div', 'avatar', initial(name));
+    avatar.style.setProperty('--hue', String(hue(u.username || '')));
+    avatar.setAttribute('aria-hidden', 'true');
+    const body = el('div', 'body');
+    const meta = el('div', 'meta');
+    meta.append(el('span', 'author', name), ' ', el('span', 'username', (u.virtual ? '' : '@') + (u.username || '')));
+    if (u.virtual) meta.append(' ', el('span', 'badge', badgeLabel(u.badge)));
+    const link = el('a', 'time');
+    link.href = page.base + '?at=' + encodeURIComponent(m.id);
+    const time = document.createElement('time');
+    time.dateTime = m.sent;
+    localizeTime(time);
+    link.append(time);
+    meta.append(' ', link);
+    if (m.editedAt) meta.append(' ', el('span', 'edited', '(edited)'));
+    body.append(meta);
+    const text = el('div', 'text');
+    if (m.deleted) text.append(el('em', null, 'This message was deleted.'));
+    else text.innerHTML = m.html; // sanitised by the server
+    body.append(text);
+    if (m.attachments && m.attachments.length) {
+      const files = el('div', 'attachments');
+      for (const a of m.attachments) {
+        const link = el('a', 'attachment');
+        link.href = a.url;
+        if (String(a.mimeType).startsWith('image/')) {
+          link.target = '_blank';
+          const img = document.createElement('img');
+          img.src = a.url;
+          img.alt = a.name;
+          img.loading = 'lazy';
+          link.append(img);
+        } else {
+          link.classList.add('file');
+          link.download = '';
+          link.textContent = a.name;
+        }
+        files.append(link);
+      }
+      body.append(files);
+    }
+    if (Array.isArray(m.reactions)) {
+      const mine = m.reactions.filter((r) => r.me).map((r) => r.emoji);
+      if (mine.length && !myReactions.has(m.id)) myReactions.set(m.id, new Set(mine));
+    }
+    const reactions = el('div', 'reactions');
+    renderReactions(reactions, m.id, m.reactions);
+    body.append(reactions);
+    if (!inThread) setThreadCount(body, m.threadMessageCount || 0);
+    li.append(avatar, body);
+    decorate(li, inThread);
+    return li;
+  }
+
+  // Adds the actions a signed-in member has on a message.
+  function decorate(li, inThread) {
+    if (!me || !page.member || li.classList.contains('deleted') || $('.actions', li)) return;
+    const actions = el('div', 'actions');
+    const react = button('act', '☺', 'Add a reaction');
+    react.dataset.act = 'react';
+    actions.append(react);
+    if (!inThread) {
+      const reply = button('act', '↳', 'Reply in thread');
+      reply.dataset.act = 'thread';
+      actions.append(reply);
+    }
+    if (li.dataset.author === me.id) {
+      const edit = button('act', '✎', 'Edit');
+      edit.dataset.act = 'edit';
+      const del = button('act', '🗑', 'Delete');
+      del.dataset.act = 'delete';
+      actions.append(edit, del);
+    }
+    li.append(actions);
+  }
+
+  function messageNodes(id) {
+    return $$('.msg[data-id="' + CSS.escape(id) + '"]');
+  }
+
+  // ---- Scrolling and history ------------------------------------------------------------
+
+  let hasOlder = page.hasOlder;
+  let atEnd = page.atEnd;
+  let loadingOlder = false;
+  let loadingNewer = false;
+
+  function nearBottom() {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    list.scrollTop = list.scrollHeight;
+  }
+
+  async function loadOlder() {
+    if (!hasOlder || loadingOlder) return;
+    const first = $('.msg', list);
+    if (!first) return;
+    loadingOlder = true;
+    try {
+      const older = await api('GET', roomPath + '/chatMessages?beforeId=' + encodeURIComponent(first.dataset.id) + '&limit=' + PAGE);
+      const before = list.scrollHeight;
+      const top = list.scrollTop;
+      const fragment = document.createDocumentFragment();
+      for (const m of older) if (!messageNodes(m.id).length) fragment.append(renderMessage(m, false));
+      list.prepend(fragment);
+      // Keep what the reader was looking at in place.
+      list.scrollTop = top + (list.scrollHeight - before);
+      if (older.length < PAGE) {
+        hasOlder = false;
+        const more = $('#older');
+        if (more) more.remove();
+      }
+    } catch (e) {
+      showError('Could not load older messages: ' + e.message);
+    } finally {
+      loadingOlder = false;
+    }
+  }
+
+  async function loadNewer() {
+    if (atEnd || loadingNewer) return;
+    const all = $$('.msg', list);
+    const last = all[all.length - 1];
+    if (!last) return;
+    loadingNewer = true;
+    try {
+      const newer = await api('GET', roomPath + '/chatMessages?afterId=' + encodeURIComponent(last.dataset.id) + '&limit=' + PAGE);
+      for (const m of newer) if (!messageNodes(m.id).length) list.append(renderMessage(m, false));
+      if (newer.length < PAGE) {
+        atEnd = true;
+        const jump = $('.newer');
+        if (jump) jump.remove();
+      }
+    } catch (e) {
+      showError('Could not load newer messages: ' + e.message);
+    } finally {
+      loadingNewer = false;
+    }
+  }
+
+  list.addEventListener('scroll', () => {
+    if (list.scrollTop < 200) loadOlder();
+    if (!atEnd && nearBottom()) loadNewer();
+  }, { passive: true });
+  const olderButton = $('#load-older');
+  if (olderButton) olderButton.addEventListener('click', loadOlder);
+
+  const highlighted = page.highlight && $('#m-' + CSS.escape(page.highlight));
+  if (highlighted) highlighted.scrollIntoView({ block: 'center' });
+  else scrollToBottom();
+
+  // ---- Reading state ---------------------------------------------------------------------
+
+  let readTimer = 0;
+  function markRead() {
+    if (!me || !page.member || !atEnd || document.hidden) return;
+    clearTimeout(readTimer);
+    readTimer = setTimeout(() => {
+      api('DELETE', '/user/me/rooms/' + page.roomId + '/unreadItems/all').catch(() => {});
+    }, 500);
+  }
+  markRead();
+  document.addEventListener('visibilitychange', markRead);
+
+  // ---- Room list --------------------------------------------------------------------------
+
+  const roomList = $('#room-list');
+  const otherRooms = new Set();
+
+  function badge(li, cls, value, prefix) {
+    let b = $('.' + cls, li);
+    if (!value) {
+      if (b) b.remove();
+      return;
+    }
+    if (!b) {
+      b = el('span', cls);
+      li.append(b);
+    }
+    b.textContent = (prefix || '') + value;
+  }
+
+  async function refreshRooms() {
+    if (!me || !roomList) return;
+    try {
+      const rooms = await api('GET', '/rooms');
+      roomList.replaceChildren();
+      for (const r of rooms) {
+        if (r.oneToOne || !r.url) continue;
+        const li = el('li');
+        li.dataset.roomId = r.id;
+        const a = el('a', null, r.name);
+        a.href = r.url;
+        li.append(a);
+        if (r.id === page.roomId) {
+          li.className = 'current';
+          a.setAttribute('aria-current', 'page');
+        } else {
+          otherRooms.add(r.id);
+          badge(li, 'mentions', r.mentions, '@');
+          badge(li, 'unread', r.unreadItems);
+        }
+        roomList.append(li);
+      }
+      subscribeOthers();
+    } catch (e) {
+      // The server-rendered list stays.
+    }
+  }
+
+  function bumpRoom(roomId, mention) {
+    const li = roomList && $('li[data-room-id="' + CSS.escape(roomId) + '"]', roomList);
+    if (!li) return;
+    const unread = $('.unread', li);
+    badge(li, 'unread', (unread ? parseInt(unread.textContent, 10) || 0 : 0) + 1);
+    if (mention) {
+      const m = $('.mentions', li);
+      badge(li, 'mentions', (m ? parseInt(m.textContent.slice(1), 10) || 0 : 0) + 1, '@');
+    }
+  }
+
+  // ---- Live feed -------------------------------------------------------------------------
+
+  const seqs = new Map([[page.roomId, page.seq]]);
+  let socket = null;
+  let retries = 0;
+
+  function send(message) {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  }
+
+  function subscribe(roomId) {
+    const since = seqs.get(roomId);
+    send(since === undefined ? { type: 'subscribe', roomId } : { type: 'subscribe', roomId, since });
+  }
+
+  function subscribeOthers() {
+    for (const id of otherRooms) subscribe(id);
+  }
+
+  function connect() {
+    document.body.dataset.live = 'connecting';
+    socket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/v1/ws');
+    socket.addEventListener('open', () => {
+      retries = 0;
+      subscribe(page.roomId);
+      subscribeOthers();
+    });
+    socket.addEventListener('message', (e) => {
+      let frame;
+      try {
+        frame = JSON.parse(e.data);
+      } catch (err) {
+        return;
+      }
+      if (frame.type === 'subscribed') {
+        if (!seqs.has(frame.roomId) || seqs.get(frame.roomId) < frame.seq) seqs.set(frame.roomId, frame.seq);
+        if (frame.roomId === page.roomId) document.body.dataset.live = 'true';
+      } else if (frame.type === 'event') {
+        if (frame.seq) seqs.set(frame.roomId, Math.max(seqs.get(frame.roomId) || 0, frame.seq));
+        if (frame.roomId === page.roomId) onEvent(frame);
+        else onOtherRoom(frame);
+      }
+    });
+    socket.addEventListener('close', () => {
+      document.body.dataset.live = 'false';
+      const delay = Math.min(30000, 500 * 2 ** retries++);
+      setTimeout(connect, delay);
+    });
+  }
+
+  function onOtherRoom(frame) {
+    if (frame.resource !== 'chatMessages' || frame.operation !== 'create') return;
+    const m = frame.model;
+    if (m.parentId || (m.fromUser && me && m.fromUser.id === me.id)) return;
+    const mention = (m.mentions || []).some((x) => x.userId === (me && me.id) || x.group);
+    bumpRoom(frame.roomId, mention);
+  }
+
+  function insertMessage(m) {
+    if (m.parentId) {
+      if (threadPanel && !threadPanel.hidden && threadPanel.dataset.parent === m.parentId && !messageNodes(m.id).length) {
+        threadList.append(renderMessage(m, true));
+        threadList.scrollTop = threadList.scrollHeight;
+      }
+      return;
+    }
+    if (messageNodes(m.id).length) {
+      replaceMessage(m);
+      return;
+    }
+    if (!atEnd) return; // fetched when the reader scrolls down to it
+    const follow = nearBottom();
+    list.append(renderMessage(m, false));
+    const empty = $('#empty');
+    if (empty) empty.remove();
+    if (follow) scrollToBottom();
+    markRead();
+  }
+
+  function replaceMessage(m) {
+    for (const node of messageNodes(m.id)) {
+      const inThread = node.parentElement !== list;
+      const fresh = renderMessage(m, inThread);
+      if (inThread && node.parentElement && node.parentElement.id === 'thread-parent') fresh.classList.add('parent');
+      node.replaceWith(fresh);
+    }
+  }
+
+  const typers = new Map();
+  function renderTyping() {
+    const box = $('#typing');
+    if (!box) return;
+    const names = Array.from(typers.values()).map((t) => t.name);
+    box.textContent = names.length === 0 ? '' : names.join(', ') + (names.length === 1 ? ' is typing…' : ' are typing…');
+  }
+
+  function onEvent(frame) {
+    const m = frame.model;
+    switch (frame.resource) {
+      case 'chatMessages':
+        if (frame.operation === 'create') insertMessage(m);
+        else if (frame.operation === 'update') replaceMessage(m);
+        else if (frame.operation === 'remove') messageNodes(m.id).forEach((n) => n.remove());
+        else if (frame.operation === 'patch') {
+          for (const node of messageNodes(m.id)) {
+            const body = $('.body', node);
+            if (m.reactions) renderReactions($('.reactions', node), m.id, m.reactions);
+            if (m.threadMessageCount !== undefined && node.parentElement === list) setThreadCount(body, m.threadMessageCount);
+          }
+        }
+        break;
+      case 'typing': {
+        if (me && m.userId === me.id) break;
+        const previous = typers.get(m.userId);
+        if (previous) clearTimeout(previous.timer);
+        const timer = setTimeout(() => { typers.delete(m.userId); renderTyping(); }, 4000);
+        typers.set(m.userId, { name: m.displayName || m.username, timer });
+        renderTyping();
+        break;
+      }
+      case 'users': {
+        const count = $('#member-count');
+        if (count) count.textContent = String(Math.max(0, (parseInt(count.textContent, 10) || 0) + (frame.operation === 'create' ? 1 : -1)));
+        break;
+      }
+      case 'room':
+        if (frame.operation === 'update') {
+          const count = $('#member-count');
+          if (count && typeof m.userCount === 'number') count.textContent = String(m.userCount);
+          const topic = $('#room-topic');
+          if (topic && typeof m.topic === 'string') topic.textContent = m.topic;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  connect();
+  refreshRooms();
+
+  // ---- Actions on messages ---------------------------------------------------------------
+
+  function closePicker() {
+    const picker = $('.picker');
+    if (picker) picker.remove();
+  }
+
+  function openPicker(li, anchor) {
+    closePicker();
+    const picker = el('div', 'picker');
+    picker.setAttribute('role', 'menu');
+    for (const emoji of REACTIONS) {
+      const b = button('pick', emoji, 'React with ' + emoji);
+      b.dataset.emoji = emoji;
+      b.setAttribute('role', 'menuitem');
+      picker.append(b);
+    }
+    picker.addEventListener('click', (e) => {
+      const b = e.target.closest('.pick');
+      if (!b) return;
+      closePicker();
+      react(li.dataset.id, b.dataset.emoji, true);
+    });
+    picker.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') {
+        closePicker();
+        anchor.focus();
+      }
+    });
+    anchor.after(picker);
+    $('.pick', picker).focus();
+  }
+
+  async function react(messageId, emoji, add) {
+    const mine = myReactions.get(messageId) || new Set();
+    try {
+      const counts = add
+        ? await api('POST', roomPath + '/chatMessages/' + messageId + '/reactions', { emoji })
+        : await api('DELETE', roomPath + '/chatMessages/' + messageId + '/reactions/' + encodeURIComponent(emoji));
+      if (add) mine.add(emoji);
+      else mine.delete(emoji);
+      myReactions.set(messageId, mine);
+      for (const node of messageNodes(messageId)) renderReactions($('.reactions', node), messageId, counts);
+    } catch (e) {
+      showError('Could not react: ' + e.message);
+    }
+  }
+
+  async function removeMessage(messageId) {
+    if (!window.confirm('Delete this message?')) return;
+    try {
+      await api('DELETE', roomPath + '/chatMessages/' + messageId);
+    } catch (e) {
+      showError('Could not delete: ' + e.message);
+    }
+  }
+
+  function onMessageClick(e) {
+    const target = e.target.closest('button');
+    if (!target) return;
+    const li = target.closest('.msg');
+    if (!li) return;
+    if (target.classList.contains('reaction')) {
+      if (!me || !page.member) return;
+      react(li.dataset.id, target.dataset.emoji, target.getAttribute('aria-pressed') !== 'true');
+    } else if (target.classList.contains('thread-link')) {
+      openThread(li.dataset.id);
+    } else if (target.dataset.act === 'react') {
+      openPicker(li, target);
+    } else if (target.dataset.act === 'thread') {
+      openThread(li.dataset.id);
+    } else if (target.dataset.act === 'edit') {
+      startEdit(li.dataset.id);
+    } else if (target.dataset.act === 'delete') {
+      removeMessage(li.dataset.id);
+    }
+  }
+  list.addEventListener('click', onMessageClick);
+  if (threadPanel) threadPanel.addEventListener('click', onMessageClick);
+  document.addEventListener('click', (e) => {
+    if (!e.target.closest('.picker') && !e.target.closest('[data-act="react"]')) closePicker();
+  });
+  $$('.msg', list).forEach((li) => decorate(li, false));
+
+  // ---- Threads ---------------------------------------------------------------------------
+
+  async function openThread(parentId) {
+    if (!threadPanel) return;
+    threadPanel.hidden = false;
+    threadPanel.dataset.parent = parentId;
+    document.body.classList.add('thread-open');
+    const parentBox = $('#thread-parent');
+    parentBox.replaceChildren();
+    threadList.replaceChildren();
+    try {
+      const [parent, replies] = await Promise.all([
+        api('GET', roomPath + '/chatMessages/' + parentId),
+        api('GET', roomPath + '/chatMessages/' + parentId + '/thread'),
+      ]);
+      if (threadPanel.dataset.parent !== parentId) return;
+      const head = renderMessage(parent, true);
+      head.classList.add('parent');
+      parentBox.append(head);
+      for (const m of replies) threadList.append(renderMessage(m, true));
+      threadList.scrollTop = threadList.scrollHeight;
+      const input = $('#thread-compose');
+      if (input) input.focus();
+    } catch (e) {
+      showError('Could not open the thread: ' + e.message);
+    }
+  }
+
+  function closeThread() {
+    if (!threadPanel) return;
+    const parentId = threadPanel.dataset.parent;
+    threadPanel.hidden = true;
+    delete threadPanel.dataset.parent;
+    document.body.classList.remove('thread-open');
+    const origin = parentId && $('#m-' + CSS.escape(parentId));
+    const focusable = origin && $('[data-act="thread"], .thread-link', origin);
+    if (focusable) focusable.focus();
+  }
+  const closeButton = $('#thread-close');
+  if (closeButton) closeButton.addEventListener('click', closeThread);
+  if (threadPanel) {
+    threadPanel.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape' && !$('.picker', threadPanel)) closeThread();
+    });
+  }
+
+  // ---- Composing -------------------------------------------------------------------------
+
+  let editing = null;
+  let lastTyping = 0;
+
+  function grow(area) {
+    area.style.height = 'auto';
+    area.style.height = Math.min(area.scrollHeight, 200) + 'px';
+  }
+
+  function setEditing(id, text) {
+    editing = id;
+    composer.classList.toggle('editing', Boolean(id));
+    compose.value = text || '';
+    compose.placeholder = id ? 'Edit your message — Enter saves, Esc cancels' : 'Write a message…';
+    grow(compose);
+    compose.focus();
+  }
+
+  async function startEdit(id) {
+    if (!composer) return;
+    try {
+      const m = await api('GET', roomPath + '/chatMessages/' + id);
+      setEditing(id, m.text);
+    } catch (e) {
+      showError('Could not edit: ' + e.message);
+    }
+  }
+
+  async function submit(area, parentId) {
+    const text = area.value;
+    if (!text.trim()) return;
+    const editId = area === compose ? editing : null;
+    area.disabled = true;
+    try {
+      if (editId) {
+        const m = await api('PUT', roomPath + '/chatMessages/' + editId, { text });
+        replaceMessage(m);
+        setEditing(null, '');
+      } else {
+        const body = parentId ? { text, parentId } : { text };
+        const m = await api('POST', roomPath + '/chatMessages', body);
+        area.value = '';
+        grow(area);
+        insertMessage(m);
+        if (!parentId) scrollToBottom();
+      }
+    } catch (e) {
+      showError('Could not send: ' + e.message);
+    } finally {
+      area.disabled = false;
+      area.focus();
+    }
+  }
+
+  function composerKeys(area, parentId) {
+    area.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        submit(area, parentId());
+      } else if (area === compose && e.key === 'ArrowUp' && !area.value && !editing) {
+        const mine = $$('.msg:not(.deleted)', list).filter((li) => li.dataset.author === me.id);
+        const last = mine[mine.length - 1];
+        if (last) {
+          e.preventDefault();
+          startEdit(last.dataset.id);
+        }
+      } else if (area === compose && e.key === 'Escape' && editing) {
+        e.preventDefault();
+        setEditing(null, '');
+      }
+    });
+    area.addEventListener('input', () => {
+      grow(area);
+      const now = Date.now();
+      if (now - lastTyping > 3000) {
+        lastTyping = now;
+        send({ type: 'typing', roomId: page.roomId });
+      }
+    });
+  }
+
+  async function upload(file, parentId) {
+    const form = new FormData();
+    form.append('file', file, file.name || 'pasted-file');
+    if (parentId) form.append('parentId', parentId);
+    try {
+      const m = await api('POST', roomPath + '/files', form);
+      insertMessage(m);
+      if (!parentId) scrollToBottom();
+    } catch (e) {
+      showError('Could not upload ' + (file.name || 'the file') + ': ' + e.message);
+    }
+  }
+
+  if (composer && compose) {
+    composer.addEventListener('submit', (e) => {
+      e.preventDefault();
+      submit(compose, null);
+    });
+    composerKeys(compose, () => null);
+    compose.addEventListener('paste', (e) => {
+      const files = Array.from((e.clipboardData && e.clipboardData.files) || []);
+      if (!files.length) return;
+      e.preventDefault();
+      files.forEach((f) => upload(f, null));
+    });
+    const input = $('#file-input');
+    input.addEventListener('change', () => {
+      Array.from(input.files).forEach((f) => upload(f, null));
+      input.value = '';
+    });
+    const room = $('main.room');
+    room.addEventListener('dragover', (e) => {
+      if (!e.dataTransfer || !Array.from(e.dataTransfer.types).includes('Files')) return;
+      e.preventDefault();
+      room.classList.add('dropping');
+    });
+    room.addEventListener('dragleave', (e) => {
+      if (!room.contains(e.relatedTarget)) room.classList.remove('dropping');
+    });
+    room.addEventListener('drop', (e) => {
+      room.classList.remove('dropping');
+      const files = Array.from((e.dataTransfer && e.dataTransfer.files) || []);
+      if (!files.length) return;
+      e.preventDefault();
+      files.forEach((f) => upload(f, null));
+    });
+  }
+
+  const threadComposer = $('#thread-composer');
+  const threadCompose = $('#thread-compose');
+  if (threadComposer && threadCompose) {
+    const parent = () => threadPanel.dataset.parent || null;
+    threadComposer.addEventListener('submit', (e) => {
+      e.preventDefault();
+      submit(threadCompose, parent());
+    });
+    composerKeys(threadCompose, parent);
+  }
+
+  // ---- Joining and leaving ---------------------------------------------------------------
+
+  const join = $('#join');
+  if (join) {
+    join.addEventListener('click', async () => {
+      join.disabled = true;
+      try {
+        await api('POST', '/rooms', { uri: page.uri });
+        location.reload();
+      } catch (e) {
+        join.disabled = false;
+        showError('Could not join: ' + e.message);
+      }
+    });
+  }
+  const leave = $('#leave');
+  if (leave) {
+    leave.addEventListener('click', async () => {
+      if (!window.confirm('Leave this room?')) return;
+      try {
+        await api('DELETE', roomPath + '/users/' + me.id);
+        location.reload();
+      } catch (e) {
+        showError('Could not leave: ' + e.message);
+      }
+    });
+  }
+})();
