@@ -1,0 +1,112 @@
+"""weft's Application Service API as the homeserver sees it, and the rooms it creates on
+demand: authentication, unknown routes, idempotent transactions, user and alias queries, and
+the state of a bridged room as a Matrix client reads it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from urllib.parse import quote
+
+import requests
+
+from conftest import COMMUNITY, DELIVERY_TIMEOUT
+from harness import await_until
+
+
+def errcode(r: requests.Response) -> str | None:
+    try:
+        return r.json().get("errcode")
+    except ValueError:
+        return None
+
+
+def test_transactions_need_the_hs_token(stack):
+    body = {"events": []}
+    wrong = stack.appservice_request("PUT", "/transactions/e2e-wrong-token", json=body,
+                                     token=secrets.token_hex(32))
+    assert wrong.status_code == 403 and errcode(wrong) == "M_FORBIDDEN", wrong.text
+    missing = stack.appservice_request("PUT", "/transactions/e2e-no-token", json=body,
+                                       token=None)
+    assert (missing.status_code, errcode(missing)) in (
+        (401, "M_UNAUTHORIZED"), (403, "M_FORBIDDEN")), missing.text
+    ok = stack.appservice_request("PUT", "/transactions/e2e-empty", json=body)
+    assert ok.status_code == 200, ok.text
+
+
+def test_unknown_appservice_route(stack):
+    r = stack.appservice_request("GET", "/no-such-endpoint")
+    assert r.status_code == 404 and errcode(r) == "M_UNRECOGNIZED", r.text
+
+
+def test_replayed_transaction_applies_once(room, maria, uid):
+    text = f"delivered twice {uid}"
+    event = {
+        "type": "m.room.message",
+        "event_id": f"$e2e-replay-{uid}",
+        "room_id": room.matrix_id,
+        "sender": maria.user_id,
+        "origin_server_ts": int(time.time() * 1000),
+        "content": {"msgtype": "m.text", "body": text},
+        "unsigned": {"age": 1},
+    }
+    stack = room.stack
+    for txn in (f"e2e-replay-{uid}", f"e2e-replay-{uid}", f"e2e-replay-other-{uid}"):
+        r = stack.appservice_request("PUT", f"/transactions/{txn}", json={"events": [event]})
+        assert r.status_code == 200, r.text
+    # 200 means applied: the message must already be there, once.
+    found = [m for m in room.weft_history() if m.get("text") == text]
+    assert len(found) == 1, found
+    assert found[0]["virtualUser"]["externalId"] == maria.user_id
+
+
+def test_user_query(stack, alice):
+    known = stack.appservice_request("GET", f"/users/{quote(stack.puppet(alice))}")
+    assert known.status_code == 200, known.text
+    nobody = f"@nobody-{'0' * 24}:{stack.server_name}"
+    unknown = stack.appservice_request("GET", f"/users/{quote(nobody)}")
+    assert unknown.status_code == 404, unknown.text
+
+
+def test_alias_query_hides_private_and_unknown_rooms(stack, maria):
+    stack.weft.create_room(COMMUNITY, "secret-plans", private=True)
+    for alias in (stack.alias(COMMUNITY, "secret-plans"), stack.alias(COMMUNITY, "never-made")):
+        r = stack.appservice_request("GET", f"/rooms/{quote(alias)}")
+        assert r.status_code == 404, f"{alias}: {r.status_code} {r.text}"
+    join = requests.post(
+        f"{stack.synapse.url}/_matrix/client/v3/join/{quote(stack.alias(COMMUNITY, 'secret-plans'))}",
+        headers={"Authorization": f"Bearer {maria.access_token}"}, json={}, timeout=15)
+    assert join.status_code == 404, join.text
+
+
+async def test_room_created_on_demand(stack, maria):
+    topic = "state of a bridged room"
+    stack.weft.create_room(COMMUNITY, "on-demand", topic=topic)
+    alias = stack.alias(COMMUNITY, "on-demand")
+    room_id = await maria.join(alias)
+    state = await maria.check(maria.client.room_get_state(room_id), "get room state")
+    by_type: dict[str, list[dict]] = {}
+    for e in state.events:
+        by_type.setdefault(e["type"], []).append(e)
+
+    def content(etype: str) -> dict:
+        assert etype in by_type, f"no {etype} in the room's state: {sorted(by_type)}"
+        return by_type[etype][0]["content"]
+
+    assert content("m.room.join_rules").get("join_rule") == "public"
+    assert content("m.room.history_visibility").get("history_visibility") == "world_readable"
+    assert content("m.room.topic").get("topic") == topic
+    assert "on-demand" in content("m.room.name").get("name", "")
+    assert content("m.room.canonical_alias").get("alias") == alias
+    assert "m.bridge" in by_type and "uk.half-shot.bridge" in by_type, sorted(by_type)
+    bot = f"@weft:{stack.server_name}"
+    creator = by_type["m.room.create"][0]["sender"]
+    assert creator == bot, f"the room should be created by the bridge bot, not {creator}"
+
+    def published() -> bool:
+        r = requests.get(f"{stack.synapse.url}/_matrix/client/v3/publicRooms",
+                         headers={"Authorization": f"Bearer {maria.access_token}"},
+                         params={"limit": 500}, timeout=15)
+        return room_id in [c["room_id"] for c in r.json().get("chunk", [])]
+
+    await await_until(published, timeout=DELIVERY_TIMEOUT, what="the room in the directory")
