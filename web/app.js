@@ -271,8 +271,9 @@
       list.scrollTop = top + (list.scrollHeight - before);
       if (older.length < PAGE) {
         hasOlder = false;
+        // Keep the bar's height, so that nothing below it moves.
         const more = $('#older');
-        if (more) more.remove();
+        if (more) more.textContent = 'This is the beginning of the room.';
       }
     } catch (e) {
       showError('Could not load older messages: ' + e.message);

@@ -150,6 +150,22 @@ test('Up-arrow edits my last message', async () => {
   assert.equal(m[0].text, 'line one, edited');
 });
 
+test('people bridged from Matrix appear with a Matrix badge', async () => {
+  const bridge = weft.user('bridge');
+  bridge.token = weft.cli('token', 'create', 'bridge', '--bridge', '--label', 'matrix bridge');
+  await weft.post(bridge, roomId, 'hello from the other side', {
+    virtualUser: { type: 'matrix', externalId: '@carl:example.org', displayName: 'Carl on Matrix' },
+  });
+  const bridged = messageText(page, 'hello from the other side');
+  await bridged.waitFor();
+  assert.equal(await bridged.locator('.author').textContent(), 'Carl on Matrix');
+  assert.equal(await bridged.locator('.badge').textContent(), 'Matrix');
+  assert.equal(await bridged.locator('.username').textContent(), '@carl:example.org');
+  await page.reload();
+  await page.waitForSelector('body[data-live="true"]');
+  assert.equal(await messageText(page, 'hello from the other side').locator('.badge').textContent(), 'Matrix');
+});
+
 test('reacting with the picker, and taking it back', async () => {
   const target = messageText(page, 'hi alice, from the API');
   await target.hover();

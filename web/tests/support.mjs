@@ -49,7 +49,11 @@ export class Weft {
 
   // Runs `weft ARGS…` against this server's data folder; returns what it printed.
   cli(...args) {
-    return execFileSync(weftBin, ['--data-dir', this.dir, ...args], { env: this.env(), encoding: 'utf8' }).trim();
+    return execFileSync(weftBin, ['--data-dir', this.dir, ...args], {
+      env: this.env(),
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }).trim();
   }
 
   async spawn() {
