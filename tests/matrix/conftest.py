@@ -185,6 +185,17 @@ def make_stack(tmp_path_factory, weft_binary):
 # Reporting: on failure, the end of every process's logs
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test is a failed test here: the rig never skips silently (a missing plugin,
+    a stray skip mark, a fixture calling pytest.skip)."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which the Matrix end-to-end tests do not allow: {report.longrepr}"
+    return report
+
+
 def pytest_sessionstart(session):
     TIMINGS["_session_start"] = time.monotonic()
 

@@ -8,6 +8,7 @@ connects on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import hmac
 import json
@@ -32,8 +33,18 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 LOCALHOST = "127.0.0.1"
 
-# Every process started here, so that a failing run can show the end of each log.
+# Every process started here, so that a failing run can show the end of each log, and so
+# that none outlives the test run even when fixtures never got to tear down.
 STARTED: list["Process"] = []
+
+
+@atexit.register
+def _stop_everything() -> None:
+    for p in STARTED:
+        try:
+            p.stop(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +229,7 @@ def homeserver_config(
             }
         ],
         "registration_shared_secret": shared_secret,
+        "bcrypt_rounds": 4,  # test passwords: registering and logging in stay fast
         "enable_registration": False,
         "app_service_config_files": [str(registration)],
         # Synapse publishes nothing in its room directory by default (createRoom then quietly

@@ -62,7 +62,12 @@ def ensure_venv(base_python: str | None = None) -> Path:
         shutil.rmtree(VENV)
     if not VENV.exists():
         log(f"creating the Matrix test virtualenv in {VENV.relative_to(REPO)}")
-        subprocess.run([base_python, "-m", "venv", str(VENV)], check=True)
+        made = subprocess.run([base_python, "-m", "venv", str(VENV)])
+        if made.returncode != 0:
+            shutil.rmtree(VENV, ignore_errors=True)
+            raise RuntimeError(
+                f"{base_python} -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
+            )
     if STAMP.exists():
         STAMP.unlink()
     log("installing the Matrix test requirements (Synapse, matrix-nio, pytest)")
@@ -77,7 +82,7 @@ def ensure_venv(base_python: str | None = None) -> Path:
 def main() -> int:
     try:
         py = ensure_venv()
-    except subprocess.CalledProcessError as e:
+    except (subprocess.CalledProcessError, RuntimeError) as e:
         log(f"setting up the Matrix test virtualenv failed: {e}")
         return 1
     print(py)
