@@ -56,7 +56,31 @@ impl Chat {
         caption: Option<String>,
         parent_id: Option<Id>,
     ) -> Result<MessageView> {
+        let post = NewPost {
+            text: caption.unwrap_or_default(),
+            parent_id,
+            ..NewPost::default()
+        };
+        self.upload_with(actor, room_id, upload, post).await
+    }
+
+    /// Like [`Chat::upload`], with everything a post may carry: `post.text` is the caption,
+    /// and a bridge may post as a virtual user under an external key (a second upload with
+    /// the same key returns the first message and stores nothing).
+    pub async fn upload_with(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        upload: Upload,
+        post: NewPost,
+    ) -> Result<MessageView> {
         let me = actor.require_user()?.id;
+        if let Some(existing) = self
+            .already_posted(actor, room_id, post.external_ref.as_deref())
+            .await?
+        {
+            return Ok(existing);
+        }
         if upload.bytes.len() > self.config().max_upload_bytes {
             return Err(ChatError::TooLarge(format!(
                 "file is larger than the limit of {} bytes",
@@ -71,7 +95,7 @@ impl Chat {
         };
         // Fail early (before storing bytes) if the caller may not post here.
         let room = self.room(actor, room_id).await?;
-        self.poster(actor, &room, None).await?;
+        self.poster(actor, &room, post.as_virtual.as_ref()).await?;
         let file = StoredFile {
             id: Id::generate(),
             room_id,
@@ -92,9 +116,10 @@ impl Chat {
         } else {
             format!("[{}]({url})", escape_brackets(&name))
         };
-        let text = match caption.filter(|c| !c.trim().is_empty()) {
-            Some(caption) => format!("{caption}\n{link}"),
-            None => link,
+        let text = if post.text.trim().is_empty() {
+            link
+        } else {
+            format!("{}\n{link}", post.text)
         };
         let object = object_path(file.id);
         let posted = self
@@ -103,9 +128,8 @@ impl Chat {
                 room_id,
                 NewPost {
                     text,
-                    parent_id,
                     files: vec![file],
-                    ..NewPost::default()
+                    ..post
                 },
             )
             .await;

@@ -108,6 +108,31 @@ impl Chat {
         Ok(Author::User(me.id))
     }
 
+    /// Creates or refreshes a virtual user's name and avatar (bridge actors only).
+    pub async fn update_virtual_user(&self, actor: &Actor, who: PostAs) -> Result<()> {
+        if !actor.is_bridge() {
+            return Err(ChatError::Forbidden(
+                "only bridge tokens may manage virtual users".into(),
+            ));
+        }
+        validate::short_text("virtual user name", &who.display_name, 256)?;
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.upsert_virtual_user(
+                        &who.kind,
+                        &who.external_id,
+                        &who.display_name,
+                        who.avatar_url.as_deref(),
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .await
+            .map_err(from_write)
+    }
+
     /// Whether the actor may use `@/all` in the room.
     async fn may_mention_all(&self, actor: &Actor, room: &Room) -> Result<bool> {
         let Some(me) = &actor.user else {
@@ -281,7 +306,7 @@ impl Chat {
     }
 
     /// The message already posted under `external_ref` in this room, if any.
-    async fn already_posted(
+    pub(crate) async fn already_posted(
         &self,
         actor: &Actor,
         room_id: Id,

@@ -82,24 +82,71 @@ impl Homeserver {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| HsError {
-            status: None,
-            errcode: "W_UNREACHABLE".into(),
-            message: e.to_string(),
-            retry_after_ms: None,
-        })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(value);
+        let response = request.send().await.map_err(unreachable)?;
+        json_or_error(response).await
+    }
+
+    /// Uploads a file to the media repository as `mxid`; returns its `mxc://` URI.
+    pub async fn upload(
+        &self,
+        bytes: Vec<u8>,
+        content_type: &str,
+        filename: &str,
+        mxid: &str,
+    ) -> Result<String, HsError> {
+        let mut url = self.url(&["_matrix", "media", "v3", "upload"], Some(mxid));
+        url.query_pairs_mut().append_pair("filename", filename);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(&self.as_token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let value = json_or_error(response).await?;
+        value["content_uri"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| malformed("upload"))
+    }
+
+    /// Downloads an `mxc://server/id` file through authenticated media; returns the bytes.
+    pub async fn download(&self, mxc: &str) -> Result<Vec<u8>, HsError> {
+        let (server, media_id) = mxc
+            .strip_prefix("mxc://")
+            .and_then(|rest| rest.split_once('/'))
+            .ok_or_else(|| HsError {
+                status: Some(400),
+                errcode: "W_BAD_MXC".into(),
+                message: format!("not an mxc URI: {mxc}"),
+                retry_after_ms: None,
+            })?;
+        let url = self.url(
+            &[
+                "_matrix", "client", "v1", "media", "download", server, media_id,
+            ],
+            None,
+        );
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.as_token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(json_or_error(response)
+                .await
+                .err()
+                .unwrap_or_else(|| malformed("download")));
         }
-        Err(HsError {
-            status: Some(status),
-            errcode: value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_string(),
-            message: value["error"].as_str().map(str::to_string).unwrap_or(text),
-            retry_after_ms: value["retry_after_ms"].as_u64(),
-        })
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(unreachable)
     }
 
     /// Registers a puppet (no device, no access token); already registered is fine.
@@ -175,6 +222,26 @@ impl Homeserver {
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| malformed("directory"))
+    }
+
+    /// Lists a room in the homeserver's public room directory.
+    pub async fn publish(&self, room_id: &str) -> Result<(), HsError> {
+        self.call(
+            Method::PUT,
+            &[
+                "_matrix",
+                "client",
+                "v3",
+                "directory",
+                "list",
+                "room",
+                room_id,
+            ],
+            None,
+            Some(json!({ "visibility": "public" })),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Joins `mxid` to a room.
@@ -292,6 +359,31 @@ impl Homeserver {
             .map(str::to_string)
             .ok_or_else(|| malformed("whoami"))
     }
+}
+
+fn unreachable(e: reqwest::Error) -> HsError {
+    HsError {
+        status: None,
+        errcode: "W_UNREACHABLE".into(),
+        message: e.to_string(),
+        retry_after_ms: None,
+    }
+}
+
+/// The JSON body of a successful response, or the Matrix error of a failed one.
+async fn json_or_error(response: reqwest::Response) -> Result<Value, HsError> {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if (200..300).contains(&status) {
+        return Ok(value);
+    }
+    Err(HsError {
+        status: Some(status),
+        errcode: value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_string(),
+        message: value["error"].as_str().map(str::to_string).unwrap_or(text),
+        retry_after_ms: value["retry_after_ms"].as_u64(),
+    })
 }
 
 fn malformed(what: &str) -> HsError {

@@ -70,12 +70,23 @@ impl Bridge {
         let content = &event["content"];
         match event["type"].as_str().unwrap_or_default() {
             "m.room.member" => {
-                if let Some(name) = content["displayname"].as_str() {
-                    self.inner
-                        .names
-                        .lock()
-                        .await
-                        .insert(sender.to_string(), name.to_string());
+                let Some(name) = content["displayname"].as_str() else {
+                    return Ok(());
+                };
+                let previous = self
+                    .inner
+                    .names
+                    .lock()
+                    .await
+                    .insert(sender.to_string(), name.to_string());
+                if previous.as_deref() != Some(name) {
+                    let who = weft_chat::PostAs {
+                        kind: VIRTUAL_KIND.into(),
+                        external_id: sender.to_string(),
+                        display_name: name.to_string(),
+                        avatar_url: None,
+                    };
+                    self.chat().update_virtual_user(self.actor(), who).await?;
                 }
                 Ok(())
             }
@@ -167,8 +178,13 @@ impl Bridge {
         }
         let Some(incoming) = translate::incoming_text(content, |mxid| usernames.get(mxid).cloned())
         else {
+            if let Some(file) = translate::incoming_file(content) {
+                return self
+                    .apply_file(room_id, matrix_room, event_id, sender, content, file)
+                    .await;
+            }
             return Err(BridgeError::Config(format!(
-                "{} messages from Matrix are not bridged yet",
+                "{} messages from Matrix are not bridged",
                 content["msgtype"].as_str().unwrap_or("unknown")
             )));
         };
@@ -202,6 +218,55 @@ impl Bridge {
             ..NewPost::default()
         };
         let view = self.chat().post(self.actor(), room_id, post).await?;
+        self.record(event_id, matrix_room, "message", &view.message.id.to_hex())
+            .await
+    }
+
+    /// A file from Matrix: downloaded through authenticated media, stored in weft, posted as
+    /// the virtual user under the event id.
+    async fn apply_file(
+        &self,
+        room_id: Id,
+        matrix_room: &str,
+        event_id: &str,
+        sender: &str,
+        content: &Value,
+        file: translate::IncomingFile,
+    ) -> Result<(), BridgeError> {
+        let limit = self.chat().config().max_upload_bytes as u64;
+        if file.size.is_some_and(|s| s > limit) {
+            return Err(ChatError::TooLarge(format!(
+                "{} is larger than weft's limit of {limit} bytes",
+                file.name
+            ))
+            .into());
+        }
+        let bytes = self.hs().download(&file.url).await?;
+        let relates = &content["m.relates_to"];
+        let target = relates["event_id"]
+            .as_str()
+            .filter(|_| relates["rel_type"] == "m.thread");
+        let target = target.or(relates["m.in_reply_to"]["event_id"].as_str());
+        let parent = match target {
+            Some(t) => self.weft_message(t).await?,
+            None => None,
+        };
+        let post = NewPost {
+            text: file.caption.unwrap_or_default(),
+            parent_id: parent,
+            as_virtual: Some(self.post_as(sender).await),
+            external_ref: Some(event_id.to_string()),
+            ..NewPost::default()
+        };
+        let upload = weft_chat::Upload {
+            name: file.name,
+            content_type: file.content_type,
+            bytes: bytes.into(),
+        };
+        let view = self
+            .chat()
+            .upload_with(self.actor(), room_id, upload, post)
+            .await?;
         self.record(event_id, matrix_room, "message", &view.message.id.to_hex())
             .await
     }
@@ -385,7 +450,14 @@ impl Bridge {
             "power_level_content_override": { "users_default": 0, "events_default": 0, "invite": 0 },
         });
         let matrix_room_id = match self.hs().create_room(body).await {
-            Ok(id) => id,
+            Ok(id) => {
+                // `visibility` in createRoom is subject to the homeserver's publication
+                // rules; ask explicitly so the room shows in the directory.
+                if let Err(e) = self.hs().publish(&id).await {
+                    tracing::warn!(matrix_room_id = %id, error = %e, "could not list the room in the directory");
+                }
+                id
+            }
             // Another instance created it first: use theirs.
             Err(e) if e.errcode == "M_ROOM_IN_USE" => self.hs().resolve_alias(&alias).await?,
             Err(e) => return Err(e.into()),

@@ -129,6 +129,19 @@ impl Bridge {
     /// Starts the outbound sender (weft → Matrix) in the background.
     pub fn start(&self) {
         tokio::spawn(outbound::run(self.clone()));
+        // A ping makes the homeserver retry queued transactions now instead of after its
+        // back-off, which grows to minutes after a long outage.
+        let bridge = self.clone();
+        tokio::spawn(async move {
+            let txn = format!("startup-{}", weft_core::Id::generate());
+            if let Err(e) = bridge
+                .hs()
+                .ping(&bridge.config().registration.id, &txn)
+                .await
+            {
+                tracing::warn!(error = %e, "the homeserver did not answer the startup ping");
+            }
+        });
     }
 
     /// The AS endpoints, to merge into weft's HTTP application.

@@ -102,6 +102,20 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
         return Ok(()); // Came from Matrix: never echo it back.
     }
     let store = bridge.chat().store();
+    if let Event::UserUpdated { user_id } = &event.event {
+        // A rename reaches Matrix only for users who already have a puppet.
+        let Some(user) = store.user(*user_id).await? else {
+            return Ok(());
+        };
+        if store
+            .matrix_puppet(&bridge.ids().puppet(&user))
+            .await?
+            .is_some()
+        {
+            bridge.ensure_puppet(&user).await?;
+        }
+        return Ok(());
+    }
     let Some(room_id) = event.event.room_id() else {
         return Ok(());
     };
@@ -131,6 +145,18 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 .and_then(|r| r.uri.clone())
                 .unwrap_or_default();
             let permalink = format!("{}/{uri}?at={}", bridge.public_url(), view.message.id);
+            if !view.message.attachments.is_empty() {
+                return send_files(
+                    bridge,
+                    event,
+                    &view,
+                    matrix_room,
+                    &sender,
+                    thread_root.as_deref(),
+                    &permalink,
+                )
+                .await;
+            }
             let content = translate::message_content(
                 &view.message,
                 &pills,
@@ -270,6 +296,53 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
         }
         _ => Ok(()),
     }
+}
+
+/// Sends a message's files as `m.image`/`m.file`/… events, uploaded to the media repository
+/// as the author; the first event stands for the message.
+async fn send_files(
+    bridge: &Bridge,
+    event: &LoggedEvent,
+    view: &MessageView,
+    matrix_room: &str,
+    sender: &str,
+    thread_root: Option<&str>,
+    permalink: &str,
+) -> Result<(), BridgeError> {
+    let caption = translate::caption_of(&view.message.text);
+    for (index, attachment) in view.message.attachments.iter().enumerate() {
+        let file = bridge
+            .chat()
+            .download(bridge.actor(), attachment.file_id)
+            .await?;
+        let mxc = bridge
+            .hs()
+            .upload(
+                file.bytes.to_vec(),
+                &attachment.content_type,
+                &attachment.name,
+                sender,
+            )
+            .await?;
+        let content =
+            translate::file_content(attachment, &mxc, caption.as_deref(), thread_root, permalink);
+        let txn_id = format!("{}-{index}", txn(event));
+        let event_id = bridge
+            .hs()
+            .send(matrix_room, "m.room.message", &txn_id, &content, sender)
+            .await?;
+        if index == 0 {
+            record(
+                bridge,
+                &event_id,
+                matrix_room,
+                "message",
+                &view.message.id.to_hex(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The puppet that sends a message, registered and joined; `None` for authors weft does not

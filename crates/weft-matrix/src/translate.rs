@@ -94,6 +94,92 @@ pub fn message_content(
     content
 }
 
+/// The caption of a message that carries files: its text without the file links weft added.
+pub fn caption_of(text: &str) -> Option<String> {
+    let caption: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.contains("](/files/") && (l.starts_with('[') || l.starts_with("!["))))
+        .collect();
+    let caption = caption.join("\n");
+    (!caption.trim().is_empty()).then_some(caption)
+}
+
+/// The msgtype for a MIME type.
+pub fn file_msgtype(content_type: &str) -> &'static str {
+    match content_type.split('/').next() {
+        Some("image") => "m.image",
+        Some("video") => "m.video",
+        Some("audio") => "m.audio",
+        _ => "m.file",
+    }
+}
+
+/// The content of the event for one file of a weft message. With a caption, `body` holds
+/// the caption and `filename` the name (spec v1.10 media captions).
+pub fn file_content(
+    attachment: &weft_core::Attachment,
+    mxc: &str,
+    caption: Option<&str>,
+    thread_root: Option<&str>,
+    permalink: &str,
+) -> Value {
+    let mut content = json!({
+        "msgtype": file_msgtype(&attachment.content_type),
+        "body": caption.unwrap_or(&attachment.name),
+        "filename": attachment.name,
+        "url": mxc,
+        "info": { "mimetype": attachment.content_type, "size": attachment.size },
+        "external_url": permalink,
+    });
+    if let Some(root) = thread_root {
+        content["m.relates_to"] = json!({
+            "rel_type": "m.thread", "event_id": root, "is_falling_back": true, "m.in_reply_to": { "event_id": root },
+        });
+    }
+    content
+}
+
+/// An incoming file: where to get it and what to call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingFile {
+    /// `mxc://` URI.
+    pub url: String,
+    /// File name.
+    pub name: String,
+    /// MIME type (as the sender declared it).
+    pub content_type: String,
+    /// A caption, when `body` differs from the file name.
+    pub caption: Option<String>,
+    /// Declared size, if any.
+    pub size: Option<u64>,
+}
+
+/// Reads an `m.image`/`m.file`/`m.video`/`m.audio` content.
+pub fn incoming_file(content: &Value) -> Option<IncomingFile> {
+    let msgtype = content["msgtype"].as_str()?;
+    if !matches!(msgtype, "m.image" | "m.file" | "m.video" | "m.audio") {
+        return None;
+    }
+    let url = content["url"].as_str()?.to_string();
+    let body = content["body"].as_str().unwrap_or("file");
+    let (name, caption) = match content["filename"].as_str() {
+        Some(filename) if filename != body => (filename.to_string(), Some(body.to_string())),
+        Some(filename) => (filename.to_string(), None),
+        None => (body.to_string(), None),
+    };
+    let content_type = content["info"]["mimetype"]
+        .as_str()
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    Some(IncomingFile {
+        url,
+        name,
+        content_type,
+        caption,
+        size: content["info"]["size"].as_u64(),
+    })
+}
+
 /// The content of the `m.replace` event for an edit of `original`.
 pub fn edit_content(message: &Message, pills: &[Pill], original: &str) -> Value {
     let msgtype = if message.status { "m.emote" } else { "m.text" };
@@ -155,7 +241,6 @@ pub fn incoming_text(
     if !matches!(msgtype, "m.text" | "m.notice" | "m.emote") {
         return None;
     }
-    let mut text = body_source["body"].as_str()?.to_string();
     let thread_root = (relates["rel_type"] == "m.thread")
         .then(|| relates["event_id"].as_str().map(str::to_string))
         .flatten();
@@ -163,12 +248,21 @@ pub fn incoming_text(
         .as_str()
         .map(str::to_string);
     let falling_back = relates["is_falling_back"].as_bool().unwrap_or(false);
-    if in_reply_to.is_some() && !falling_back {
-        text = strip_reply_fallback(&text);
-    }
-    if let Some(html) = body_source["formatted_body"].as_str() {
-        text = mentions_from_pills(&text, html, &username_of);
-    }
+    let html = (body_source["format"] == "org.matrix.custom.html")
+        .then(|| body_source["formatted_body"].as_str())
+        .flatten();
+    let text = match html {
+        // The HTML is what the sender meant; the plain body is only a fallback.
+        Some(html) => html_to_markdown(&pills_to_names(html, &username_of)),
+        None => {
+            let body = body_source["body"].as_str()?;
+            if in_reply_to.is_some() && !falling_back {
+                strip_reply_fallback(body)
+            } else {
+                body.to_string()
+            }
+        }
+    };
     Some(IncomingText {
         text,
         status: msgtype == "m.emote",
@@ -203,35 +297,44 @@ pub fn pill_targets(html: &str) -> Vec<String> {
         .collect()
 }
 
-/// Turns pills to weft users (`<a href="https://matrix.to/#/@puppet">Name</a>`) into
-/// `@username` in the plain text, where the pill's text stands.
-fn mentions_from_pills(
-    text: &str,
-    html: &str,
-    username_of: &impl Fn(&str) -> Option<String>,
-) -> String {
-    let mut out = text.to_string();
+/// Replaces pills (`<a href="https://matrix.to/#/@id">Name</a>`) with `@username` for weft
+/// users and with the plain name for others, so the Markdown reads as people typed it.
+fn pills_to_names(html: &str, username_of: &impl Fn(&str) -> Option<String>) -> String {
+    const PILL: &str = "<a href=\"https://matrix.to/#/";
+    let mut out = String::with_capacity(html.len());
     let mut rest = html;
-    while let Some(i) = rest.find("href=\"https://matrix.to/#/") {
-        rest = &rest[i + "href=\"https://matrix.to/#/".len()..];
-        let Some(end) = rest.find('"') else { break };
-        let target = rest[..end].replace("%40", "@").replace("%3A", ":");
-        let Some(label_start) = rest.find('>').map(|s| s + 1) else {
+    while let Some(start) = rest.find(PILL) {
+        let after = &rest[start + PILL.len()..];
+        let (Some(quote), Some(close)) = (after.find('"'), after.find("</a>")) else {
             break;
         };
-        let Some(label_end) = rest[label_start..].find("</a>").map(|e| label_start + e) else {
+        let Some(label_start) = after[..close].find('>').map(|i| i + 1) else {
             break;
         };
-        let label = &rest[label_start..label_end];
-        if let Some(username) = username_of(&target) {
-            let mention = format!("@{username}");
-            if !label.is_empty() && out.contains(label) && !out.contains(&mention) {
-                out = out.replacen(label, &mention, 1);
-            }
+        let target = after[..quote].replace("%40", "@").replace("%3A", ":");
+        out.push_str(&rest[..start]);
+        match username_of(&target) {
+            Some(username) => out.push_str(&format!("@{username}")),
+            None => out.push_str(&after[label_start..close]),
         }
-        rest = &rest[label_end..];
+        rest = &after[close + "</a>".len()..];
     }
+    out.push_str(rest);
     out
+}
+
+/// Matrix HTML to weft's Markdown. The reply fallback (`<mx-reply>`) and anything that
+/// cannot be content (script, style) are dropped; weft renders and sanitises the result again.
+pub fn html_to_markdown(html: &str) -> String {
+    let converter = htmd::HtmlToMarkdown::builder()
+        .skip_tags(vec![
+            "mx-reply", "script", "style", "head", "iframe", "object",
+        ])
+        .build();
+    match converter.convert(html) {
+        Ok(markdown) => markdown.trim().to_string(),
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +392,18 @@ mod tests {
     }
 
     #[test]
+    fn formatted_bodies_become_markdown() {
+        let content = json!({
+            "msgtype": "m.text",
+            "body": "bold and code",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<mx-reply><blockquote>quoted</blockquote></mx-reply><strong>bold</strong> and <code>code</code> <a href=\"https://example.org\">x</a><script>alert(1)</script>",
+        });
+        let got = incoming_text(&content, |_| None).expect("text");
+        assert_eq!(got.text, "**bold** and `code` [x](https://example.org)");
+    }
+
+    #[test]
     fn emotes_threads_and_pills() {
         let content = json!({
             "msgtype": "m.emote",
@@ -304,6 +419,26 @@ mod tests {
         assert_eq!(got.text, "waves at @alice");
         assert!(got.status);
         assert_eq!(got.thread_root.as_deref(), Some("$root"));
+    }
+
+    #[test]
+    fn files_both_ways() {
+        assert_eq!(caption_of("![cat.png](/files/0123/cat.png)"), None);
+        assert_eq!(
+            caption_of("look\n![cat.png](/files/0123/cat.png)").as_deref(),
+            Some("look")
+        );
+        let got = incoming_file(&json!({ "msgtype": "m.image", "body": "so cute", "filename": "cat.png", "url": "mxc://s/x", "info": { "mimetype": "image/png", "size": 3 } }))
+            .expect("file");
+        assert_eq!(
+            (got.name.as_str(), got.caption.as_deref(), got.size),
+            ("cat.png", Some("so cute"), Some(3))
+        );
+        assert_eq!(
+            incoming_file(&json!({ "msgtype": "m.text", "body": "x" })),
+            None
+        );
+        assert_eq!(file_msgtype("application/pdf"), "m.file");
     }
 
     #[test]

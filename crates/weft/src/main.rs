@@ -302,7 +302,7 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
                 &weft_url,
                 &output,
             )?;
-            std::fs::write(&output, yaml)
+            write_private(&output, &yaml)
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!(
                 "wrote {}; give it to the homeserver (app_service_config_files) and add to weft's config:",
@@ -313,6 +313,21 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
         }
         MatrixCommand::Ping => ping(config).await,
     }
+}
+
+/// Writes a file only its owner may read (it holds secrets).
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its old mode on open: tighten it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
 }
 
 /// Checks weft → homeserver (the AS token) and homeserver → weft (the spec's ping), and
