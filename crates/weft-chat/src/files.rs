@@ -94,8 +94,9 @@ impl Chat {
             "application/octet-stream".to_string()
         };
         // Fail early (before storing bytes) if the caller may not post here.
-        let room = self.room(actor, room_id).await?;
-        self.poster(actor, &room, post.as_virtual.as_ref()).await?;
+        let (_, standing) = self.room_with_standing(actor, room_id).await?;
+        self.poster(actor, &standing, post.as_virtual.as_ref())
+            .await?;
         let file = StoredFile {
             id: Id::generate(),
             room_id,

@@ -2,8 +2,8 @@
 
 use weft_core::permission::{self, Standing};
 use weft_core::{
-    Attachment, Author, Event, Id, IssueRef, MessageMention, MessageView, Room, StoredFile,
-    validate,
+    Attachment, Author, Event, Id, IssueRef, Membership, Message, MessageMention, MessageView,
+    Profile, Room, StoredFile, validate,
 };
 use weft_store::{EditedText, MessagePage, NewMessage, PageAnchor};
 
@@ -72,7 +72,7 @@ impl Chat {
     pub(crate) async fn poster(
         &self,
         actor: &Actor,
-        room: &Room,
+        standing: &(Option<Membership>, bool),
         as_virtual: Option<&PostAs>,
     ) -> Result<Author> {
         let me = actor.require_user()?;
@@ -88,18 +88,18 @@ impl Chat {
                     "virtualUser needs type and externalId".into(),
                 ));
             }
-            // Bridges speak for people elsewhere in rooms they can see.
-            self.room(actor, room.id).await?;
+            // Bridges speak for people elsewhere in rooms they can read (checked by the
+            // caller); the virtual user's own id is settled when the post is written.
             return Ok(Author::Virtual(Id::generate()));
         }
-        let (membership, banned) = self.standing(actor, room.id).await?;
+        let (membership, banned) = standing;
         let s = Standing {
             user: Some(me),
             membership: membership.as_ref(),
-            banned,
+            banned: *banned,
         };
         if !permission::can_post(s) {
-            return Err(if banned {
+            return Err(if *banned {
                 ChatError::Forbidden("you are banned from this room".into())
             } else {
                 ChatError::Forbidden("join the room to post in it".into())
@@ -190,7 +190,7 @@ impl Chat {
 
     /// Posts a message.
     pub async fn post(&self, actor: &Actor, room_id: Id, post: NewPost) -> Result<MessageView> {
-        let room = self.room(actor, room_id).await?;
+        let (room, standing) = self.room_with_standing(actor, room_id).await?;
         let mut text = post.text;
         let mut status = post.status;
         if let Some(rest) = text.strip_prefix("/me ") {
@@ -198,7 +198,9 @@ impl Chat {
             status = true;
         }
         validate::message_text(&text)?;
-        let author = self.poster(actor, &room, post.as_virtual.as_ref()).await?;
+        let author = self
+            .poster(actor, &standing, post.as_virtual.as_ref())
+            .await?;
         let parent_id = match post.parent_id {
             Some(pid) => {
                 let parent = self
@@ -244,7 +246,6 @@ impl Chat {
         let files = post.files;
         let origin = actor.origin.clone();
         let as_virtual = post.as_virtual;
-        let message_id = new.id;
         let external_ref = new.external_ref.clone();
         if let Some(existing) = self
             .already_posted(actor, room_id, external_ref.as_deref())
@@ -257,6 +258,7 @@ impl Chat {
             .write(move |tx| {
                 Box::pin(async move {
                     let mut new = new;
+                    let mut virtual_user = None;
                     if let Some(v) = as_virtual {
                         let (vu, _) = tx
                             .upsert_virtual_user(
@@ -267,11 +269,12 @@ impl Chat {
                             )
                             .await?;
                         new.author = Author::Virtual(vu.id);
+                        virtual_user = Some(vu);
                     }
                     for file in &files {
                         tx.insert_file(file).await?;
                     }
-                    tx.insert_message(&new).await?;
+                    let seq = tx.insert_message(&new).await?;
                     tx.append(
                         &origin,
                         &Event::MessageCreated {
@@ -290,12 +293,22 @@ impl Chat {
                         )
                         .await?;
                     }
-                    Ok(())
+                    Ok((new, seq, virtual_user))
                 })
             })
             .await;
         match written {
-            Ok(()) => self.message(actor, room_id, message_id).await,
+            // Answer from what was written: a new message has no reactions or readers yet.
+            Ok((new, seq, virtual_user)) => {
+                let author = match virtual_user {
+                    Some(v) => Some(Profile::Virtual(v)),
+                    None => actor.user.clone().map(Profile::User),
+                };
+                Ok(MessageView {
+                    message: written_message(new, seq),
+                    author,
+                })
+            }
             // The same key raced in from elsewhere (another instance, a retried request).
             Err(weft_store::StoreError::Conflict(_)) if external_ref.is_some() => self
                 .already_posted(actor, room_id, external_ref.as_deref())
@@ -586,14 +599,14 @@ impl Chat {
         as_virtual: Option<PostAs>,
     ) -> Result<MessageView> {
         let emoji = resolve_emoji(emoji)?;
-        let room = self.room(actor, room_id).await?;
+        let (_, standing) = self.room_with_standing(actor, room_id).await?;
         let view = self.message(actor, room_id, message_id).await?;
         if view.message.deleted {
             return Err(ChatError::Invalid(
                 "a deleted message cannot be reacted to".into(),
             ));
         }
-        let author = self.poster(actor, &room, as_virtual.as_ref()).await?;
+        let author = self.poster(actor, &standing, as_virtual.as_ref()).await?;
         let origin = actor.origin.clone();
         self.store()
             .write(move |tx| {
@@ -723,6 +736,31 @@ impl Chat {
             who: Author::User(me),
         });
         Ok(())
+    }
+}
+
+/// The message a [`NewMessage`] became once stored under `seq`.
+fn written_message(new: NewMessage, seq: i64) -> Message {
+    Message {
+        id: new.id,
+        seq,
+        room_id: new.room_id,
+        author: new.author,
+        text: new.text,
+        html: new.html,
+        status: new.status,
+        parent_id: new.parent_id,
+        thread_count: 0,
+        sent: new.sent,
+        edited_at: None,
+        deleted: false,
+        mentions: new.mentions,
+        issues: new.issues,
+        urls: new.urls,
+        attachments: new.attachments,
+        version: 1,
+        reactions: Vec::new(),
+        read_by: 0,
     }
 }
 

@@ -66,6 +66,18 @@ impl Chat {
 
     /// A room the caller may read; private rooms they may not see are reported as not found.
     pub async fn room(&self, actor: &Actor, room_id: Id) -> Result<Room> {
+        self.room_with_standing(actor, room_id)
+            .await
+            .map(|(room, _)| room)
+    }
+
+    /// A room the caller may read, with their standing in it (so that callers who go on to
+    /// check posting rights need not look it up again).
+    pub(crate) async fn room_with_standing(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+    ) -> Result<(Room, (Option<Membership>, bool))> {
         let room = self
             .store()
             .room(room_id)
@@ -78,7 +90,7 @@ impl Chat {
             banned,
         };
         if permission::can_read(&room, s) {
-            Ok(room)
+            Ok((room, (membership, banned)))
         } else if banned {
             Err(ChatError::Forbidden("you are banned from this room".into()))
         } else {
