@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// Reads in the read run.
     #[arg(long, default_value_t = 2_000)]
     pub reads: usize,
+    /// 100-event Matrix transactions replayed to the bridge (no homeserver in the loop);
+    /// 0 skips the run.
+    #[arg(long, default_value_t = 50)]
+    pub matrix_transactions: usize,
 }
 
 struct Fixture {
@@ -99,6 +103,10 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     }
     .await;
     let _ = child.kill().await;
+    let result = match result {
+        Ok(()) if args.matrix_transactions > 0 => matrix_inbound(&args, &config, &dir).await,
+        other => other,
+    };
     if config.database_url.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -446,5 +454,123 @@ async fn reads(
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
+    Ok(())
+}
+
+/// Replays recorded-shape AS transactions (100 `m.room.message` events each, one in flight,
+/// as a homeserver sends them) to a weft whose bridge points at no homeserver, and checks
+/// that a replayed transaction adds nothing.
+async fn matrix_inbound(
+    args: &BenchArgs,
+    config: &Config,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let port = free_port()?;
+    let registration_path = dir.join("registration.yaml");
+    // Port 9 (discard) is closed on loopback: homeserver calls fail at once.
+    let homeserver = "http://127.0.0.1:9";
+    let (yaml, section) = weft_matrix::generate_registration(
+        "bench.test",
+        homeserver,
+        &format!("http://127.0.0.1:{port}"),
+        &registration_path,
+    )?;
+    std::fs::write(&registration_path, yaml)?;
+    let hs_token = weft_matrix::config::read_registration(&registration_path)?.hs_token;
+    let config_path = dir.join("weft-matrix.toml");
+    std::fs::write(&config_path, section)?;
+
+    let matrix_room = "!bench:bench.test";
+    let chat: Chat = crate::open(config).await?;
+    let system = Actor::system();
+    let group = chat
+        .create_group(&system, &format!("mx{}", Id::generate()), None)
+        .await?;
+    let room = chat
+        .create_room(
+            &system,
+            NewRoom {
+                group_id: group.id,
+                name: "bridged".into(),
+                topic: String::new(),
+                kind: RoomKind::Public,
+            },
+        )
+        .await?;
+    let mapped = weft_store::MatrixRoom {
+        room_id: room.id,
+        matrix_room_id: matrix_room.into(),
+        alias: "#bench:bench.test".into(),
+    };
+    chat.store()
+        .write(move |tx| Box::pin(async move { tx.insert_matrix_room(&mapped).await }))
+        .await?;
+    weft_store::close(chat.store().clone()).await;
+
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    cmd.arg("--data-dir").arg(&config.data_dir);
+    if let Some(url) = &config.database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let mut child = cmd
+        .env("WEFT_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await?;
+
+    let senders = 50;
+    let put = |txn: String, events: Vec<serde_json::Value>| {
+        let request = http
+            .put(format!("{base}/_matrix/app/v1/transactions/{txn}"))
+            .bearer_auth(&hs_token)
+            .json(&serde_json::json!({ "events": events }));
+        async move { request.send().await?.error_for_status().map(|_| ()) }
+    };
+    let members: Vec<_> = (0..senders)
+        .map(|i| serde_json::json!({
+            "type": "m.room.member", "state_key": format!("@u{i}:remote.test"), "sender": format!("@u{i}:remote.test"),
+            "room_id": matrix_room, "event_id": format!("$member{i}"), "content": { "membership": "join", "displayname": format!("User {i}") },
+        }))
+        .collect();
+    put("members".into(), members).await?;
+    let transaction = |t: usize| -> Vec<serde_json::Value> {
+        (0..100)
+            .map(|i| serde_json::json!({
+                "type": "m.room.message", "sender": format!("@u{}:remote.test", i % senders), "room_id": matrix_room,
+                "event_id": format!("$bench-{t}-{i}"), "origin_server_ts": 0,
+                "content": { "msgtype": "m.text", "body": format!("message {t}/{i} with **bold**") },
+            }))
+            .collect()
+    };
+    let started = Instant::now();
+    for t in 0..args.matrix_transactions {
+        put(format!("txn{t}"), transaction(t)).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let events = args.matrix_transactions * 100;
+    // The same events again under a new transaction id: already applied, nothing changes.
+    put("replayed".into(), transaction(0)).await?;
+    let _ = child.kill().await;
+    let store = weft_store::Store::open(&config.database_url()?).await?;
+    let stored = store.count_messages(room.id).await?;
+    weft_store::close(store).await;
+    println!(
+        "matrix inbound: {events} events in {} transactions applied in {secs:.2} s = {:.0} events/s; \
+         stored {stored} messages after a replay (expected {events})",
+        args.matrix_transactions,
+        events as f64 / secs
+    );
+    if stored != events as i64 {
+        bail!("the bridge stored {stored} messages for {events} events");
+    }
     Ok(())
 }
