@@ -117,18 +117,7 @@ impl Chat {
         }
         validate::short_text("virtual user name", &who.display_name, 256)?;
         self.store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    tx.upsert_virtual_user(
-                        &who.kind,
-                        &who.external_id,
-                        &who.display_name,
-                        who.avatar_url.as_deref(),
-                    )
-                    .await
-                    .map(|_| ())
-                })
-            })
+            .write(move |tx| Box::pin(async move { virtual_author(tx, &who).await.map(|_| ()) }))
             .await
             .map_err(from_write)
     }
@@ -260,14 +249,7 @@ impl Chat {
                     let mut new = new;
                     let mut virtual_user = None;
                     if let Some(v) = as_virtual {
-                        let (vu, _) = tx
-                            .upsert_virtual_user(
-                                &v.kind,
-                                &v.external_id,
-                                &v.display_name,
-                                v.avatar_url.as_deref(),
-                            )
-                            .await?;
+                        let vu = virtual_author(tx, &v).await?;
                         new.author = Author::Virtual(vu.id);
                         virtual_user = Some(vu);
                     }
@@ -613,14 +595,7 @@ impl Chat {
                 Box::pin(async move {
                     let mut reactor = author;
                     if let Some(v) = as_virtual {
-                        let (vu, _) = tx
-                            .upsert_virtual_user(
-                                &v.kind,
-                                &v.external_id,
-                                &v.display_name,
-                                v.avatar_url.as_deref(),
-                            )
-                            .await?;
+                        let vu = virtual_author(tx, &v).await?;
                         reactor = Author::Virtual(vu.id);
                     }
                     let emoji = emoji.clone();
@@ -737,6 +712,23 @@ impl Chat {
         });
         Ok(())
     }
+}
+
+/// The virtual user a bridge acts as, created or refreshed inside the write. A claim without
+/// a display name (a removal by id only) never blanks a known name.
+async fn virtual_author(
+    tx: &mut weft_store::WriteTx,
+    v: &PostAs,
+) -> weft_store::Result<weft_core::VirtualUser> {
+    let name = if v.display_name.trim().is_empty() {
+        None
+    } else {
+        Some(v.display_name.as_str())
+    };
+    let (vu, _) = tx
+        .upsert_virtual_user(&v.kind, &v.external_id, name, v.avatar_url.as_deref())
+        .await?;
+    Ok(vu)
 }
 
 /// The message a [`NewMessage`] became once stored under `seq`.

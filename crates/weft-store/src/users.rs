@@ -184,12 +184,13 @@ impl WriteTx {
     }
 
     /// Creates or refreshes the virtual user for `(kind, external_id)` and returns it with
-    /// whether anything changed.
+    /// whether anything changed. Without a display name, a known name is kept (and a new
+    /// virtual user is named after its external id).
     pub async fn upsert_virtual_user(
         &mut self,
         kind: &str,
         external_id: &str,
-        display_name: &str,
+        display_name: Option<&str>,
         avatar_url: Option<&str>,
     ) -> Result<(VirtualUser, bool)> {
         let existing = sqlx::query(
@@ -201,26 +202,30 @@ impl WriteTx {
         .await?;
         if let Some(row) = existing {
             let mut current = rows::virtual_user(&row)?;
-            if current.display_name == display_name && current.avatar_url.as_deref() == avatar_url {
+            let name = display_name.unwrap_or(&current.display_name).to_string();
+            let avatar = avatar_url
+                .map(str::to_string)
+                .or_else(|| current.avatar_url.clone());
+            if current.display_name == name && current.avatar_url == avatar {
                 return Ok((current, false));
             }
             sqlx::query(
                 "UPDATE virtual_users SET display_name = $2, avatar_url = $3 WHERE id = $1",
             )
             .bind(current.id.to_hex())
-            .bind(display_name)
-            .bind(avatar_url.map(str::to_string))
+            .bind(&name)
+            .bind(avatar.clone())
             .execute(&mut *self.conn)
             .await?;
-            current.display_name = display_name.to_string();
-            current.avatar_url = avatar_url.map(str::to_string);
+            current.display_name = name;
+            current.avatar_url = avatar;
             return Ok((current, true));
         }
         let created = VirtualUser {
             id: Id::generate(),
             kind: kind.to_string(),
             external_id: external_id.to_string(),
-            display_name: display_name.to_string(),
+            display_name: display_name.unwrap_or(external_id).to_string(),
             avatar_url: avatar_url.map(str::to_string),
         };
         sqlx::query(
@@ -229,7 +234,7 @@ impl WriteTx {
         .bind(created.id.to_hex())
         .bind(kind)
         .bind(external_id)
-        .bind(display_name)
+        .bind(&created.display_name)
         .bind(avatar_url.map(str::to_string))
         .execute(&mut *self.conn)
         .await?;

@@ -942,3 +942,48 @@ async fn only_bridge_tokens_post_as_virtual_users() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// Regression: a bridge taking back a virtual user's reaction names them by id only
+/// (`?virtualType=&virtualExternalId=`); that used to blank the virtual user's display name.
+#[tokio::test]
+async fn removing_a_virtual_reaction_keeps_the_virtual_users_name() {
+    let (server, alice, _bob, room) = room_with_two().await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    server.join(&bridge, "acme/general").await;
+    let carol = json!({ "type": "matrix", "externalId": "@carol:example.org", "displayName": "Carol (Matrix)" });
+    let (_, m) = server
+        .post(
+            Some(&bridge.token),
+            &messages_path(room),
+            json!({ "text": "hi", "virtualUser": carol }),
+        )
+        .await;
+    let reactions = format!("{}/{}/reactions", messages_path(room), id_of(&m));
+    let (status, body) = server
+        .post(
+            Some(&bridge.token),
+            &reactions,
+            json!({ "emoji": "👍", "virtualUser": carol }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["count"], 1, "{body}");
+    let (status, body) = server
+        .delete(
+            Some(&bridge.token),
+            &format!("{reactions}/👍?virtualType=matrix&virtualExternalId=@carol:example.org"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([]), "the reaction is gone");
+    let (_, again) = server
+        .get(
+            Some(&alice.token),
+            &format!("{}/{}", messages_path(room), id_of(&m)),
+        )
+        .await;
+    assert_eq!(
+        again["virtualUser"]["displayName"], "Carol (Matrix)",
+        "{again}"
+    );
+}

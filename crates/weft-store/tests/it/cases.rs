@@ -635,14 +635,20 @@ pub async fn one_to_one_rooms_are_unique_per_pair(store: &Store) {
 pub async fn virtual_users_are_upserted(store: &Store) {
     let (first, changed) = store
         .write(|tx| {
-            Box::pin(async move { tx.upsert_virtual_user("matrix", "@al:hs", "Al", None).await })
+            Box::pin(async move {
+                tx.upsert_virtual_user("matrix", "@al:hs", Some("Al"), None)
+                    .await
+            })
         })
         .await
         .expect("insert");
     assert!(changed);
     let (same, changed) = store
         .write(|tx| {
-            Box::pin(async move { tx.upsert_virtual_user("matrix", "@al:hs", "Al", None).await })
+            Box::pin(async move {
+                tx.upsert_virtual_user("matrix", "@al:hs", Some("Al"), None)
+                    .await
+            })
         })
         .await
         .expect("again");
@@ -650,7 +656,7 @@ pub async fn virtual_users_are_upserted(store: &Store) {
     let (renamed, changed) = store
         .write(|tx| {
             Box::pin(async move {
-                tx.upsert_virtual_user("matrix", "@al:hs", "Alan", Some("mxc://a"))
+                tx.upsert_virtual_user("matrix", "@al:hs", Some("Alan"), Some("mxc://a"))
                     .await
             })
         })
@@ -668,6 +674,21 @@ pub async fn virtual_users_are_upserted(store: &Store) {
             .expect("exists")
             .display_name,
         "Alan"
+    );
+    // A claim by id only (a removal) keeps the known name and avatar.
+    let (kept, changed) = store
+        .write(|tx| {
+            Box::pin(async move { tx.upsert_virtual_user("matrix", "@al:hs", None, None).await })
+        })
+        .await
+        .expect("nameless");
+    assert_eq!(
+        (
+            kept.display_name.as_str(),
+            kept.avatar_url.as_deref(),
+            changed
+        ),
+        ("Alan", Some("mxc://a"), false)
     );
 }
 
