@@ -354,6 +354,7 @@
         if (r.oneToOne || !r.url) continue;
         const li = el('li');
         li.dataset.roomId = r.id;
+        if (r.favourite) li.dataset.favourite = 'true';
         const a = el('a', null, r.name);
         a.href = r.url;
         li.append(a);
@@ -613,6 +614,7 @@
 
   async function openThread(parentId) {
     if (!threadPanel) return;
+    closeMembers(false);
     threadPanel.hidden = false;
     threadPanel.dataset.parent = parentId;
     document.body.classList.add('thread-open');
@@ -794,6 +796,181 @@
       submit(threadCompose, parent());
     });
     composerKeys(threadCompose, parent);
+  }
+
+  // ---- Members ---------------------------------------------------------------------------
+
+  const membersPanel = $('#members');
+  const membersToggle = $('#members-toggle');
+  const memberList = $('#member-list');
+  const membersMore = $('#members-more');
+  const MEMBER_PAGE = 30;
+  let memberSkip = 0;
+
+  function roleLabel(role) {
+    if (role === 'admin') return 'Admin';
+    if (role === 'moderator') return 'Moderator';
+    return '';
+  }
+
+  // One person in a member list: avatar, name, @username and a badge (role or network).
+  function personItem(name, username, badgeText, virtual) {
+    const li = el('li', 'person');
+    li.dataset.username = username;
+    const avatar = el('div', 'avatar', initial(name));
+    avatar.style.setProperty('--hue', String(hue(username)));
+    avatar.setAttribute('aria-hidden', 'true');
+    const who = el('span', 'who');
+    who.append(el('span', 'author', name), ' ', el('span', 'username', (virtual ? '' : '@') + username));
+    if (badgeText) who.append(' ', el('span', 'badge', badgeText));
+    li.append(avatar, who);
+    return li;
+  }
+
+  async function loadMembers() {
+    if (!memberList) return;
+    membersMore.disabled = true;
+    try {
+      const users = await api('GET', roomPath + '/users?limit=' + MEMBER_PAGE + '&skip=' + memberSkip);
+      for (const u of users) {
+        if ($('li[data-user-id="' + CSS.escape(u.id) + '"]', memberList)) continue;
+        const li = personItem(u.displayName || u.username, u.username, roleLabel(u.role), false);
+        li.dataset.userId = u.id;
+        li.dataset.role = u.role || 'member';
+        memberList.append(li);
+      }
+      memberSkip += users.length;
+      membersMore.hidden = users.length < MEMBER_PAGE;
+    } catch (e) {
+      showError('Could not list the members: ' + e.message);
+    } finally {
+      membersMore.disabled = false;
+    }
+  }
+
+  // People from Matrix have no membership here: they are the virtual users whose messages
+  // are in the room, shown with their network's badge.
+  function renderMatrixPeople() {
+    const box = $('#matrix-people');
+    const people = $('#matrix-list');
+    if (!box || !people) return;
+    const seen = new Map();
+    for (const li of $$('.msg', list)) {
+      const b = $('.meta .badge', li);
+      if (!b || !li.dataset.author || seen.has(li.dataset.author)) continue;
+      seen.set(li.dataset.author, {
+        name: $('.author', li).textContent,
+        username: $('.username', li).textContent,
+        badge: b.textContent,
+      });
+    }
+    people.replaceChildren();
+    for (const [id, p] of seen) {
+      const li = personItem(p.name, p.username, p.badge, true);
+      li.dataset.virtualId = id;
+      people.append(li);
+    }
+    box.hidden = seen.size === 0;
+  }
+
+  function openMembers() {
+    if (!membersPanel) return;
+    if (threadPanel && !threadPanel.hidden) closeThread();
+    membersPanel.hidden = false;
+    document.body.classList.add('members-open');
+    membersToggle.setAttribute('aria-expanded', 'true');
+    memberSkip = 0;
+    memberList.replaceChildren();
+    loadMembers();
+    renderMatrixPeople();
+    $('#members-close').focus();
+  }
+
+  function closeMembers(focusToggle) {
+    if (!membersPanel || membersPanel.hidden) return;
+    membersPanel.hidden = true;
+    document.body.classList.remove('members-open');
+    membersToggle.setAttribute('aria-expanded', 'false');
+    if (focusToggle) membersToggle.focus();
+  }
+
+  if (membersPanel && membersToggle) {
+    membersToggle.addEventListener('click', () => {
+      if (membersPanel.hidden) openMembers();
+      else closeMembers(true);
+    });
+    $('#members-close').addEventListener('click', () => closeMembers(true));
+    membersMore.addEventListener('click', loadMembers);
+    document.addEventListener('keydown', (e) => {
+      if (e.key !== 'Escape' || membersPanel.hidden || e.defaultPrevented) return;
+      if ($('dialog[open]') || $('.picker')) return;
+      if (!membersPanel.contains(e.target) && e.target.closest('input, textarea')) return;
+      closeMembers(true);
+    });
+    new MutationObserver(() => {
+      if (!membersPanel.hidden) renderMatrixPeople();
+    }).observe(list, { childList: true });
+  }
+
+  // ---- Favourite -------------------------------------------------------------------------
+
+  const star = $('#favourite');
+  function setStar(on) {
+    star.setAttribute('aria-pressed', String(on));
+    star.textContent = on ? '★' : '☆';
+    star.title = on ? 'Remove from favourites' : 'Add to favourites';
+  }
+  if (star && me) {
+    setStar(star.getAttribute('aria-pressed') === 'true');
+    star.addEventListener('click', async () => {
+      const on = star.getAttribute('aria-pressed') !== 'true';
+      star.disabled = true;
+      try {
+        await api('PUT', '/user/' + me.id + '/rooms/' + page.roomId, { favourite: on });
+        setStar(on);
+        await refreshRooms();
+      } catch (e) {
+        showError('Could not change the favourite: ' + e.message);
+      } finally {
+        star.disabled = false;
+      }
+    });
+  }
+
+  // ---- Room settings (admins) ------------------------------------------------------------
+
+  const settingsButton = $('#room-settings');
+  const settingsDialog = $('#settings-dialog');
+  if (settingsButton && settingsDialog) {
+    const form = $('#settings-form');
+    settingsButton.addEventListener('click', () => {
+      settingsDialog.showModal();
+      $('#settings-name').focus();
+    });
+    $('#settings-cancel').addEventListener('click', () => settingsDialog.close());
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const save = $('#settings-save');
+      const body = {
+        name: $('#settings-name').value.trim(),
+        topic: $('#settings-topic').value,
+        noindex: $('#settings-noindex').checked,
+      };
+      const security = $('input[name="security"]:checked', form);
+      if (security && !security.disabled) body.security = security.value;
+      save.disabled = true;
+      try {
+        const room = await api('PUT', roomPath, body);
+        if (body.name) $('#room-name').textContent = body.name;
+        $('#room-topic').textContent = typeof room.topic === 'string' ? room.topic : body.topic;
+        settingsDialog.close();
+        settingsButton.focus();
+      } catch (err) {
+        showError('Could not save the settings: ' + err.message);
+      } finally {
+        save.disabled = false;
+      }
+    });
   }
 
   // ---- Joining and leaving ---------------------------------------------------------------

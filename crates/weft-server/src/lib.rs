@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub rate_limit_per_minute: u32,
     /// How often streams send a heartbeat.
     pub heartbeat: Duration,
+    /// The Matrix homeserver's name when the bridge is configured, so that pages can link
+    /// rooms on `matrix.to`.
+    pub matrix_server_name: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +42,7 @@ impl Default for ServerConfig {
         ServerConfig {
             rate_limit_per_minute: 1200,
             heartbeat: Duration::from_secs(30),
+            matrix_server_name: None,
         }
     }
 }

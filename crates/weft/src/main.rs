@@ -385,6 +385,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let chat = open(&config).await?;
     let server_config = ServerConfig {
         rate_limit_per_minute: config.rate_limit_per_minute,
+        matrix_server_name: config.matrix.as_ref().map(|m| m.server_name.clone()),
         ..ServerConfig::default()
     };
     let state = AppState::new(chat.clone(), server_config);

@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use weft_chat::{ChatError, MessageQuery};
-use weft_core::{Id, Room, RoomKind};
+use weft_core::{Id, Role, Room, RoomKind};
 
 use super::html::{self, Head, esc};
 use super::{not_found, page, viewer};
@@ -180,6 +180,13 @@ pub async fn room_page(
         None => None,
     };
     let base = format!("/{}", html::path(&uri));
+    let is_admin = membership.as_ref().is_some_and(|m| m.role == Role::Admin)
+        || actor.user.as_ref().is_some_and(|u| u.site_admin);
+    let matrix_server = state
+        .config
+        .matrix_server_name
+        .as_deref()
+        .filter(|_| room.kind != RoomKind::OneToOne);
 
     let mut content = String::with_capacity(64 * 1024);
     content.push_str("<div class=\"layout\">");
@@ -193,9 +200,14 @@ pub async fn room_page(
                 let current = s.room.id == room.id;
                 let _ = write!(
                     content,
-                    "<li data-room-id=\"{id}\"{cur}><a href=\"/{path}\"{aria}>{name}</a>{mentions}{unread}</li>",
+                    "<li data-room-id=\"{id}\"{cur}{fav}><a href=\"/{path}\"{aria}>{name}</a>{mentions}{unread}</li>",
                     id = s.room.id,
                     cur = if current { " class=\"current\"" } else { "" },
+                    fav = if s.membership.favourite {
+                        " data-favourite=\"true\""
+                    } else {
+                        ""
+                    },
                     aria = if current {
                         " aria-current=\"page\""
                     } else {
@@ -223,8 +235,22 @@ pub async fn room_page(
         "<main id=\"main\" class=\"room\"><header class=\"room-head\">{toggle}\
          <div class=\"room-title\"><h1 id=\"room-name\">{name}</h1><span class=\"room-uri\">{uri}</span>\
          <p class=\"topic\" id=\"room-topic\">{topic}</p></div>\
-         <div class=\"room-actions\"><span class=\"members\"><span id=\"member-count\">{count}</span> members</span> \
-         <a href=\"{base}/archives\">Archives</a>",
+         <div class=\"room-actions\">{star}<button type=\"button\" class=\"link members\" id=\"members-toggle\" \
+         aria-controls=\"members\" aria-expanded=\"false\"><span id=\"member-count\">{count}</span> members</button> \
+         <a href=\"{base}/archives\">Archives</a>{settings}",
+        star = match &membership {
+            Some(m) => format!(
+                "<button type=\"button\" class=\"star\" id=\"favourite\" aria-pressed=\"{on}\" title=\"Favourite\" aria-label=\"Favourite\">{glyph}</button>",
+                on = m.favourite,
+                glyph = if m.favourite { "★" } else { "☆" },
+            ),
+            None => String::new(),
+        },
+        settings = if is_admin {
+            " <button type=\"button\" id=\"room-settings\" class=\"secondary\">Settings</button>"
+        } else {
+            ""
+        },
         toggle = if actor.user.is_some() {
             "<button type=\"button\" class=\"menu-toggle\" id=\"menu-toggle\" aria-controls=\"sidebar\" aria-expanded=\"false\" title=\"Your rooms\">☰</button>"
         } else {
@@ -294,7 +320,12 @@ pub async fn room_page(
              <textarea id=\"thread-compose\" rows=\"1\" placeholder=\"Reply in thread\"></textarea><button type=\"submit\">Reply</button></form>",
         );
     }
-    content.push_str("</aside></div>");
+    content.push_str("</aside>");
+    members_panel(&mut content, &uri, matrix_server);
+    if is_admin {
+        settings_dialog(&mut content, &room);
+    }
+    content.push_str("</div>");
     let data = json!({
         "roomId": room.id,
         "uri": uri,
@@ -307,6 +338,10 @@ pub async fn room_page(
         "atEnd": at_end,
         "hasOlder": has_older,
         "highlight": highlight,
+        "favourite": membership.as_ref().is_some_and(|m| m.favourite),
+        "role": membership.as_ref().map(|m| m.role.as_str()),
+        "admin": is_admin,
+        "matrixServer": matrix_server,
     });
     content.push_str(&html::json_block("weft-page", &data));
 
@@ -316,6 +351,62 @@ pub async fn room_page(
     head.script = true;
     head.body_class = "room-page";
     page(StatusCode::OK, html::layout(&head, &actor, &content))
+}
+
+/// The member list, filled by the script: members by page, people from Matrix seen in the
+/// room's messages, and where the bridge runs, the room's address on `matrix.to`.
+fn members_panel(out: &mut String, uri: &str, matrix_server: Option<&str>) {
+    let _ = write!(
+        out,
+        "<aside class=\"side-panel members-panel\" id=\"members\" hidden aria-label=\"Members\"{attr}>\
+         <header><h2>Members</h2><button type=\"button\" id=\"members-close\" class=\"link\" title=\"Close the member list\">✕</button></header>\
+         <div class=\"panel-body\"><ul class=\"member-list\" id=\"member-list\"></ul>\
+         <button type=\"button\" id=\"members-more\" class=\"link\" hidden>Load more</button>\
+         <section id=\"matrix-people\" hidden><h3>People from Matrix</h3><ul class=\"member-list\" id=\"matrix-list\"></ul></section>",
+        attr = match matrix_server {
+            Some(server) => format!(" data-matrix-server=\"{}\"", esc(server)),
+            None => String::new(),
+        },
+    );
+    if let Some(server) = matrix_server {
+        let alias = format!("#{}:{server}", uri.to_lowercase().replace('/', "_"));
+        let _ = write!(
+            out,
+            "<p class=\"matrix-join\"><a id=\"matrix-link\" href=\"https://matrix.to/#/{href}\" rel=\"noopener noreferrer\">Join from Matrix</a> \
+             <span class=\"alias\">{alias}</span></p>",
+            href = esc(&alias),
+            alias = esc(&alias),
+        );
+    }
+    out.push_str("</div></aside>");
+}
+
+/// The room settings form for admins, sent by the script to `PUT /v1/rooms/:id`.
+fn settings_dialog(out: &mut String, room: &Room) {
+    let public = room.kind == RoomKind::Public;
+    let _ = write!(
+        out,
+        "<dialog id=\"settings-dialog\" aria-labelledby=\"settings-title\"><form id=\"settings-form\" method=\"dialog\">\
+         <h2 id=\"settings-title\">Room settings</h2>\
+         <label for=\"settings-name\">Name</label><input id=\"settings-name\" name=\"name\" value=\"{name}\" maxlength=\"200\">\
+         <label for=\"settings-topic\">Topic</label><textarea id=\"settings-topic\" name=\"topic\" rows=\"3\">{topic}</textarea>\
+         <fieldset{disabled}><legend>Who can read</legend>\
+         <label><input type=\"radio\" name=\"security\" value=\"PUBLIC\"{public}> Public: anyone, signed in or not</label>\
+         <label><input type=\"radio\" name=\"security\" value=\"PRIVATE\"{private}> Private: members only</label></fieldset>\
+         <label><input type=\"checkbox\" id=\"settings-noindex\" name=\"noindex\"{noindex}> Hide the archives from search engines</label>\
+         <div class=\"dialog-buttons\"><button type=\"button\" id=\"settings-cancel\" class=\"secondary\">Cancel</button>\
+         <button type=\"submit\" id=\"settings-save\">Save</button></div></form></dialog>",
+        name = esc(&room.name),
+        topic = esc(&room.topic),
+        disabled = if room.kind == RoomKind::OneToOne {
+            " disabled"
+        } else {
+            ""
+        },
+        public = if public { " checked" } else { "" },
+        private = if public { "" } else { " checked" },
+        noindex = if room.noindex { " checked" } else { "" },
+    );
 }
 
 /// A 500 page; the details go to the log only.

@@ -210,3 +210,57 @@ async fn a_session_cookie_reads_but_changes_only_with_the_apps_header() {
         .await;
     assert_eq!(status, 401, "the session's token is revoked");
 }
+
+#[tokio::test]
+async fn the_member_list_links_matrix_to_only_where_the_bridge_runs() {
+    let bridged = TestServer::start_with(
+        weft_chat::ChatConfig::default(),
+        weft_server::ServerConfig {
+            matrix_server_name: Some("chat.example.org".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let owner = bridged.user("owner").await;
+    bridged.room(&owner, "Rust/General", RoomKind::Public).await;
+    let (status, page) = html(&bridged, "/Rust/General", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("href=\"https://matrix.to/#/#rust_general:chat.example.org\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("data-matrix-server=\"chat.example.org\""),
+        "{page}"
+    );
+    assert!(page.contains("id=\"member-list\""), "{page}");
+
+    let plain = TestServer::start().await;
+    let owner = plain.user("owner").await;
+    plain.room(&owner, "rust/general", RoomKind::Public).await;
+    let (status, page) = html(&plain, "/rust/general", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"member-list\""), "{page}");
+    assert!(!page.contains("matrix.to"), "{page}");
+    assert!(!page.contains("data-matrix-server"), "{page}");
+}
+
+#[tokio::test]
+async fn room_settings_and_the_star_are_rendered_only_for_who_may_use_them() {
+    let server = TestServer::start().await;
+    let owner = server.user("owner").await;
+    let member = server.user("member").await;
+    server.room(&owner, "rust/general", RoomKind::Public).await;
+    server.join(&member, "rust/general").await;
+    let (_, page) = html(&server, "/rust/general", Some(&owner.token)).await;
+    assert!(page.contains("id=\"room-settings\""), "{page}");
+    assert!(page.contains("id=\"settings-dialog\""), "{page}");
+    assert!(page.contains("id=\"favourite\""), "{page}");
+    let (_, page) = html(&server, "/rust/general", Some(&member.token)).await;
+    assert!(!page.contains("room-settings"), "{page}");
+    assert!(!page.contains("settings-dialog"), "{page}");
+    assert!(page.contains("id=\"favourite\""), "{page}");
+    let (_, page) = html(&server, "/rust/general", None).await;
+    assert!(!page.contains("id=\"favourite\""), "{page}");
+    assert!(!page.contains("room-settings"), "{page}");
+}

@@ -1,0 +1,165 @@
+// The people side of a room in a real browser: the member list (pages, roles, people from
+// Matrix), favourites, and the room settings that only admins see.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Weft, launchBrowser, newPage, shot, signIn } from './support.mjs';
+
+let weft;
+let browser;
+let owner;
+let alice;
+let roomId;
+let otherId;
+
+before(async () => {
+  weft = await Weft.start();
+  owner = weft.user('owner', { displayName: 'Olive Owner' });
+  alice = weft.user('alice', { displayName: 'Alice Liddell' });
+  const group = await weft.api(owner, 'POST', '/groups', { uri: 'acme', name: 'Acme' });
+  const room = await weft.api(owner, 'POST', `/groups/${group.id}/rooms`, { name: 'lobby', topic: 'Say hello' });
+  roomId = room.id;
+  otherId = weft.room('acme/zoo');
+  await weft.join(alice, 'acme/lobby');
+  await weft.join(alice, 'acme/zoo');
+  // 32 more members: the list shows 30 at first.
+  for (let i = 0; i < 32; i++) {
+    const u = weft.user(`member${String(i).padStart(2, '0')}`);
+    await weft.join(u, 'acme/lobby');
+  }
+  const bridge = weft.user('bridge');
+  bridge.token = weft.cli('token', 'create', 'bridge', '--bridge', '--label', 'matrix bridge');
+  await weft.post(bridge, roomId, 'hi from matrix', {
+    virtualUser: { type: 'matrix', externalId: '@carl:example.org', displayName: 'Carl on Matrix' },
+  });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (weft) await weft.stop();
+});
+
+test('the member list pages with "load more", shows roles and people from Matrix', async () => {
+  const page = await newPage(browser, weft, { viewport: { width: 1280, height: 800 } });
+  await signIn(page, alice, '/acme/lobby');
+  await page.waitForSelector('body[data-live="true"]');
+  assert.equal(await page.locator('#members').isHidden(), true);
+  await page.click('#members-toggle');
+  assert.equal(await page.getAttribute('#members-toggle', 'aria-expanded'), 'true');
+  await page.waitForFunction(() => document.querySelectorAll('#member-list .person').length === 30);
+  await page.locator('#members-more').waitFor({ state: 'visible' });
+  const aliceItem = page.locator('#member-list .person', { hasText: 'Alice Liddell' });
+  assert.equal(await aliceItem.locator('.username').textContent(), '@alice');
+  assert.equal(await aliceItem.locator('.badge').count(), 0, 'plain members get no badge');
+  await page.click('#members-more');
+  await page.waitForFunction(() => document.querySelectorAll('#member-list .person').length === 34);
+  await page.locator('#members-more').waitFor({ state: 'hidden' });
+  const ownerItem = page.locator('#member-list .person', { hasText: 'Olive Owner' });
+  assert.equal(await ownerItem.locator('.badge').textContent(), 'Admin');
+  assert.equal(await ownerItem.locator('.username').textContent(), '@owner');
+
+  const carl = page.locator('#matrix-list .person', { hasText: 'Carl on Matrix' });
+  await carl.waitFor();
+  assert.equal(await carl.locator('.badge').textContent(), 'Matrix');
+  assert.equal(await carl.locator('.username').textContent(), '@carl:example.org');
+  // Without a bridge configured there is no Matrix address to join from.
+  assert.equal(await page.locator('#matrix-link').count(), 0);
+  assert.equal(await page.locator('#members[data-matrix-server]').count(), 0);
+
+  // A new Matrix voice appears while the list is open.
+  const bridge = { token: weft.cli('token', 'create', 'bridge', '--bridge', '--label', 'second') };
+  await weft.post(bridge, roomId, 'dana says hi', {
+    virtualUser: { type: 'matrix', externalId: '@dana:example.org', displayName: 'Dana <b>M</b>' },
+  });
+  const dana = page.locator('#matrix-list .person', { hasText: 'Dana <b>M</b>' });
+  await dana.waitFor();
+  assert.equal(await page.locator('#matrix-list b').count(), 0, 'names are text, not markup');
+  await shot(page, 'room-members.png');
+
+  await page.keyboard.press('Escape');
+  await page.locator('#members').waitFor({ state: 'hidden' });
+  assert.equal(await page.getAttribute('#members-toggle', 'aria-expanded'), 'false');
+  assert.deepEqual(page.errors, []);
+  assert.deepEqual(page.foreign, []);
+  await page.context().close();
+});
+
+test('visitors see the member list too', async () => {
+  const page = await newPage(browser, weft);
+  await page.goto('/acme/lobby');
+  await page.click('#members-toggle');
+  await page.locator('#member-list .person', { hasText: 'Alice Liddell' }).waitFor();
+  assert.equal(await page.locator('#favourite').count(), 0, 'no star for visitors');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('the star makes a room a favourite, listed first', async () => {
+  const page = await newPage(browser, weft, { viewport: { width: 1280, height: 800 } });
+  await signIn(page, alice, '/acme/zoo');
+  await page.waitForSelector('body[data-live="true"]');
+  const names = () => page.locator('#room-list li a').allTextContents();
+  assert.deepEqual(await names(), ['acme/lobby', 'acme/zoo']);
+  assert.equal(await page.getAttribute('#favourite', 'aria-pressed'), 'false');
+  await page.click('#favourite');
+  await page.waitForSelector('#favourite[aria-pressed="true"]');
+  await page.waitForSelector('#room-list li[data-favourite] a >> text=acme/zoo');
+  assert.deepEqual(await names(), ['acme/zoo', 'acme/lobby']);
+  const rooms = await weft.api(alice, 'GET', '/rooms');
+  assert.equal(rooms.find((r) => r.id === otherId).favourite, 1);
+
+  // Server-rendered the same way after a reload, then off again.
+  await page.reload();
+  assert.equal(await page.getAttribute('#favourite', 'aria-pressed'), 'true');
+  assert.equal(await page.locator('#room-list li').first().getAttribute('data-favourite'), 'true');
+  await page.click('#favourite');
+  await page.waitForSelector('#favourite[aria-pressed="false"]');
+  await page.waitForFunction(() => !document.querySelector('#room-list li[data-favourite]'));
+  assert.deepEqual(await names(), ['acme/lobby', 'acme/zoo']);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('room settings: admins change topic, name, privacy and noindex; others see no button', async () => {
+  const member = await newPage(browser, weft);
+  await signIn(member, alice, '/acme/lobby');
+  assert.equal(await member.locator('#room-settings').count(), 0);
+  assert.equal(await member.locator('#settings-dialog').count(), 0);
+
+  const page = await newPage(browser, weft, { viewport: { width: 1280, height: 800 } });
+  await signIn(page, owner, '/acme/lobby');
+  await page.waitForSelector('body[data-live="true"]');
+  await member.waitForSelector('body[data-live="true"]');
+  await page.click('#room-settings');
+  await page.locator('#settings-dialog[open]').waitFor();
+  assert.equal(await page.inputValue('#settings-topic'), 'Say hello');
+  await page.fill('#settings-name', 'The <Lobby>');
+  await page.fill('#settings-topic', 'New topic <img src=x onerror=alert(1)>');
+  await page.check('input[name="security"][value="PRIVATE"]');
+  await page.check('#settings-noindex');
+  await shot(page, 'room-settings.png');
+  await page.click('#settings-save');
+  await page.locator('#settings-dialog').waitFor({ state: 'hidden' });
+  assert.equal(await page.textContent('#room-name'), 'The <Lobby>');
+  assert.equal(await page.textContent('#room-topic'), 'New topic <img src=x onerror=alert(1)>');
+  // The other member's page follows live.
+  await member.locator('#room-topic', { hasText: 'New topic' }).waitFor();
+
+  const room = await weft.api(owner, 'GET', `/rooms/${roomId}`);
+  assert.equal(room.topic, 'New topic <img src=x onerror=alert(1)>');
+  assert.equal(room.security, 'PRIVATE');
+  assert.equal(room.noindex, true);
+  const visitor = await fetch(weft.base + '/acme/lobby', { headers: { Accept: 'text/html' } });
+  assert.equal(visitor.status, 404, 'private now');
+
+  // Esc closes the dialog without saving.
+  await page.click('#room-settings');
+  await page.fill('#settings-topic', 'not saved');
+  await page.keyboard.press('Escape');
+  await page.locator('#settings-dialog').waitFor({ state: 'hidden' });
+  assert.equal((await weft.api(owner, 'GET', `/rooms/${roomId}`)).topic, 'New topic <img src=x onerror=alert(1)>');
+  assert.deepEqual(page.errors, []);
+  assert.deepEqual(member.errors, []);
+  await page.context().close();
+  await member.context().close();
+});
