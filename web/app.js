@@ -657,6 +657,152 @@
     });
   }
 
+  // ---- Typeahead: :emoji: and @mentions ---------------------------------------------------
+
+  // Common shortcodes (GitHub's names); picking one inserts the emoji itself.
+  const EMOJI = [
+    ['+1', '👍'], ['-1', '👎'], ['smile', '😄'], ['smiley', '😃'], ['grin', '😁'], ['laughing', '😆'],
+    ['joy', '😂'], ['rofl', '🤣'], ['wink', '😉'], ['blush', '😊'], ['innocent', '😇'], ['heart_eyes', '😍'],
+    ['kissing_heart', '😘'], ['yum', '😋'], ['stuck_out_tongue', '😛'], ['thinking', '🤔'], ['neutral_face', '😐'],
+    ['expressionless', '😑'], ['unamused', '😒'], ['roll_eyes', '🙄'], ['grimacing', '😬'], ['relieved', '😌'],
+    ['pensive', '😔'], ['sleepy', '😪'], ['sleeping', '😴'], ['mask', '😷'], ['nerd_face', '🤓'],
+    ['sunglasses', '😎'], ['confused', '😕'], ['worried', '😟'], ['slightly_frowning_face', '🙁'],
+    ['open_mouth', '😮'], ['astonished', '😲'], ['flushed', '😳'], ['pleading_face', '🥺'], ['cry', '😢'],
+    ['sob', '😭'], ['scream', '😱'], ['sweat_smile', '😅'], ['sweat', '😓'], ['rage', '😡'], ['angry', '😠'],
+    ['skull', '💀'], ['poop', '💩'], ['clown_face', '🤡'], ['ghost', '👻'], ['robot', '🤖'], ['wave', '👋'],
+    ['ok_hand', '👌'], ['v', '✌️'], ['crossed_fingers', '🤞'], ['point_up', '☝️'], ['point_right', '👉'],
+    ['clap', '👏'], ['raised_hands', '🙌'], ['pray', '🙏'], ['muscle', '💪'], ['handshake', '🤝'],
+    ['eyes', '👀'], ['brain', '🧠'], ['heart', '❤️'], ['broken_heart', '💔'], ['sparkling_heart', '💖'],
+    ['100', '💯'], ['boom', '💥'], ['fire', '🔥'], ['sparkles', '✨'], ['star', '⭐'], ['zap', '⚡'],
+    ['tada', '🎉'], ['confetti_ball', '🎊'], ['gift', '🎁'], ['trophy', '🏆'], ['rocket', '🚀'],
+    ['bug', '🐛'], ['beetle', '🪲'], ['crab', '🦀'], ['snake', '🐍'], ['whale', '🐳'], ['cat', '🐱'],
+    ['dog', '🐶'], ['coffee', '☕'], ['beer', '🍺'], ['pizza', '🍕'], ['cake', '🍰'], ['hourglass', '⌛'],
+    ['warning', '⚠️'], ['x', '❌'], ['white_check_mark', '✅'], ['heavy_check_mark', '✔️'],
+    ['question', '❓'], ['exclamation', '❗'], ['bulb', '💡'], ['memo', '📝'], ['books', '📚'],
+    ['link', '🔗'], ['lock', '🔒'], ['key', '🔑'], ['hammer', '🔨'], ['wrench', '🔧'], ['gear', '⚙️'],
+    ['package', '📦'], ['computer', '💻'], ['keyboard', '⌨️'], ['chart_with_upwards_trend', '📈'],
+    ['calendar', '📅'], ['construction', '🚧'], ['rotating_light', '🚨'], ['sos', '🆘'], ['see_no_evil', '🙈'],
+    ['shrug', '🤷'], ['facepalm', '🤦'], ['party', '🥳'], ['hugs', '🤗'], ['sun', '☀️'], ['rainbow', '🌈'],
+  ];
+
+  let typeaheadSeq = 0;
+
+  function attachTypeahead(area) {
+    const box = el('ul', 'typeahead');
+    box.id = area.id + '-typeahead';
+    box.setAttribute('role', 'listbox');
+    box.hidden = true;
+    area.parentElement.append(box);
+    area.setAttribute('aria-autocomplete', 'list');
+    area.setAttribute('aria-controls', box.id);
+    let items = [];
+    let active = 0;
+    let token = null; // { start, end } of the text being completed
+
+    function close() {
+      box.hidden = true;
+      box.replaceChildren();
+      items = [];
+      token = null;
+      area.removeAttribute('aria-activedescendant');
+      area.setAttribute('aria-expanded', 'false');
+    }
+
+    function highlight(i) {
+      active = (i + items.length) % items.length;
+      $$('li', box).forEach((li, n) => li.setAttribute('aria-selected', String(n === active)));
+      const current = box.children[active];
+      area.setAttribute('aria-activedescendant', current.id);
+      current.scrollIntoView({ block: 'nearest' });
+    }
+
+    function show(list, at) {
+      if (!list.length) {
+        close();
+        return;
+      }
+      token = at;
+      items = list;
+      box.replaceChildren();
+      list.forEach((item, n) => {
+        const li = el('li', 'option');
+        li.id = box.id + '-' + n;
+        li.setAttribute('role', 'option');
+        li.dataset.insert = item.insert;
+        li.append(el('span', 'label', item.label));
+        if (item.detail) li.append(' ', el('span', 'detail', item.detail));
+        li.addEventListener('mousedown', (e) => {
+          e.preventDefault();
+          accept(n);
+        });
+        box.append(li);
+      });
+      box.hidden = false;
+      area.setAttribute('aria-expanded', 'true');
+      highlight(0);
+    }
+
+    function accept(n) {
+      const item = items[n];
+      if (!item || !token) return;
+      const before = area.value.slice(0, token.start);
+      const after = area.value.slice(token.end);
+      const text = item.insert + (after.startsWith(' ') ? '' : ' ');
+      area.value = before + text + after;
+      const caret = before.length + text.length;
+      area.setSelectionRange(caret, caret);
+      close();
+      area.focus();
+    }
+
+    async function update() {
+      const caret = area.selectionStart;
+      if (caret !== area.selectionEnd) return close();
+      const head = area.value.slice(0, caret);
+      const match = /(^|\s)([:@])([\w+\-.]*)$/u.exec(head);
+      if (!match) return close();
+      const [, , sigil, word] = match;
+      const at = { start: caret - word.length - 1, end: caret };
+      if (sigil === ':') {
+        if (word.length < 2) return close();
+        const q = word.toLowerCase();
+        const starts = EMOJI.filter(([name]) => name.startsWith(q));
+        const contains = EMOJI.filter(([name]) => !name.startsWith(q) && name.includes(q));
+        show(starts.concat(contains).slice(0, 8).map(([name, emoji]) => ({
+          label: emoji, detail: ':' + name + ':', insert: emoji,
+        })), at);
+        return;
+      }
+      const seq = ++typeaheadSeq;
+      try {
+        const users = await api('GET', roomPath + '/users?limit=8&q=' + encodeURIComponent(word));
+        if (seq !== typeaheadSeq) return; // a newer query is under way
+        show(users.filter((u) => !me || u.id !== me.id).map((u) => ({
+          label: u.displayName || u.username, detail: '@' + u.username, insert: '@' + u.username,
+        })), at);
+      } catch (e) {
+        close();
+      }
+    }
+
+    area.addEventListener('input', update);
+    area.addEventListener('blur', () => setTimeout(close, 100));
+    // Registered before the composer's own keys, so Enter picks rather than sends.
+    area.addEventListener('keydown', (e) => {
+      if (box.hidden || !items.length) return;
+      let handled = true;
+      if (e.key === 'ArrowDown') highlight(active + 1);
+      else if (e.key === 'ArrowUp') highlight(active - 1);
+      else if ((e.key === 'Enter' && !e.shiftKey) || e.key === 'Tab') accept(active);
+      else if (e.key === 'Escape') close();
+      else handled = false;
+      if (handled) {
+        e.preventDefault();
+        e.stopImmediatePropagation();
+      }
+    });
+  }
+
   // ---- Composing -------------------------------------------------------------------------
 
   let editing = null;
@@ -757,6 +903,7 @@
       e.preventDefault();
       submit(compose, null);
     });
+    attachTypeahead(compose);
     composerKeys(compose, () => null);
     compose.addEventListener('paste', (e) => {
       const files = Array.from((e.clipboardData && e.clipboardData.files) || []);
@@ -795,6 +942,7 @@
       e.preventDefault();
       submit(threadCompose, parent());
     });
+    attachTypeahead(threadCompose);
     composerKeys(threadCompose, parent);
   }
 

@@ -163,3 +163,58 @@ test('room settings: admins change topic, name, privacy and noindex; others see 
   await page.context().close();
   await member.context().close();
 });
+
+test('typeahead completes :emoji: and @mentions from the keyboard', async () => {
+  const page = await newPage(browser, weft, { viewport: { width: 1280, height: 800 } });
+  await signIn(page, alice, '/acme/lobby');
+  await page.waitForSelector('body[data-live="true"]');
+  const box = page.locator('#compose-typeahead');
+  const options = box.locator('[role="option"]');
+
+  await page.type('#compose', 'hello :tad');
+  await box.waitFor({ state: 'visible' });
+  assert.equal(await page.getAttribute('#compose', 'aria-expanded'), 'true');
+  assert.equal(await options.first().locator('.detail').textContent(), ':tada:');
+  await page.press('#compose', 'Enter');
+  assert.equal(await page.inputValue('#compose'), 'hello 🎉 ');
+  await box.waitFor({ state: 'hidden' });
+
+  // Arrows move, Tab picks.
+  await page.type('#compose', ':smi');
+  await box.waitFor({ state: 'visible' });
+  assert.deepEqual((await options.locator('.detail').allTextContents()).slice(0, 2), [':smile:', ':smiley:']);
+  await page.press('#compose', 'ArrowDown');
+  assert.equal(await options.nth(1).getAttribute('aria-selected'), 'true');
+  await page.press('#compose', 'Tab');
+  assert.equal(await page.inputValue('#compose'), 'hello 🎉 😃 ');
+
+  // Esc closes the list and keeps the text.
+  await page.type('#compose', ':roc');
+  await box.waitFor({ state: 'visible' });
+  await page.press('#compose', 'Escape');
+  await box.waitFor({ state: 'hidden' });
+  assert.equal(await page.inputValue('#compose'), 'hello 🎉 😃 :roc');
+
+  // @mentions come from the room's members.
+  await page.fill('#compose', '');
+  await page.type('#compose', 'ping @member0');
+  await options.nth(7).waitFor();
+  await shot(page, 'room-typeahead.png');
+  assert.equal(await options.first().locator('.detail').textContent(), '@member00');
+  await page.press('#compose', 'ArrowDown');
+  await page.press('#compose', 'ArrowDown');
+  await page.press('#compose', 'ArrowUp');
+  await page.press('#compose', 'Enter');
+  assert.equal(await page.inputValue('#compose'), 'ping @member01 ');
+  await page.type('#compose', 'and @Oli');
+  await page.locator('#compose-typeahead [role="option"]', { hasText: 'Olive Owner' }).waitFor();
+  await page.press('#compose', 'Tab');
+  assert.equal(await page.inputValue('#compose'), 'ping @member01 and @owner ');
+  await page.press('#compose', 'Enter');
+  await page.locator('#messages .msg', { hasText: 'ping @member01 and @owner' }).waitFor();
+  const [sent] = await weft.api(alice, 'GET', `/rooms/${roomId}/chatMessages?limit=1`);
+  assert.deepEqual(sent.mentions.map((m) => m.screenName).sort(), ['member01', 'owner']);
+  assert.ok(sent.mentions.every((m) => m.userId), 'both mentions resolve to users');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
