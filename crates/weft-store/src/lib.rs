@@ -169,6 +169,29 @@ impl Store {
         self.writer.note_remote_commit(seq);
     }
 
+    /// Holds a named lease for the life of this process, so that a singleton job (the Matrix
+    /// bridge's outbound sender) runs on one instance at a time. On PostgreSQL this waits for a
+    /// session advisory lock on a dedicated connection (released when the process or its
+    /// connection dies, so another instance takes over); SQLite serves one process, which
+    /// always holds it. Returns once the lease is held.
+    pub async fn hold_lease(&self, name: &str) -> Result<Lease> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Lease { _conn: None });
+        }
+        let key = lease_key(name);
+        let mut conn = self.read.acquire().await?.detach();
+        loop {
+            let row = sqlx::query("SELECT CAST(CASE WHEN pg_try_advisory_lock($1) THEN 1 ELSE 0 END AS BIGINT) AS held")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await?;
+            if sqlx::Row::try_get::<i64, _>(&row, "held")? == 1 {
+                return Ok(Lease { _conn: Some(conn) });
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.read
     }
@@ -218,7 +241,23 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Waits for the store's writer to finish queued writes, for orderly shutdown.
+/// A held lease (see [`Store::hold_lease`]); dropping it gives the lease up.
+pub struct Lease {
+    _conn: Option<sqlx::AnyConnection>,
+}
+
+/// A stable 63-bit key for a lease name.
+fn lease_key(name: &str) -> i64 {
+    // FNV-1a: stable across builds and processes, unlike the std hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash >> 1) as i64
+}
+
+/// Waits for the store's to finish queued writes, for orderly shutdown.
 pub async fn close(store: Store) {
     store.writer.close().await;
     store.read.close().await;

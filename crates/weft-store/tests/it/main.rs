@@ -148,3 +148,60 @@ async fn postgres_commits_wake_other_instances() {
     weft_store::close(second).await;
     guard.finish(first).await;
 }
+
+/// PostgreSQL only: a lease is held by one instance at a time and passes on when given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_leases_are_exclusive() {
+    let (first, guard) = postgres().await;
+    let url = match &guard {
+        Guard::Database { admin_url, name } => {
+            format!(
+                "{}/{name}",
+                admin_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(admin_url)
+            )
+        }
+        Guard::Dir(_) => unreachable!("postgres() returns a database"),
+    };
+    let second = Store::open(&url).await.expect("second instance opens");
+    let lease = first
+        .hold_lease("outbound")
+        .await
+        .expect("first takes the lease");
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        second.hold_lease("outbound"),
+    )
+    .await;
+    assert!(
+        waiting.is_err(),
+        "the second instance must wait while the first holds the lease"
+    );
+    drop(lease);
+    let taken = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        second.hold_lease("outbound"),
+    )
+    .await;
+    assert!(
+        matches!(taken, Ok(Ok(_))),
+        "the lease passes on once given up"
+    );
+    weft_store::close(second).await;
+    guard.finish(first).await;
+}
+
+/// SQLite serves one process: the lease is always at hand.
+#[tokio::test]
+async fn sqlite_leases_are_immediate() {
+    let (store, guard) = sqlite().await;
+    let lease = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        store.hold_lease("outbound"),
+    )
+    .await;
+    assert!(matches!(lease, Ok(Ok(_))));
+    guard.finish(store).await;
+}
