@@ -16,6 +16,17 @@ const BATCH: i64 = 200;
 
 pub(crate) async fn run(bridge: Bridge) {
     let store = bridge.chat().store().clone();
+    // One sender across all instances sharing the database: two would send every change twice
+    // (under different transaction ids' timing) and race on the cursor.
+    let _lease = loop {
+        match store.hold_lease("matrix-outbound").await {
+            Ok(lease) => break lease,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take the Matrix sender lease; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
     let mut committed = store.committed();
     // First start: begin at the present; history is not replayed into Matrix.
     let mut cursor = loop {
