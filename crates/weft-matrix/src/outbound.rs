@@ -16,8 +16,8 @@ const BATCH: i64 = 200;
 
 pub(crate) async fn run(bridge: Bridge) {
     let store = bridge.chat().store().clone();
-    // One sender across all instances sharing the database: two would send every change twice
-    // (under different transaction ids' timing) and race on the cursor.
+    // One sender across all instances sharing the database: two would race on the cursor and
+    // upload every file twice, and the homeserver's transaction-id dedupe only lasts so long.
     let _lease = loop {
         match store.hold_lease("matrix-outbound").await {
             Ok(lease) => break lease,
