@@ -351,12 +351,13 @@
       const rooms = await api('GET', '/rooms');
       roomList.replaceChildren();
       for (const r of rooms) {
-        if (r.oneToOne || !r.url) continue;
+        if (!r.oneToOne && !r.url) continue;
         const li = el('li');
         li.dataset.roomId = r.id;
         if (r.favourite) li.dataset.favourite = 'true';
-        const a = el('a', null, r.name);
-        a.href = r.url;
+        if (r.oneToOne) li.dataset.oneToOne = 'true';
+        const a = el('a', null, r.oneToOne ? (r.user && r.user.displayName) || r.name : r.name);
+        a.href = r.oneToOne ? '/-/dm/' + encodeURIComponent(r.id) : r.url;
         li.append(a);
         if (r.id === page.roomId) {
           li.className = 'current';
@@ -984,6 +985,13 @@
         if ($('li[data-user-id="' + CSS.escape(u.id) + '"]', memberList)) continue;
         const li = personItem(u.displayName || u.username, u.username, roleLabel(u.role), false);
         li.dataset.userId = u.id;
+        if (me && u.id !== me.id) {
+          // Signed-in people open a one-to-one chat by clicking someone.
+          const open = button('person-open', '', 'Chat one to one with ' + (u.displayName || u.username));
+          open.append(...Array.from(li.childNodes));
+          open.dataset.username = u.username;
+          li.append(open);
+        }
         li.dataset.role = u.role || 'member';
         memberList.append(li);
       }
@@ -1049,6 +1057,18 @@
     });
     $('#members-close').addEventListener('click', () => closeMembers(true));
     membersMore.addEventListener('click', loadMembers);
+    memberList.addEventListener('click', async (e) => {
+      const open = e.target.closest('.person-open');
+      if (!open) return;
+      open.disabled = true;
+      try {
+        const room = await api('POST', '/rooms', { uri: open.dataset.username });
+        location.assign('/-/dm/' + encodeURIComponent(room.id));
+      } catch (err) {
+        open.disabled = false;
+        showError('Could not open the chat: ' + err.message);
+      }
+    });
     document.addEventListener('keydown', (e) => {
       if (e.key !== 'Escape' || membersPanel.hidden || e.defaultPrevented) return;
       if ($('dialog[open]') || $('.picker')) return;

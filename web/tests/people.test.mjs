@@ -218,3 +218,55 @@ test('typeahead completes :emoji: and @mentions from the keyboard', async () => 
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('clicking a member opens a one-to-one chat that only the two of them can see', async () => {
+  const page = await newPage(browser, weft, { viewport: { width: 1280, height: 800 } });
+  await signIn(page, alice, '/acme/lobby');
+  await page.waitForSelector('body[data-live="true"]');
+  await page.click('#members-toggle');
+  const open = page.locator('#member-list .person-open[data-username="member00"]');
+  await open.waitFor();
+  assert.equal(await page.locator('#member-list .person-open[data-username="alice"]').count(), 0, 'not with oneself');
+  await Promise.all([page.waitForURL(/\/-\/dm\/[0-9a-f]+$/), open.click()]);
+  const dmPath = new URL(page.url()).pathname;
+  const dmId = dmPath.split('/').pop();
+  await page.waitForSelector('body[data-live="true"]');
+  assert.equal(await page.textContent('#room-name'), 'member00');
+  assert.equal(await page.textContent('.room-head .room-uri'), '@member00');
+  assert.equal(await page.locator('.room-actions a', { hasText: 'Archives' }).count(), 0);
+  assert.equal(await page.locator('#leave').count(), 0);
+  const item = page.locator(`#room-list li[data-room-id="${dmId}"]`);
+  await item.waitFor();
+  assert.equal(await item.getAttribute('data-one-to-one'), 'true');
+  assert.equal(await item.locator('a').textContent(), 'member00');
+  assert.equal(await item.locator('a').getAttribute('href'), dmPath);
+
+  await page.fill('#compose', 'hello, just between us');
+  await page.press('#compose', 'Enter');
+  await page.locator('#messages .msg', { hasText: 'hello, just between us' }).waitFor();
+  const member00 = { token: weft.tokens.get('member00') };
+  const [last] = await weft.api(member00, 'GET', `/rooms/${dmId}/chatMessages?limit=1`);
+  assert.equal(last.text, 'hello, just between us');
+  await weft.post(member00, dmId, 'hi alice, private reply');
+  await page.locator('#messages .msg', { hasText: 'hi alice, private reply' }).waitFor();
+  await shot(page, 'room-one-to-one.png');
+
+  // Server-rendered in the menu of other rooms too.
+  await page.goto('/acme/zoo');
+  assert.equal(await page.locator(`#room-list li[data-room-id="${dmId}"] a`).getAttribute('href'), dmPath);
+
+  // Nobody else: not visitors, not other signed-in people, not by a made-up id.
+  const visitor = await fetch(weft.base + dmPath, { headers: { Accept: 'text/html' } });
+  assert.equal(visitor.status, 404);
+  const other = await newPage(browser, weft);
+  await signIn(other, owner, '/');
+  const response = await other.goto(dmPath);
+  assert.equal(response.status(), 404);
+  assert.equal(await other.locator('#messages').count(), 0);
+  assert.equal((await other.goto('/-/dm/not-an-id')).status(), 404);
+  assert.equal((await other.goto(`/-/dm/${roomId}`)).status(), 404, 'a normal room is not a one-to-one');
+  assert.deepEqual(page.errors, []);
+  assert.deepEqual(other.errors, []);
+  await other.context().close();
+  await page.context().close();
+});

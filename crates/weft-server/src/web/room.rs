@@ -125,6 +125,85 @@ pub async fn room_page(
         }
         Err(e) => return server_error(&actor, e),
     };
+    let address = Address {
+        base: format!("/{}", html::path(&uri)),
+        label: uri.clone(),
+        name: room.name.clone(),
+        uri,
+    };
+    show_room(&state, actor, room, address, query).await
+}
+
+/// `/-/dm/{room_id}`: a one-to-one room, which has no URI. Only its two members may see it;
+/// anyone else gets the same "not found" as for a room that does not exist.
+pub async fn one_to_one_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+    Query(query): Query<RoomQuery>,
+) -> Response {
+    let actor = viewer(&state, &headers).await;
+    let (Some(user), Ok(room_id)) = (&actor.user, room_id.parse::<Id>()) else {
+        return not_found(&actor, &headers);
+    };
+    let room = match state.chat.room(&actor, room_id).await {
+        Ok(room) if room.kind == RoomKind::OneToOne => room,
+        Ok(_) | Err(ChatError::NotFound(_) | ChatError::Forbidden(_)) => {
+            return not_found(&actor, &headers);
+        }
+        Err(e) => return server_error(&actor, e),
+    };
+    match state.chat.store().membership(room.id, user.id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(&actor, &headers),
+        Err(e) => return server_error(&actor, e.into()),
+    }
+    let other = match state.chat.members(&actor, room.id, "", 2, 0).await {
+        Ok(members) => members
+            .into_iter()
+            .map(|(u, _)| u)
+            .find(|u| u.id != user.id),
+        Err(e) => return server_error(&actor, e),
+    };
+    let (label, name) = match &other {
+        Some(o) => (format!("@{}", o.username), o.display_name.clone()),
+        None => (String::new(), room.name.clone()),
+    };
+    let address = Address {
+        base: format!("/-/dm/{}", room.id),
+        uri: label.clone(),
+        label,
+        name,
+    };
+    show_room(&state, actor, room, address, query).await
+}
+
+/// How a room page names and addresses its room: `community/room`, or the other person of a
+/// one-to-one room.
+struct Address {
+    /// The page's path, for permalinks.
+    base: String,
+    /// What the header shows under the name.
+    label: String,
+    /// The room's name (the other person's, one to one).
+    name: String,
+    /// The room URI (joining uses it).
+    uri: String,
+}
+
+async fn show_room(
+    state: &AppState,
+    actor: weft_chat::Actor,
+    room: Room,
+    address: Address,
+    query: RoomQuery,
+) -> Response {
+    let Address {
+        base,
+        label,
+        name: room_name,
+        uri,
+    } = address;
     let at: Option<Id> = query.at.as_deref().and_then(|a| a.parse().ok());
     // The event log position before loading: the feed resumes from here, so a message
     // committed while the page renders arrives over the WebSocket instead of going missing.
@@ -179,9 +258,10 @@ pub async fn room_page(
             .flatten(),
         None => None,
     };
-    let base = format!("/{}", html::path(&uri));
-    let is_admin = membership.as_ref().is_some_and(|m| m.role == Role::Admin)
-        || actor.user.as_ref().is_some_and(|u| u.site_admin);
+    let one_to_one = room.kind == RoomKind::OneToOne;
+    let is_admin = !one_to_one
+        && (membership.as_ref().is_some_and(|m| m.role == Role::Admin)
+            || actor.user.as_ref().is_some_and(|u| u.site_admin));
     let matrix_server = state
         .config
         .matrix_server_name
@@ -196,11 +276,17 @@ pub async fn room_page(
         );
         if let Ok(mine) = state.chat.rooms_of(&actor, user.id).await {
             for s in &mine {
-                let Some(r_uri) = &s.room.uri else { continue };
+                let (href, r_label) = match (&s.room.uri, &s.other_user) {
+                    (Some(r_uri), _) => (format!("/{}", html::path(r_uri)), r_uri.clone()),
+                    (None, Some(other)) => {
+                        (format!("/-/dm/{}", s.room.id), other.display_name.clone())
+                    }
+                    (None, None) => continue,
+                };
                 let current = s.room.id == room.id;
                 let _ = write!(
                     content,
-                    "<li data-room-id=\"{id}\"{cur}{fav}><a href=\"/{path}\"{aria}>{name}</a>{mentions}{unread}</li>",
+                    "<li data-room-id=\"{id}\"{cur}{fav}{dm}><a href=\"{path}\"{aria}>{name}</a>{mentions}{unread}</li>",
                     id = s.room.id,
                     cur = if current { " class=\"current\"" } else { "" },
                     fav = if s.membership.favourite {
@@ -213,8 +299,13 @@ pub async fn room_page(
                     } else {
                         ""
                     },
-                    path = esc(&html::path(r_uri)),
-                    name = esc(r_uri),
+                    dm = if s.other_user.is_some() {
+                        " data-one-to-one=\"true\""
+                    } else {
+                        ""
+                    },
+                    path = esc(&href),
+                    name = esc(&r_label),
                     mentions = if s.mentions > 0 && !current {
                         format!("<span class=\"mentions\">@{}</span>", s.mentions)
                     } else {
@@ -236,8 +327,13 @@ pub async fn room_page(
          <div class=\"room-title\"><h1 id=\"room-name\">{name}</h1><span class=\"room-uri\">{uri}</span>\
          <p class=\"topic\" id=\"room-topic\">{topic}</p></div>\
          <div class=\"room-actions\">{star}<button type=\"button\" class=\"link members\" id=\"members-toggle\" \
-         aria-controls=\"members\" aria-expanded=\"false\"><span id=\"member-count\">{count}</span> members</button> \
-         <a href=\"{base}/archives\">Archives</a>{settings}",
+         aria-controls=\"members\" aria-expanded=\"false\"><span id=\"member-count\">{count}</span> members</button>\
+         {archives}{settings}",
+        archives = if one_to_one {
+            String::new()
+        } else {
+            format!(" <a href=\"{}/archives\">Archives</a>", esc(&base))
+        },
         star = match &membership {
             Some(m) => format!(
                 "<button type=\"button\" class=\"star\" id=\"favourite\" aria-pressed=\"{on}\" title=\"Favourite\" aria-label=\"Favourite\">{glyph}</button>",
@@ -256,11 +352,10 @@ pub async fn room_page(
         } else {
             ""
         },
-        name = esc(&room.name),
-        uri = esc(&uri),
+        name = esc(&room_name),
+        uri = esc(&label),
         topic = esc(&room.topic),
         count = room.member_count,
-        base = esc(&base),
     );
     if actor.user.is_some() && membership.is_some() && room.kind != RoomKind::OneToOne {
         content
@@ -345,7 +440,7 @@ pub async fn room_page(
     });
     content.push_str(&html::json_block("weft-page", &data));
 
-    let mut head = Head::new(format!("{} ({uri})", room.name));
+    let mut head = Head::new(format!("{room_name} ({label})"));
     head.description = (!room.topic.is_empty()).then(|| room.topic.clone());
     head.noindex = room.noindex || room.kind != RoomKind::Public;
     head.script = true;

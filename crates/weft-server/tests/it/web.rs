@@ -264,3 +264,41 @@ async fn room_settings_and_the_star_are_rendered_only_for_who_may_use_them() {
     assert!(!page.contains("id=\"favourite\""), "{page}");
     assert!(!page.contains("room-settings"), "{page}");
 }
+
+#[tokio::test]
+async fn a_one_to_one_page_is_found_only_by_its_two_members() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let (status, room) = server
+        .post(Some(&alice.token), "/v1/rooms", json!({ "uri": "bob" }))
+        .await;
+    assert_eq!(status, 200, "{room}");
+    let id = room["id"].as_str().expect("room id").to_string();
+    let path = format!("/-/dm/{id}");
+    server.say(&bob, id.parse().expect("id"), "psst").await;
+
+    let (status, page) = html(&server, &path, Some(&alice.token)).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("psst"), "{page}");
+    assert!(
+        page.contains("<span class=\"room-uri\">@bob</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<meta name=\"robots\" content=\"noindex\">"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<a href=\"{path}\" aria-current=\"page\">")),
+        "the menu lists it: {page}"
+    );
+    let (status, _) = html(&server, &path, Some(&bob.token)).await;
+    assert_eq!(status, 200);
+    let (status, page) = html(&server, &path, Some(&carol.token)).await;
+    assert_eq!(status, 404);
+    assert!(!page.contains("psst"), "{page}");
+    let (status, _) = html(&server, &path, None).await;
+    assert_eq!(status, 404);
+}
