@@ -509,6 +509,7 @@
       case 'users': {
         const count = $('#member-count');
         if (count) count.textContent = String(Math.max(0, (parseInt(count.textContent, 10) || 0) + (frame.operation === 'create' ? 1 : -1)));
+        if (membersPanel && !membersPanel.hidden) reloadMembers();
         break;
       }
       case 'room':
@@ -976,6 +977,13 @@
     return li;
   }
 
+  // Someone joined or left while the list is open: list it again from the top.
+  function reloadMembers() {
+    memberSkip = 0;
+    memberList.replaceChildren();
+    loadMembers();
+  }
+
   async function loadMembers() {
     if (!memberList) return;
     membersMore.disabled = true;
@@ -1035,9 +1043,7 @@
     membersPanel.hidden = false;
     document.body.classList.add('members-open');
     membersToggle.setAttribute('aria-expanded', 'true');
-    memberSkip = 0;
-    memberList.replaceChildren();
-    loadMembers();
+    reloadMembers();
     renderMatrixPeople();
     $('#members-close').focus();
   }

@@ -90,6 +90,14 @@ test('visitors see the member list too', async () => {
   await page.click('#members-toggle');
   await page.locator('#member-list .person', { hasText: 'Alice Liddell' }).waitFor();
   assert.equal(await page.locator('#favourite').count(), 0, 'no star for visitors');
+  assert.equal(await page.locator('#member-list .person-open').count(), 0, 'visitors cannot open chats');
+  // Someone joining while the list is open shows up in it.
+  const count = Number(await page.textContent('#member-count'));
+  await page.waitForSelector('body[data-live="true"]');
+  const newcomer = weft.user('aaron', { displayName: 'Aaron Newcomer' });
+  await weft.join(newcomer, 'acme/lobby');
+  await page.locator('#member-list .person', { hasText: 'Aaron Newcomer' }).waitFor();
+  assert.equal(Number(await page.textContent('#member-count')), count + 1);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

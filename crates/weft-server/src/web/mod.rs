@@ -90,7 +90,7 @@ async fn app_css() -> Response {
 async fn robots() -> Response {
     (
         [(CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "User-agent: *\nDisallow: /v1/\nDisallow: /api/\nDisallow: /files/\nDisallow: /settings/\nSitemap: /sitemap.xml\n",
+        "User-agent: *\nDisallow: /v1/\nDisallow: /api/\nDisallow: /files/\nDisallow: /settings/\nDisallow: /-/\nSitemap: /sitemap.xml\n",
     )
         .into_response()
 }
