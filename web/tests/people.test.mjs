@@ -278,3 +278,30 @@ test('clicking a member opens a one-to-one chat that only the two of them can se
   await other.context().close();
   await page.context().close();
 });
+
+test('where the Matrix bridge runs, the member list links the room on matrix.to', async () => {
+  const bridged = await Weft.start({ matrixServerName: 'chat.example.org' });
+  try {
+    bridged.room('Rust/General');
+    bridged.room('rust/hidden', { priv: true });
+    const page = await newPage(browser, bridged);
+    await page.goto('/Rust/General');
+    await page.click('#members-toggle');
+    const link = page.locator('#matrix-link');
+    await link.waitFor();
+    assert.equal(await link.getAttribute('href'), 'https://matrix.to/#/#rust_general:chat.example.org');
+    assert.equal(await link.textContent(), 'Join from Matrix');
+    assert.equal(await page.getAttribute('#members', 'data-matrix-server'), 'chat.example.org');
+    assert.deepEqual(page.errors, []);
+    assert.deepEqual(page.foreign, [], 'the link is not followed by itself');
+
+    // Private rooms are not reachable from Matrix, so they get no link.
+    const admin = bridged.user('root', { admin: true });
+    await signIn(page, admin, '/rust/hidden');
+    assert.equal(new URL(page.url()).pathname, '/rust/hidden');
+    assert.equal(await page.locator('#matrix-link').count(), 0);
+    await page.context().close();
+  } finally {
+    await bridged.stop();
+  }
+});

@@ -1,7 +1,7 @@
 // What the browser tests share: a real weft server on a free loopback port over a fresh data
 // folder, set up with the weft command line and the REST API, and headless Chromium.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,10 +27,24 @@ function freePort() {
 }
 
 export class Weft {
-  static async start() {
+  // `matrixServerName`: configure the Matrix bridge for a homeserver of that name (on a
+  // loopback port where nothing answers; pages only need to know that the bridge is there).
+  static async start({ matrixServerName } = {}) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'weft-browser-'));
     const port = await freePort();
     const weft = new Weft(dir, port);
+    if (matrixServerName) {
+      const section = weft.cli(
+        'matrix', 'registration',
+        '--server-name', matrixServerName,
+        '--homeserver-url', `http://127.0.0.1:${await freePort()}`,
+        '--weft-url', weft.base,
+        '--output', path.join(dir, 'registration.yaml'),
+      );
+      const config = path.join(dir, 'weft.toml');
+      writeFileSync(config, section.slice(section.indexOf('[matrix]')) + '\n');
+      weft.globalArgs = ['--config', config];
+    }
     await weft.spawn();
     return weft;
   }
@@ -41,6 +55,7 @@ export class Weft {
     this.base = `http://127.0.0.1:${port}`;
     this.tokens = new Map();
     this.output = '';
+    this.globalArgs = [];
   }
 
   env() {
@@ -49,7 +64,7 @@ export class Weft {
 
   // Runs `weft ARGS…` against this server's data folder; returns what it printed.
   cli(...args) {
-    return execFileSync(weftBin, ['--data-dir', this.dir, ...args], {
+    return execFileSync(weftBin, [...this.globalArgs, '--data-dir', this.dir, ...args], {
       env: this.env(),
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -57,7 +72,7 @@ export class Weft {
   }
 
   async spawn() {
-    this.process = spawn(weftBin, ['--data-dir', this.dir, 'serve', '--listen', `127.0.0.1:${this.port}`], {
+    this.process = spawn(weftBin, [...this.globalArgs, '--data-dir', this.dir, 'serve', '--listen', `127.0.0.1:${this.port}`], {
       env: this.env(),
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -266,7 +266,8 @@ async fn show_room(
         .config
         .matrix_server_name
         .as_deref()
-        .filter(|_| room.kind != RoomKind::OneToOne);
+        // The bridge resolves aliases of public rooms only.
+        .filter(|_| room.kind == RoomKind::Public);
 
     let mut content = String::with_capacity(64 * 1024);
     content.push_str("<div class=\"layout\">");

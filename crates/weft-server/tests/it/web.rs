@@ -234,6 +234,13 @@ async fn the_member_list_links_matrix_to_only_where_the_bridge_runs() {
         "{page}"
     );
     assert!(page.contains("id=\"member-list\""), "{page}");
+    bridged.room(&owner, "Rust/Secret", RoomKind::Private).await;
+    let (status, page) = html(&bridged, "/Rust/Secret", Some(&owner.token)).await;
+    assert_eq!(status, 200);
+    assert!(
+        !page.contains("matrix.to"),
+        "Matrix cannot join private rooms: {page}"
+    );
 
     let plain = TestServer::start().await;
     let owner = plain.user("owner").await;
