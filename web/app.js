@@ -791,7 +791,7 @@
     area.addEventListener('blur', () => setTimeout(close, 100));
     // Registered before the composer's own keys, so Enter picks rather than sends.
     area.addEventListener('keydown', (e) => {
-      if (box.hidden || !items.length) return;
+      if (box.hidden || !items.length || e.isComposing) return;
       let handled = true;
       if (e.key === 'ArrowDown') highlight(active + 1);
       else if (e.key === 'ArrowUp') highlight(active - 1);
@@ -988,7 +988,10 @@
     if (!memberList) return;
     membersMore.disabled = true;
     try {
-      const users = await api('GET', roomPath + '/users?limit=' + MEMBER_PAGE + '&skip=' + memberSkip);
+      const search = $('#member-search');
+      const q = search ? search.value.trim() : '';
+      const users = await api('GET', roomPath + '/users?limit=' + MEMBER_PAGE + '&skip=' + memberSkip + '&q=' + encodeURIComponent(q));
+      if (search && search.value.trim() !== q) return; // a newer search is under way
       for (const u of users) {
         if ($('li[data-user-id="' + CSS.escape(u.id) + '"]', memberList)) continue;
         const li = personItem(u.displayName || u.username, u.username, roleLabel(u.role), false);
@@ -1063,6 +1066,11 @@
     });
     $('#members-close').addEventListener('click', () => closeMembers(true));
     membersMore.addEventListener('click', loadMembers);
+    let searchTimer = 0;
+    $('#member-search').addEventListener('input', () => {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(reloadMembers, 200);
+    });
     memberList.addEventListener('click', async (e) => {
       const open = e.target.closest('.person-open');
       if (!open) return;

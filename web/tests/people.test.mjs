@@ -58,6 +58,20 @@ test('the member list pages with "load more", shows roles and people from Matrix
   assert.equal(await ownerItem.locator('.badge').textContent(), 'Admin');
   assert.equal(await ownerItem.locator('.username').textContent(), '@owner');
 
+  // Searching by the start of a username or name.
+  await page.fill('#member-search', 'member1');
+  await page.waitForFunction(() => document.querySelectorAll('#member-list .person').length === 10);
+  assert.deepEqual(
+    await page.locator('#member-list .person .username').allTextContents(),
+    Array.from({ length: 10 }, (_, i) => `@member1${i}`),
+  );
+  assert.equal(await page.locator('#members-more').isHidden(), true);
+  await page.fill('#member-search', 'olive');
+  await page.waitForFunction(() => document.querySelectorAll('#member-list .person').length === 1);
+  assert.equal(await page.textContent('#member-list .person .author'), 'Olive Owner');
+  await page.fill('#member-search', '');
+  await page.waitForFunction(() => document.querySelectorAll('#member-list .person').length === 30);
+
   const carl = page.locator('#matrix-list .person', { hasText: 'Carl on Matrix' });
   await carl.waitFor();
   assert.equal(await carl.locator('.badge').textContent(), 'Matrix');
@@ -304,4 +318,26 @@ test('where the Matrix bridge runs, the member list links the room on matrix.to'
   } finally {
     await bridged.stop();
   }
+});
+
+test('on a phone-sized screen the member list and settings fit without sideways scrolling', async () => {
+  const page = await newPage(browser, weft, { viewport: { width: 375, height: 700 }, isMobile: true, hasTouch: true });
+  await signIn(page, owner, '/acme/lobby');
+  await page.waitForSelector('body[data-live="true"]');
+  const fits = () => page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
+  await page.click('#members-toggle');
+  await page.locator('#member-list .person').first().waitFor();
+  const panel = await page.locator('#members').boundingBox();
+  assert.ok(panel.width <= 375 && panel.x >= 0, `panel inside the screen: ${JSON.stringify(panel)}`);
+  assert.ok(await fits(), 'no sideways scrolling with the member list open');
+  await shot(page, 'phone-members.png');
+  await page.click('#members-close');
+  await page.locator('#members').waitFor({ state: 'hidden' });
+  await page.click('#room-settings');
+  const dialog = await page.locator('#settings-dialog').boundingBox();
+  assert.ok(dialog.x >= 0 && dialog.x + dialog.width <= 375, `dialog inside the screen: ${JSON.stringify(dialog)}`);
+  assert.ok(await fits());
+  await page.click('#settings-cancel');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
 });

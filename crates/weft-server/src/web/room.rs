@@ -456,7 +456,9 @@ fn members_panel(out: &mut String, uri: &str, matrix_server: Option<&str>) {
         out,
         "<aside class=\"side-panel members-panel\" id=\"members\" hidden aria-label=\"Members\"{attr}>\
          <header><h2>Members</h2><button type=\"button\" id=\"members-close\" class=\"link\" title=\"Close the member list\">✕</button></header>\
-         <div class=\"panel-body\"><ul class=\"member-list\" id=\"member-list\"></ul>\
+         <div class=\"panel-body\"><label for=\"member-search\" class=\"visually-hidden\">Find a member</label>\
+         <input type=\"search\" id=\"member-search\" class=\"member-search\" placeholder=\"Find a member\" autocomplete=\"off\">\
+         <ul class=\"member-list\" id=\"member-list\"></ul>\
          <button type=\"button\" id=\"members-more\" class=\"link\" hidden>Load more</button>\
          <section id=\"matrix-people\" hidden><h3>People from Matrix</h3><ul class=\"member-list\" id=\"matrix-list\"></ul></section>",
         attr = match matrix_server {
