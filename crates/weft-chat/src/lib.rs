@@ -23,7 +23,7 @@ pub use files::{Download, Upload, file_url};
 pub use live::Live;
 pub use messages::{MessageQuery, NewPost, PostAs, UnreadItems};
 pub use rooms::{NewRoom, RoomPatch, RoomSummary};
-pub use users::NewUser;
+pub use users::{NewUser, TOKEN_CACHE_TTL};
 
 /// Limits and policies, from the configuration file.
 #[derive(Debug, Clone)]
@@ -113,6 +113,7 @@ struct Inner {
     files: Arc<dyn ObjectStore>,
     config: ChatConfig,
     live: Live,
+    tokens: users::TokenCache,
 }
 
 impl Chat {
@@ -126,6 +127,7 @@ impl Chat {
                 files,
                 config,
                 live,
+                tokens: users::TokenCache::default(),
             }),
         }
     }

@@ -98,6 +98,9 @@ impl Chat {
             .write(move |tx| Box::pin(async move { tx.delete_token(user_id, token_id).await }))
             .await
             .map_err(from_write)?;
+        self.inner
+            .tokens
+            .forget(|actor| actor.token.as_ref().is_some_and(|t| t.id == token_id));
         if found {
             Ok(())
         } else {
@@ -106,18 +109,26 @@ impl Chat {
     }
 
     /// The actor a bearer token stands for; [`ChatError::Unauthorized`] if it is unknown.
+    /// Answers are cached for a few seconds (every API request authenticates); revoking a
+    /// token here takes effect at once, on other instances within [`TOKEN_CACHE_TTL`].
     pub async fn authenticate_token(&self, secret: &str) -> Result<Actor> {
+        let hash = token_hash(secret);
+        if let Some(actor) = self.inner.tokens.get(&hash) {
+            return Ok(actor);
+        }
         let (token, user) = self
             .store()
-            .token_by_hash(&token_hash(secret))
+            .token_by_hash(&hash)
             .await?
             .ok_or(ChatError::Unauthorized)?;
-        Ok(Actor {
+        let actor = Actor {
             user: Some(user),
             token: Some(token),
             origin: Origin::local(),
             system: false,
-        })
+        };
+        self.inner.tokens.put(hash, actor.clone());
+        Ok(actor)
     }
 
     /// Checks a username and password.
@@ -187,7 +198,44 @@ impl Chat {
             })
             .await
             .map_err(from_write)?;
+        let user_id = user.id;
+        self.inner
+            .tokens
+            .forget(|actor| actor.user.as_ref().is_some_and(|u| u.id == user_id));
         Ok(user)
+    }
+}
+
+/// How long an authenticated token is remembered.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Recently authenticated tokens, by the hash of their secret.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Actor, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<Actor> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(actor, _)| actor.clone())
+    }
+
+    fn put(&self, hash: String, actor: Actor) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= 10_000 {
+            entries.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        }
+        entries.insert(hash, (actor, std::time::Instant::now()));
+    }
+
+    /// Drops cached actors that match (a revoked token, a changed user).
+    pub(crate) fn forget(&self, matches: impl Fn(&Actor) -> bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (actor, _)| !matches(actor));
     }
 }
 

@@ -359,3 +359,46 @@ async fn groups_are_created_listed_and_hold_rooms() {
         "{body}"
     );
 }
+
+/// Tokens are cached for a few seconds after use; revoking one must still end it at once.
+#[tokio::test]
+async fn a_revoked_token_stops_working_at_once_despite_the_cache() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let (status, _) = server.get(Some(&alice.token), "/v1/user/me").await;
+    assert_eq!(status, 200);
+    let tokens = server
+        .chat
+        .store()
+        .tokens_of(alice.user.id)
+        .await
+        .expect("tokens");
+    let actor = weft_chat::Actor::user(alice.user.clone());
+    server
+        .chat
+        .revoke_token(&actor, tokens[0].id)
+        .await
+        .expect("revoked");
+    let (status, body) = server.get(Some(&alice.token), "/v1/user/me").await;
+    assert_eq!(status, 401, "{body}");
+}
+
+/// A rename shows at once to the renamed user's next request, cache or not.
+#[tokio::test]
+async fn a_rename_is_seen_at_once_despite_the_cache() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let (_, me) = server.get(Some(&alice.token), "/v1/user/me").await;
+    assert_eq!(me["displayName"], "alice");
+    let (status, body) = server
+        .send(
+            reqwest::Method::PATCH,
+            Some(&alice.token),
+            "/v1/user/me",
+            serde_json::json!({ "displayName": "Alice A." }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, me) = server.get(Some(&alice.token), "/v1/user/me").await;
+    assert_eq!(me["displayName"], "Alice A.");
+}
