@@ -22,11 +22,7 @@ impl Bridge {
         if store.matrix_transaction_seen(txn_id).await? {
             return Ok(());
         }
-        for event in body["events"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
+        for event in translate::transaction_events(body) {
             match self.apply_event(event).await {
                 Ok(()) => {}
                 // Storage trouble: fail the transaction so that the homeserver retries it.

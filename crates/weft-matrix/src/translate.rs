@@ -5,6 +5,9 @@
 //! threads <https://spec.matrix.org/latest/client-server-api/#threading>, edits
 //! <https://spec.matrix.org/latest/client-server-api/#event-replacements>.
 
+use htmd::Element;
+use htmd::element_handler::Handlers;
+use markup5ever_rcdom::{Node, NodeData};
 use serde_json::{Value, json};
 use weft_core::Message;
 
@@ -180,6 +183,15 @@ pub fn incoming_file(content: &Value) -> Option<IncomingFile> {
     })
 }
 
+/// The events of an AS transaction body (`{"events": [...]}`); none when the body has another
+/// shape. Spec: <https://spec.matrix.org/latest/application-service-api/#put_matrixappv1transactionstxnid>.
+pub fn transaction_events(body: &Value) -> &[Value] {
+    body["events"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
 /// The content of the `m.replace` event for an edit of `original`.
 pub fn edit_content(message: &Message, pills: &[Pill], original: &str) -> Value {
     let msgtype = if message.status { "m.emote" } else { "m.text" };
@@ -325,16 +337,113 @@ fn pills_to_names(html: &str, username_of: &impl Fn(&str) -> Option<String>) -> 
 
 /// Matrix HTML to weft's Markdown. The reply fallback (`<mx-reply>`) and anything that
 /// cannot be content (script, style) are dropped; weft renders and sanitises the result again.
+/// Whatever the input, the Markdown carries no raw HTML a renderer would take for a script.
 pub fn html_to_markdown(html: &str) -> String {
     let converter = htmd::HtmlToMarkdown::builder()
         .skip_tags(vec![
             "mx-reply", "script", "style", "head", "iframe", "object",
         ])
+        .add_handler(vec!["a"], |handlers: &dyn Handlers, element: Element| {
+            let content = handlers.walk_children(element.node).content;
+            let href = element
+                .attrs
+                .iter()
+                .find(|a| &*a.name.local == "href")
+                .map(|a| link_destination(&a.value));
+            Some(match href {
+                Some(href) => format!("[{content}]({href})").into(),
+                None => content.into(),
+            })
+        })
+        // htmd writes code text out raw, and an inline `<code>` around blocks breaks its code
+        // span: both are written here from their text, so code stays text.
+        .add_handler(vec!["pre"], |_: &dyn Handlers, element: Element| {
+            let mut text = String::new();
+            text_of(element.node, &mut text);
+            let text = text.trim_matches('\n');
+            let fence = "`".repeat(longest_backtick_run(text).max(2) + 1);
+            let language = code_language(element.node).unwrap_or_default();
+            Some(format!("\n\n{fence}{language}\n{text}\n{fence}\n\n").into())
+        })
+        .add_handler(vec!["code"], |_: &dyn Handlers, element: Element| {
+            let mut text = String::new();
+            text_of(element.node, &mut text);
+            let text = text.replace(['\n', '\r'], " ");
+            if text.trim().is_empty() {
+                return Some(text.into());
+            }
+            let ticks = "`".repeat(longest_backtick_run(&text) + 1);
+            let pad = if text.starts_with('`') || text.ends_with('`') {
+                " "
+            } else {
+                ""
+            };
+            Some(format!("{ticks}{pad}{text}{pad}{ticks}").into())
+        })
         .build();
     match converter.convert(html) {
-        Ok(markdown) => markdown.trim().to_string(),
+        // Only blank lines go: leading spaces may make an indented code block.
+        Ok(markdown) => markdown
+            .trim_start_matches(['\n', '\r'])
+            .trim_end()
+            .to_string(),
         Err(_) => String::new(),
     }
+}
+
+/// The longest run of backticks in `text`.
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// The language of `<pre><code class="language-x">`, when it is a plain word.
+fn code_language(pre: &Node) -> Option<String> {
+    pre.children.borrow().iter().find_map(|child| {
+        let NodeData::Element { name, attrs, .. } = &child.data else {
+            return None;
+        };
+        if &*name.local != "code" {
+            return None;
+        }
+        let attrs = attrs.borrow();
+        let class = attrs.iter().find(|a| &*a.name.local == "class")?;
+        class
+            .value
+            .split_whitespace()
+            .find_map(|c| c.strip_prefix("language-"))
+            .filter(|l| {
+                l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-_#.".contains(c))
+            })
+            .map(str::to_string)
+    })
+}
+
+/// Appends the text under `node`.
+fn text_of(node: &Node, out: &mut String) {
+    if let NodeData::Text { contents } = &node.data {
+        out.push_str(&contents.borrow());
+    }
+    for child in node.children.borrow().iter() {
+        text_of(child, out);
+    }
+}
+
+/// A link target written so that Markdown reads it as one destination: characters that would
+/// end it or open raw HTML (whitespace, `<`, `>`, parentheses, backslash) are percent-encoded.
+fn link_destination(href: &str) -> String {
+    let mut out = String::with_capacity(href.len());
+    for c in href.chars() {
+        if c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '(' | ')' | '\\') {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -439,6 +548,37 @@ mod tests {
             None
         );
         assert_eq!(file_msgtype("application/pdf"), "m.file");
+    }
+
+    #[test]
+    fn escaped_script_in_pre_stays_code() {
+        // Found by the property tests: trimming the indent of a code block made raw HTML.
+        let markdown = html_to_markdown("<pre>&#60;script&#62;");
+        assert!(!markdown.starts_with("<script"), "{markdown:?}");
+    }
+
+    #[test]
+    fn code_stays_code() {
+        // Found by the property tests: inline code around a block lost its code span.
+        let markdown = html_to_markdown("<code>a<ul><li>&lt;script&gt;");
+        assert_eq!(markdown, "`a<script>`");
+        assert_eq!(
+            html_to_markdown("<pre><code class=\"language-rust\">let a = `x`;\n</code></pre>"),
+            "```rust\nlet a = `x`;\n```"
+        );
+        assert_eq!(html_to_markdown("<code>``</code>"), "``` `` ```");
+    }
+
+    #[test]
+    fn link_targets_cannot_open_html() {
+        // Found by the property tests: a `<` in an href broke the link and left raw HTML.
+        let markdown =
+            html_to_markdown("<a href=\"https://matrix.to/#/<script><a href=\"https://x\">x");
+        assert!(!markdown.contains("<script"), "{markdown:?}");
+        assert_eq!(
+            html_to_markdown("<a href=\"https://e.org/a b(c)\">x</a>"),
+            "[x](https://e.org/a%20b%28c%29)"
+        );
     }
 
     #[test]
