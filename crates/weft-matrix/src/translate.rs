@@ -355,12 +355,36 @@ pub fn html_to_markdown(html: &str) -> String {
                 None => content.into(),
             })
         })
+        // A heading holds one line: when it wraps blocks (a code block), writing it as a
+        // heading would pull the block's first line into the heading and leave the rest as
+        // raw text, so such a heading becomes plain blocks.
+        .add_handler(
+            vec!["h1", "h2", "h3", "h4", "h5", "h6"],
+            |handlers: &dyn Handlers, element: Element| {
+                let content = handlers.walk_children(element.node).content;
+                let content = content.trim_matches(['\n', '\r']);
+                if content.contains('\n') {
+                    return Some(format!("\n\n{content}\n\n").into());
+                }
+                let level = element
+                    .tag
+                    .trim_start_matches('h')
+                    .parse::<usize>()
+                    .unwrap_or(1);
+                Some(format!("\n\n{} {content}\n\n", "#".repeat(level)).into())
+            },
+        )
         // htmd writes code text out raw, and an inline `<code>` around blocks breaks its code
         // span: both are written here from their text, so code stays text.
         .add_handler(vec!["pre"], |_: &dyn Handlers, element: Element| {
             let mut text = String::new();
             text_of(element.node, &mut text);
             let text = text.trim_matches('\n');
+            if inside_inline(element.node) {
+                // A code block cannot live inside bold, a link or a heading: the enclosing
+                // markup would split its fences. Keep it code, as an inline span.
+                return Some(code_span(text).into());
+            }
             let fence = "`".repeat(longest_backtick_run(text).max(2) + 1);
             let language = code_language(element.node).unwrap_or_default();
             Some(format!("\n\n{fence}{language}\n{text}\n{fence}\n\n").into())
@@ -368,17 +392,7 @@ pub fn html_to_markdown(html: &str) -> String {
         .add_handler(vec!["code"], |_: &dyn Handlers, element: Element| {
             let mut text = String::new();
             text_of(element.node, &mut text);
-            let text = text.replace(['\n', '\r'], " ");
-            if text.trim().is_empty() {
-                return Some(text.into());
-            }
-            let ticks = "`".repeat(longest_backtick_run(&text) + 1);
-            let pad = if text.starts_with('`') || text.ends_with('`') {
-                " "
-            } else {
-                ""
-            };
-            Some(format!("{ticks}{pad}{text}{pad}{ticks}").into())
+            Some(code_span(&text).into())
         })
         .build();
     match converter.convert(html) {
@@ -389,6 +403,46 @@ pub fn html_to_markdown(html: &str) -> String {
             .to_string(),
         Err(_) => String::new(),
     }
+}
+
+/// `text` as an inline code span, with enough backticks that none inside can close it.
+fn code_span(text: &str) -> String {
+    let text = text.replace(['\n', '\r'], " ");
+    if text.trim().is_empty() {
+        return text;
+    }
+    let ticks = "`".repeat(longest_backtick_run(&text) + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{ticks}{pad}{text}{pad}{ticks}")
+}
+
+/// Whether `node` sits inside an element that Markdown writes inline (or on one line).
+fn inside_inline(node: &Node) -> bool {
+    const INLINE: &[&str] = &[
+        "a", "b", "strong", "i", "em", "del", "s", "strike", "u", "span", "sup", "sub", "code",
+        "font", "h1", "h2", "h3", "h4", "h5", "h6", "th", "td",
+    ];
+    let mut current = parent_of(node);
+    while let Some(parent) = current {
+        if let NodeData::Element { name, .. } = &parent.data
+            && INLINE.contains(&&*name.local)
+        {
+            return true;
+        }
+        current = parent_of(&parent);
+    }
+    false
+}
+
+fn parent_of(node: &Node) -> Option<std::rc::Rc<Node>> {
+    let weak = node.parent.take();
+    let parent = weak.as_ref().and_then(std::rc::Weak::upgrade);
+    node.parent.set(weak);
+    parent
 }
 
 /// The longest run of backticks in `text`.
@@ -548,6 +602,20 @@ mod tests {
             None
         );
         assert_eq!(file_msgtype("application/pdf"), "m.file");
+    }
+
+    #[test]
+    fn code_blocks_inside_inline_markup_stay_code() {
+        // Found by the property test: the fence landed on the heading's or the bold's line.
+        assert_eq!(
+            html_to_markdown("<h1><pre>&#60;script&#62;</pre></h1>"),
+            "# `<script>`"
+        );
+        assert_eq!(
+            html_to_markdown("<strong><pre>&lt;script&gt;</pre></strong>"),
+            "**`<script>`**"
+        );
+        assert_eq!(html_to_markdown("<h2>Title</h2>"), "## Title");
     }
 
     #[test]
