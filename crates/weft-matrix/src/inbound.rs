@@ -104,7 +104,8 @@ impl Bridge {
                 self.chat()
                     .react(self.actor(), room_id, message_id, key, true, Some(who))
                     .await?;
-                self.record(
+                self.record_mapping(
+                    Direction::Inbound,
                     event_id,
                     matrix_room,
                     "reaction",
@@ -214,8 +215,14 @@ impl Bridge {
             ..NewPost::default()
         };
         let view = self.chat().post(self.actor(), room_id, post).await?;
-        self.record(event_id, matrix_room, "message", &view.message.id.to_hex())
-            .await
+        self.record_mapping(
+            Direction::Inbound,
+            event_id,
+            matrix_room,
+            "message",
+            &view.message.id.to_hex(),
+        )
+        .await
     }
 
     /// A file from Matrix: downloaded through authenticated media, stored in weft, posted as
@@ -263,8 +270,14 @@ impl Bridge {
             .chat()
             .upload_with(self.actor(), room_id, upload, post)
             .await?;
-        self.record(event_id, matrix_room, "message", &view.message.id.to_hex())
-            .await
+        self.record_mapping(
+            Direction::Inbound,
+            event_id,
+            matrix_room,
+            "message",
+            &view.message.id.to_hex(),
+        )
+        .await
     }
 
     async fn apply_edit(
@@ -291,8 +304,14 @@ impl Bridge {
             .await
         {
             Ok(_) => {
-                self.record(event_id, matrix_room, "edit", &message_id.to_hex())
-                    .await
+                self.record_mapping(
+                    Direction::Inbound,
+                    event_id,
+                    matrix_room,
+                    "edit",
+                    &message_id.to_hex(),
+                )
+                .await
             }
             // Too late to edit in weft: say so in a new message, as Gitter did.
             Err(ChatError::Forbidden(_)) => {
@@ -304,8 +323,14 @@ impl Bridge {
                     ..NewPost::default()
                 };
                 let view = self.chat().post(self.actor(), room_id, post).await?;
-                self.record(event_id, matrix_room, "message", &view.message.id.to_hex())
-                    .await
+                self.record_mapping(
+                    Direction::Inbound,
+                    event_id,
+                    matrix_room,
+                    "message",
+                    &view.message.id.to_hex(),
+                )
+                .await
             }
             Err(e) => Err(e.into()),
         }
@@ -319,31 +344,6 @@ impl Bridge {
             }
             _ => Ok(None),
         }
-    }
-
-    async fn record(
-        &self,
-        event_id: &str,
-        matrix_room: &str,
-        kind: &str,
-        weft_ref: &str,
-    ) -> Result<(), BridgeError> {
-        let (e, r, k, w) = (
-            event_id.to_string(),
-            matrix_room.to_string(),
-            kind.to_string(),
-            weft_ref.to_string(),
-        );
-        self.chat()
-            .store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    tx.insert_matrix_event(&e, &r, &k, &w, Direction::Inbound)
-                        .await
-                })
-            })
-            .await?;
-        Ok(())
     }
 
     /// The virtual user a Matrix user posts as, with their current display name.

@@ -149,6 +149,30 @@ impl Bridge {
         appservice::router(self.clone())
     }
 
+    /// Records which weft thing a Matrix event carries, in either direction.
+    pub(crate) async fn record_mapping(
+        &self,
+        direction: weft_store::Direction,
+        event_id: &str,
+        matrix_room: &str,
+        kind: &str,
+        weft_ref: &str,
+    ) -> Result<(), BridgeError> {
+        let (e, r, k, w) = (
+            event_id.to_string(),
+            matrix_room.to_string(),
+            kind.to_string(),
+            weft_ref.to_string(),
+        );
+        self.chat()
+            .store()
+            .write(move |tx| {
+                Box::pin(async move { tx.insert_matrix_event(&e, &r, &k, &w, direction).await })
+            })
+            .await?;
+        Ok(())
+    }
+
     pub(crate) fn chat(&self) -> &Chat {
         &self.inner.chat
     }

@@ -184,14 +184,15 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                     &sender,
                 )
                 .await?;
-            record(
-                bridge,
-                &event_id,
-                matrix_room,
-                "message",
-                &view.message.id.to_hex(),
-            )
-            .await
+            bridge
+                .record_mapping(
+                    Direction::Outbound,
+                    &event_id,
+                    matrix_room,
+                    "message",
+                    &view.message.id.to_hex(),
+                )
+                .await
         }
         Event::MessageEdited { message_id, .. } => {
             let Some(view) = store.message(*message_id).await? else {
@@ -256,14 +257,15 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 .hs()
                 .send(matrix_room, "m.reaction", &txn(event), &content, &sender)
                 .await?;
-            record(
-                bridge,
-                &event_id,
-                matrix_room,
-                "reaction",
-                &format!("{message_id} {emoji} {user_id}"),
-            )
-            .await
+            bridge
+                .record_mapping(
+                    Direction::Outbound,
+                    &event_id,
+                    matrix_room,
+                    "reaction",
+                    &format!("{message_id} {emoji} {user_id}"),
+                )
+                .await
         }
         Event::ReactionRemoved {
             message_id,
@@ -343,14 +345,15 @@ async fn send_files(
             .send(matrix_room, "m.room.message", &txn_id, &content, sender)
             .await?;
         if index == 0 {
-            record(
-                bridge,
-                &event_id,
-                matrix_room,
-                "message",
-                &view.message.id.to_hex(),
-            )
-            .await?;
+            bridge
+                .record_mapping(
+                    Direction::Outbound,
+                    &event_id,
+                    matrix_room,
+                    "message",
+                    &view.message.id.to_hex(),
+                )
+                .await?;
         }
     }
     Ok(())
@@ -385,30 +388,4 @@ async fn pills(bridge: &Bridge, view: &MessageView) -> Result<Vec<Pill>, BridgeE
         }
     }
     Ok(out)
-}
-
-async fn record(
-    bridge: &Bridge,
-    event_id: &str,
-    matrix_room: &str,
-    kind: &str,
-    weft_ref: &str,
-) -> Result<(), BridgeError> {
-    let (e, r, k, w) = (
-        event_id.to_string(),
-        matrix_room.to_string(),
-        kind.to_string(),
-        weft_ref.to_string(),
-    );
-    bridge
-        .chat()
-        .store()
-        .write(move |tx| {
-            Box::pin(async move {
-                tx.insert_matrix_event(&e, &r, &k, &w, Direction::Outbound)
-                    .await
-            })
-        })
-        .await?;
-    Ok(())
 }
