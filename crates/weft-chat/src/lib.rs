@@ -9,6 +9,7 @@ mod error;
 mod files;
 mod live;
 mod messages;
+mod people;
 mod rooms;
 mod users;
 
@@ -22,6 +23,7 @@ pub use error::{ChatError, Result};
 pub use files::{Download, Upload, file_url};
 pub use live::Live;
 pub use messages::{MessageQuery, NewPost, PostAs, UnreadItems};
+pub use people::PEOPLE_PAGE_MAX;
 pub use rooms::{NewRoom, RoomPatch, RoomSummary};
 pub use users::{NewUser, TOKEN_CACHE_TTL};
 

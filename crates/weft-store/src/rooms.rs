@@ -259,6 +259,24 @@ impl Store {
         Ok(out)
     }
 
+    /// A page of the members who have read up to `seq` or further (their read mark is at or
+    /// after it), by username: the people [`Store::read_by`] counts.
+    pub async fn readers(&self, room_id: Id, seq: i64, limit: i64, skip: i64) -> Result<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username, u.display_name, u.avatar_url, u.site_admin, u.created_at \
+             FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.room_id = $1 AND m.last_read_seq >= $2 \
+             ORDER BY u.username_lower LIMIT $3 OFFSET $4",
+        )
+        .bind(room_id.to_hex())
+        .bind(seq)
+        .bind(limit)
+        .bind(skip)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(rows::user).collect()
+    }
+
     /// The highest message sequence number in the room (0 when empty).
     pub async fn last_message_seq(&self, room_id: Id) -> Result<i64> {
         let row = sqlx::query("SELECT MAX(seq) AS seq FROM messages WHERE room_id = $1")

@@ -112,6 +112,35 @@ impl Store {
         .await?;
         rows.iter().map(rows::user).collect()
     }
+
+    /// A page of users whose username or display name contains `q`, ignoring case: those
+    /// whose username or display name starts with it first, then by username (user search).
+    pub async fn find_users(&self, q: &str, limit: i64, skip: i64) -> Result<Vec<User>> {
+        // `%`, `_` and `\` in the term match themselves (usernames may contain `_`).
+        let term: String = q
+            .trim()
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT id, username, display_name, avatar_url, site_admin, created_at FROM users \
+             WHERE username_lower LIKE $1 ESCAPE '\\' OR LOWER(display_name) LIKE $1 ESCAPE '\\' \
+             ORDER BY CASE WHEN username_lower LIKE $2 ESCAPE '\\' \
+             OR LOWER(display_name) LIKE $2 ESCAPE '\\' THEN 0 ELSE 1 END, \
+             username_lower LIMIT $3 OFFSET $4",
+        )
+        .bind(format!("%{term}%"))
+        .bind(format!("{term}%"))
+        .bind(limit)
+        .bind(skip)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(rows::user).collect()
+    }
 }
 
 impl WriteTx {

@@ -25,6 +25,10 @@ pub fn router() -> Router<AppState> {
             get(thread),
         )
         .route(
+            "/rooms/{room_id}/chatMessages/{message_id}/readBy",
+            get(read_by),
+        )
+        .route(
             "/rooms/{room_id}/chatMessages/{message_id}/reactions",
             get(reactions).post(react),
         )
@@ -179,6 +183,34 @@ async fn one(
     let view = state.chat.message(&caller.0, room_id, message_id).await?;
     let mut rendered = render(&state, &caller.0, room_id, std::slice::from_ref(&view)).await?;
     Ok(Json(rendered.pop().unwrap_or(Value::Null)))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<i64>,
+    skip: Option<i64>,
+}
+
+/// Gitter's `readBy` list: the users who have read the message (`limit` 1–100, default 100,
+/// and `skip`), as many as its `readBy` count says.
+async fn read_by(
+    State(state): State<AppState>,
+    caller: MaybeCaller,
+    Path((room_id, message_id)): Path<(String, String)>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let (room_id, message_id) = ids(&room_id, &message_id)?;
+    let users = state
+        .chat
+        .readers(
+            &caller.0,
+            room_id,
+            message_id,
+            page.limit.unwrap_or(weft_chat::PEOPLE_PAGE_MAX),
+            page.skip.unwrap_or(0),
+        )
+        .await?;
+    Ok(Json(Value::Array(users.iter().map(wire::user).collect())))
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use weft_core::Id;
 
-use crate::extract::{Body, Caller, Path, parse_id};
+use crate::extract::{Body, Caller, Path, Query, parse_id};
 use crate::{ApiError, ApiResult, AppState, wire};
 
 pub fn router() -> Router<AppState> {
@@ -48,8 +48,35 @@ fn own_id(caller: &Caller, user_id: &str) -> ApiResult<Id> {
     Ok(id)
 }
 
-async fn list_me(caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(json!([wire::user(caller.0.require_user()?)])))
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    limit: Option<i64>,
+    skip: Option<i64>,
+}
+
+/// The caller as an array of one, as Gitter answered; with `q`, a user search
+/// (`{results: [...]}`, `limit` 1–100, default 30, and `skip`).
+async fn list_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<SearchQuery>,
+) -> ApiResult<Json<Value>> {
+    let Some(q) = query.q else {
+        return Ok(Json(json!([wire::user(caller.0.require_user()?)])));
+    };
+    let users = state
+        .chat
+        .find_users(
+            &caller.0,
+            &q,
+            query.limit.unwrap_or(30),
+            query.skip.unwrap_or(0),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "results": users.iter().map(wire::user).collect::<Vec<_>>() }),
+    ))
 }
 
 async fn me(caller: Caller) -> ApiResult<Json<Value>> {

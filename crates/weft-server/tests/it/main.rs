@@ -8,5 +8,6 @@ mod errors;
 mod files;
 mod live;
 mod messages;
+mod people;
 mod rooms;
 mod web;

@@ -812,3 +812,98 @@ pub async fn matrix_mappings_round_trip(store: &Store) {
         .expect("alias");
     assert_eq!(alias_room.map(|x| x.id), Some(r.id));
 }
+
+pub async fn users_are_found_by_part_of_their_name(store: &Store) {
+    let mut names = Vec::new();
+    for (username, display) in [
+        ("zedone", "Zed One"),
+        ("bazed", "Someone Else"),
+        ("carol", "Caroline Zedd"),
+        ("zedkin", "Z"),
+        ("ann_b", "Ann"),
+        ("annxb", "Annx"),
+    ] {
+        let mut u = user(username);
+        u.display_name = display.to_string();
+        names.push(u);
+    }
+    let users = names.clone();
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                for u in &users {
+                    tx.insert_user(u, None).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .expect("users stored");
+    let found = |list: Vec<User>| list.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    // Prefix matches (username or display name) first, then other substrings, by username.
+    assert_eq!(
+        found(store.find_users("ZED", 10, 0).await.expect("search")),
+        vec!["zedkin", "zedone", "bazed", "carol"]
+    );
+    assert_eq!(
+        found(store.find_users("zed", 2, 2).await.expect("page")),
+        vec!["bazed", "carol"]
+    );
+    // `_` is a character, not a wildcard.
+    assert_eq!(
+        found(store.find_users("n_b", 10, 0).await.expect("underscore")),
+        vec!["ann_b"]
+    );
+    assert!(
+        store
+            .find_users("%", 10, 0)
+            .await
+            .expect("percent")
+            .is_empty()
+    );
+    assert!(
+        store
+            .find_users("nobody", 10, 0)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
+pub async fn readers_are_the_members_read_by_counts(store: &Store) {
+    let (a, b, c) = (user("rda"), user("rdb"), user("rdc"));
+    let r = setup(store, &[&a, &b, &c]).await;
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        seqs.push(post(store, message(r.id, a.id, &format!("m{i}"), None)).await);
+    }
+    let (room_id, b_id, c_id, s0, s2) = (r.id, b.id, c.id, seqs[0], seqs[2]);
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.advance_read(room_id, b_id, s2).await?;
+                tx.advance_read(room_id, c_id, s0).await?;
+                Ok(())
+            })
+        })
+        .await
+        .expect("reads");
+    let counts = store.read_by(r.id, &seqs).await.expect("read_by");
+    for (seq, count) in seqs.iter().zip(counts) {
+        let readers = store.readers(r.id, *seq, 100, 0).await.expect("readers");
+        assert_eq!(readers.len() as i64, count, "readers of {seq}");
+    }
+    let names = |list: Vec<User>| list.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.readers(r.id, seqs[0], 100, 0).await.expect("readers")),
+        vec!["rdb", "rdc"]
+    );
+    assert_eq!(
+        names(store.readers(r.id, seqs[0], 1, 1).await.expect("page")),
+        vec!["rdc"]
+    );
+    assert_eq!(
+        names(store.readers(r.id, seqs[1], 100, 0).await.expect("readers")),
+        vec!["rdb"]
+    );
+}

@@ -117,6 +117,8 @@ conformance!(
     virtual_users_are_upserted,
     external_refs_are_unique,
     matrix_mappings_round_trip,
+    users_are_found_by_part_of_their_name,
+    readers_are_the_members_read_by_counts,
 );
 
 /// PostgreSQL only: instances sharing one database learn of each other's commits.
