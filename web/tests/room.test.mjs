@@ -229,7 +229,14 @@ test('uploading a file', async () => {
 
 test('the room view, for the record', async () => {
   await weft.post(bob, roomId, 'Has anyone tried the new `let else` syntax?\n\n```rust\nlet Some(x) = maybe else { return };\n```');
-  await messageText(page, 'Has anyone tried').waitFor();
+  const posted = messageText(page, 'Has anyone tried');
+  await posted.waitFor();
+  // The server highlighted the code block; the style sheet colours its tokens.
+  const code = posted.locator('pre code.language-rust');
+  const keyword = code.locator('.hl-keyword').first();
+  assert.equal(await keyword.textContent(), 'let');
+  const colours = await keyword.evaluate((k) => [getComputedStyle(k).color, getComputedStyle(k.closest('code')).color]);
+  assert.notEqual(colours[0], colours[1], 'keywords have their own colour');
   await page.evaluate(() => { const l = document.getElementById('messages'); l.scrollTop = l.scrollHeight; });
   await page.mouse.move(0, 0);
   await shot(page, 'room.png');

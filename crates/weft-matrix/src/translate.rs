@@ -21,9 +21,10 @@ pub struct Pill {
 }
 
 /// The `formatted_body` for a weft message: weft's sanitised HTML with mention spans turned
-/// into pills and MathML into Matrix's `data-mx-maths` (with the TeX as a fallback).
+/// into pills, MathML into Matrix's `data-mx-maths` (with the TeX as a fallback) and
+/// highlighted code back to plain code.
 pub fn formatted_body(html: &str, pills: &[Pill]) -> String {
-    let mut out = maths_to_matrix(html);
+    let mut out = maths_to_matrix(&strip_highlighting(html));
     for pill in pills {
         let span = format!(
             "<span class=\"mention\" data-link-type=\"mention\" data-screen-name=\"{0}\">@{0}</span>",
@@ -36,6 +37,44 @@ pub fn formatted_body(html: &str, pills: &[Pill]) -> String {
         out = out.replace(&span, &link);
     }
     out
+}
+
+/// Removes the highlighting spans (`<span class="hl-…">`) from code blocks: the Matrix spec
+/// allows only `class="language-…"` on `code`, and clients highlight code themselves. Inside
+/// a code block all text is escaped, so every tag there but `code` is such a span.
+fn strip_highlighting(html: &str) -> std::borrow::Cow<'_, str> {
+    if !html.contains("<span class=\"hl-") {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(start) = rest.find("<pre><code") {
+        let Some(end) = rest[start..].find("</code></pre>").map(|e| start + e) else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let mut block = &rest[start..end];
+        // Keep `<pre><code …>` itself.
+        let open_end = block.find('>').map_or(0, |i| i + 1);
+        let open_end = block[open_end..]
+            .find('>')
+            .map_or(block.len(), |i| open_end + i + 1);
+        out.push_str(&block[..open_end]);
+        block = &block[open_end..];
+        while let Some(tag) = block.find('<') {
+            out.push_str(&block[..tag]);
+            let close = block[tag..].find('>').map_or(block.len(), |i| tag + i + 1);
+            let markup = &block[tag..close];
+            if !(markup.starts_with("<span") || markup == "</span>") {
+                out.push_str(markup);
+            }
+            block = &block[close..];
+        }
+        out.push_str(block);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Replaces each `<math>…<annotation encoding="application/x-tex">TEX</annotation>…</math>`
@@ -514,6 +553,23 @@ mod tests {
         assert_eq!(
             formatted_body(html, &pills),
             "<p>hi <a href=\"https://matrix.to/#/@bob-1:s\">@bob</a></p>"
+        );
+    }
+
+    #[test]
+    fn highlighting_stays_out_of_matrix() {
+        // As weft's renderer writes a highlighted block (see weft-render's snapshots).
+        let html = "<p>see <code>a</code> &lt;b&gt;</p>\n<pre><code class=\"language-rust\">\
+            <span class=\"hl-keyword\">fn </span><span class=\"hl-function\">main</span>() { \
+            <span class=\"hl-keyword\">let</span> s = <span class=\"hl-string\">\"&lt;/span&gt;\"</span>; }\n\
+            </code></pre>\n<p><span class=\"mention\" data-link-type=\"mention\" data-screen-name=\"bob\">@bob</span></p>";
+        let pills = [Pill {
+            screen_name: "bob".into(),
+            mxid: "@bob-1:s".into(),
+        }];
+        assert_eq!(
+            formatted_body(html, &pills),
+            "<p>see <code>a</code> &lt;b&gt;</p>\n<pre><code class=\"language-rust\">fn main() { let s = \"&lt;/span&gt;\"; }\n</code></pre>\n<p><a href=\"https://matrix.to/#/@bob-1:s\">@bob</a></p>"
         );
     }
 

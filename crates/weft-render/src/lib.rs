@@ -3,8 +3,11 @@
 //! Rendering follows what Gitter did for its messages:
 //!
 //! * GitHub-flavoured Markdown (tables, strikethrough, autolinked bare URLs, task lists,
-//!   fenced code keeping `class="language-…"` for client-side highlighting), with every
-//!   single newline turned into a line break, as befits chat.
+//!   fenced code keeping `class="language-…"`), with every single newline turned into a line
+//!   break, as befits chat.
+//! * Fenced code in a language the highlighter knows is highlighted here, on the server: its
+//!   tokens become `<span class="hl-…">` (comment, string, keyword, type, function, …), which
+//!   the web app's style sheet colours.
 //! * `:shortcode:` emoji become the Unicode emoji (unknown shortcodes stay as they were typed).
 //! * `@username` and `@/all` become mention spans, `#123` and `owner/repo#123` become issue
 //!   spans; both are also returned as data so the caller can notify people or link issues.
@@ -16,6 +19,7 @@
 //!
 //! The crate does no I/O and [`render_markdown`] never panics, whatever its input.
 
+mod highlight;
 mod markdown;
 mod math;
 mod refs;

@@ -8,7 +8,7 @@ use comrak::nodes::{AstNode, NodeValue};
 use comrak::{Arena, Node, Options, format_html, parse_document};
 
 use crate::refs::{self, TokenKind};
-use crate::{IssueRef, Mention, math};
+use crate::{IssueRef, Mention, highlight, math};
 
 /// The Markdown dialect of chat messages, built once.
 static OPTIONS: LazyLock<Options<'static>> = LazyLock::new(|| {
@@ -214,6 +214,8 @@ enum Work<'a> {
     Math(Node<'a>),
     /// A fenced code block in the `math` language.
     MathBlock(Node<'a>),
+    /// A fenced code block in another language, to be highlighted.
+    CodeBlock(Node<'a>),
     /// A link whose target may not be followed: its text stays, the link goes.
     Unlink(Node<'a>),
 }
@@ -240,6 +242,9 @@ fn rewrite<'a>(arena: &'a Arena<'a>, root: Node<'a>, found: &mut Found) {
                 NodeValue::Math(_) => work.push(Work::Math(node)),
                 NodeValue::CodeBlock(block) if is_math_info(&block.info) => {
                     work.push(Work::MathBlock(node));
+                }
+                NodeValue::CodeBlock(block) if block.fenced && language(&block.info).is_some() => {
+                    work.push(Work::CodeBlock(node));
                 }
                 _ => {}
             },
@@ -280,12 +285,27 @@ fn rewrite<'a>(arena: &'a Arena<'a>, root: Node<'a>, found: &mut Found) {
                     data.value = NodeValue::Raw(html);
                 }
             }
+            Work::CodeBlock(node) => {
+                let mut data = node.data_mut();
+                if let NodeValue::CodeBlock(block) = &data.value
+                    && let Some(language) = language(&block.info)
+                    && let Some(html) = highlight::code_block(language, &block.literal)
+                {
+                    data.value = NodeValue::Raw(html);
+                }
+            }
         }
     }
 }
 
 fn is_math_info(info: &str) -> bool {
-    info.split_ascii_whitespace().next() == Some("math")
+    language(info) == Some("math")
+}
+
+/// The language of a fenced code block: the first word of its info string, as the HTML
+/// renderer puts it in `class="language-…"`.
+fn language(info: &str) -> Option<&str> {
+    info.split_ascii_whitespace().next()
 }
 
 /// Splits the text node `node` around its mentions and issue references, putting a span

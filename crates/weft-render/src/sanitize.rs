@@ -6,6 +6,8 @@ use std::sync::LazyLock;
 
 use ammonia::Builder;
 
+use crate::highlight;
+
 /// The HTML elements Markdown rendering produces.
 const HTML_TAGS: &[&str] = &[
     "a",
@@ -113,7 +115,8 @@ const STYLE_PROPERTIES: &[&str] = &[
     "margin-left",
 ];
 
-/// Classes allowed on `<span>`: the mention and issue markers.
+/// Classes allowed on `<span>`: the mention and issue markers (highlighting's `hl-…` classes
+/// are allowed besides, see [`crate::highlight`]).
 const SPAN_CLASSES: &[&str] = &["mention", "issue"];
 
 static SANITISER: LazyLock<Builder<'static>> = LazyLock::new(|| {
@@ -175,7 +178,7 @@ fn filter_attribute<'u>(element: &str, attribute: &str, value: &'u str) -> Optio
                     .strip_prefix("language-")
                     .is_some_and(|lang| !lang.is_empty() && !lang.contains(char::is_whitespace))
         }
-        ("span", "class") => SPAN_CLASSES.contains(&value),
+        ("span", "class") => SPAN_CLASSES.contains(&value) || highlight::CLASSES.contains(&value),
         ("span", "data-link-type") => SPAN_CLASSES.contains(&value),
         _ => true,
     };
@@ -223,6 +226,27 @@ mod tests {
             clean("<code class=\"language-rust\">x</code>"),
             "<code class=\"language-rust\">x</code>"
         );
+    }
+
+    #[test]
+    fn span_classes_are_an_allow_list() {
+        for kept in ["hl-keyword", "hl-string", "mention"] {
+            let span = format!("<span class=\"{kept}\">a</span>");
+            assert_eq!(clean(&span), span);
+        }
+        for dropped in [
+            "hl-",
+            "hl-evil",
+            "hl-keyword hl-string",
+            "hl-keyword evil",
+            "HL-KEYWORD",
+        ] {
+            assert_eq!(
+                clean(&format!("<span class=\"{dropped}\">a</span>")),
+                "<span>a</span>",
+                "{dropped}"
+            );
+        }
     }
 
     #[test]

@@ -220,6 +220,15 @@ fn check_safe(input: &str) -> Result<(), String> {
                 return Err(format!("href on <{}> in {html:?}", tag.name));
             }
         }
+        if tag.name == "span"
+            && let Some((_, class)) = tag.attributes.iter().find(|(n, _)| n == "class")
+            && !(["mention", "issue"].contains(&class.as_str())
+                || class
+                    .strip_prefix("hl-")
+                    .is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase())))
+        {
+            return Err(format!("span class {class:?} in {html:?} from {input:?}"));
+        }
         if tag.name == "a" {
             let has = |n: &str, v: &str| tag.attributes.iter().any(|(an, av)| an == n && av == v);
             if !has("rel", "nofollow noopener noreferrer") || !has("target", "_blank") {
@@ -283,6 +292,10 @@ fn known_attacks() {
         "#1<script>",
         "```\"><script>alert(1)</script>\nx\n```",
         "```js onload=alert(1)\nx\n```",
+        "```html\n<script>alert(1)</script><img src=x onerror=alert(1)>\n```",
+        "```js\n\"</span><script>alert(1)</script>\n```",
+        "```rust\n/* </code></pre><script>alert(1)</script>\n```",
+        "```\"><img src=x onerror=alert(1)>\nx\n```",
         "<!-- <script>alert(1)</script> -->",
         "<div style=\"background:url(javascript:alert(1))\">x</div>",
         "<a href=\"&#x6A;avascript:alert(1)\">x</a>",
@@ -315,6 +328,10 @@ fn hostile_shapes_do_not_panic() {
         "$\\$".to_owned(),
         "```".to_owned(),
         "```rust\nunclosed".to_owned(),
+        "```rust\n/* unclosed comment".to_owned(),
+        format!("```rust\n{}\n```", "\"a".repeat(1_000)),
+        format!("```js\n{}\n```", "(".repeat(4_000)),
+        format!("```html\n{}\n```", "<div ".repeat(800)),
         "```math\n\\frac{".to_owned(),
         "~~~~".to_owned(),
         "\u{0}\u{1}\u{7}\u{8}\u{b}\u{c}\u{1b}[31m\u{7f}\u{feff}\u{202e}".to_owned(),
@@ -373,6 +390,9 @@ const PIECES: &[&str] = &[
     "_",
     "`",
     "```",
+    "```rust\n",
+    "```html\n",
+    "```diff\n",
     "~",
     "|",
     "-",

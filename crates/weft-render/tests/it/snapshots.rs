@@ -108,3 +108,19 @@ snapshot!(
     maths_code_forms,
     "inline $`a^2`$, broken $`\\frac{`$\n\n```math\n\\frac{1}{\n```"
 );
+snapshot!(
+    code_block_highlighted,
+    "```python\n# greet\ndef hello(name: str) -> str:\n    return f\"<hi> {name}\" * 2\n```"
+);
+snapshot!(
+    code_block_diff,
+    "```diff\n--- a/x\n+++ b/x\n-old line\n+new line\n```"
+);
+snapshot!(
+    code_block_unknown_language,
+    "```no-such-language\n<b>plain</b> @bob\n```"
+);
+snapshot!(
+    code_block_info_words,
+    "```rust ignore\nlet x = 1; // @bob #1\n```"
+);
