@@ -36,9 +36,23 @@
     return h % 360;
   }
 
-  function initial(name) {
-    const c = Array.from(name || '').find((ch) => /[\p{L}\p{N}]/u.test(ch));
-    return c ? c.toUpperCase() : '?';
+  // Someone's avatar: their own picture when it is one this page may load (http, https or a
+  // path on this server; not a Matrix mxc: URL), else the one the server draws for the name.
+  function avatarSrc(url, username) {
+    const u = String(url || '').trim();
+    if (/^https?:\/\//i.test(u) || (u.startsWith('/') && !u.startsWith('//'))) return u;
+    return '/avatars/' + encodeURIComponent(username || '');
+  }
+
+  function avatarImg(url, username, size) {
+    const img = document.createElement('img');
+    img.className = 'avatar';
+    img.src = avatarSrc(url, username);
+    img.alt = '';
+    img.width = size;
+    img.height = size;
+    img.style.setProperty('--hue', String(hue(username || '')));
+    return img;
   }
 
   function localizeTime(t) {
@@ -160,9 +174,7 @@
     const u = m.fromUser || {};
     li.dataset.author = u.id || '';
     const name = u.displayName || u.username || 'someone';
-    const avatar = el('div', 'avatar', initial(name));
-    avatar.style.setProperty('--hue', String(hue(u.username || '')));
-    avatar.setAttribute('aria-hidden', 'true');
+    const avatar = avatarImg(u.avatarUrl, u.username, 34);
     const body = el('div', 'body');
     const meta = el('div', 'meta');
     meta.append(el('span', 'author', name), ' ', el('span', 'username', (u.virtual ? '' : '@') + (u.username || '')));
@@ -964,12 +976,10 @@
   }
 
   // One person in a member list: avatar, name, @username and a badge (role or network).
-  function personItem(name, username, badgeText, virtual) {
+  function personItem(name, username, badgeText, virtual, avatarUrl) {
     const li = el('li', 'person');
     li.dataset.username = username;
-    const avatar = el('div', 'avatar', initial(name));
-    avatar.style.setProperty('--hue', String(hue(username)));
-    avatar.setAttribute('aria-hidden', 'true');
+    const avatar = avatarImg(avatarUrl, username, 28);
     const who = el('span', 'who');
     who.append(el('span', 'author', name), ' ', el('span', 'username', (virtual ? '' : '@') + username));
     if (badgeText) who.append(' ', el('span', 'badge', badgeText));
@@ -994,7 +1004,7 @@
       if (search && search.value.trim() !== q) return; // a newer search is under way
       for (const u of users) {
         if ($('li[data-user-id="' + CSS.escape(u.id) + '"]', memberList)) continue;
-        const li = personItem(u.displayName || u.username, u.username, roleLabel(u.role), false);
+        const li = personItem(u.displayName || u.username, u.username, roleLabel(u.role), false, u.avatarUrl);
         li.dataset.userId = u.id;
         if (me && u.id !== me.id) {
           // Signed-in people open a one-to-one chat by clicking someone.
@@ -1025,15 +1035,17 @@
     for (const li of $$('.msg', list)) {
       const b = $('.meta .badge', li);
       if (!b || !li.dataset.author || seen.has(li.dataset.author)) continue;
+      const img = $('img.avatar', li);
       seen.set(li.dataset.author, {
         name: $('.author', li).textContent,
         username: $('.username', li).textContent,
         badge: b.textContent,
+        avatar: img ? img.getAttribute('src') : '',
       });
     }
     people.replaceChildren();
     for (const [id, p] of seen) {
-      const li = personItem(p.name, p.username, p.badge, true);
+      const li = personItem(p.name, p.username, p.badge, true, p.avatar);
       li.dataset.virtualId = id;
       people.append(li);
     }

@@ -51,6 +51,9 @@ test('the member list pages with "load more", shows roles and people from Matrix
   const aliceItem = page.locator('#member-list .person', { hasText: 'Alice Liddell' });
   assert.equal(await aliceItem.locator('.username').textContent(), '@alice');
   assert.equal(await aliceItem.locator('.badge').count(), 0, 'plain members get no badge');
+  const aliceAvatar = aliceItem.locator('img.avatar');
+  assert.equal(await aliceAvatar.getAttribute('src'), '/avatars/alice');
+  await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, await aliceAvatar.elementHandle());
   await page.click('#members-more');
   await page.waitForFunction(() => document.querySelectorAll('#member-list .person').length === 34);
   await page.locator('#members-more').waitFor({ state: 'hidden' });
@@ -76,6 +79,7 @@ test('the member list pages with "load more", shows roles and people from Matrix
   await carl.waitFor();
   assert.equal(await carl.locator('.badge').textContent(), 'Matrix');
   assert.equal(await carl.locator('.username').textContent(), '@carl:example.org');
+  assert.equal(await carl.locator('img.avatar').getAttribute('src'), '/avatars/%40carl%3Aexample.org');
   // Without a bridge configured there is no Matrix address to join from.
   assert.equal(await page.locator('#matrix-link').count(), 0);
   assert.equal(await page.locator('#members[data-matrix-server]').count(), 0);

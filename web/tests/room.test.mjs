@@ -154,16 +154,26 @@ test('people bridged from Matrix appear with a Matrix badge', async () => {
   const bridge = weft.user('bridge');
   bridge.token = weft.cli('token', 'create', 'bridge', '--bridge', '--label', 'matrix bridge');
   await weft.post(bridge, roomId, 'hello from the other side', {
-    virtualUser: { type: 'matrix', externalId: '@carl:example.org', displayName: 'Carl on Matrix' },
+    // Matrix media is not something a browser can load: the avatar is drawn by weft instead.
+    virtualUser: { type: 'matrix', externalId: '@carl:example.org', displayName: 'Carl on Matrix', avatarUrl: 'mxc://example.org/carl' },
   });
   const bridged = messageText(page, 'hello from the other side');
   await bridged.waitFor();
   assert.equal(await bridged.locator('.author').textContent(), 'Carl on Matrix');
   assert.equal(await bridged.locator('.badge').textContent(), 'Matrix');
   assert.equal(await bridged.locator('.username').textContent(), '@carl:example.org');
+  const loaded = (img) => img.complete && img.naturalWidth > 0;
+  assert.equal(await bridged.locator('img.avatar').getAttribute('src'), '/avatars/%40carl%3Aexample.org');
+  await page.waitForFunction(loaded, await bridged.locator('img.avatar').elementHandle());
   await page.reload();
   await page.waitForSelector('body[data-live="true"]');
-  assert.equal(await messageText(page, 'hello from the other side').locator('.badge').textContent(), 'Matrix');
+  const reloaded = messageText(page, 'hello from the other side');
+  assert.equal(await reloaded.locator('.badge').textContent(), 'Matrix');
+  assert.equal(await reloaded.locator('img.avatar').getAttribute('src'), '/avatars/%40carl%3Aexample.org');
+  // Everyone else's avatar is served by weft too, as an SVG of their initials.
+  const fromBob = messageText(page, 'hi alice, from the API').locator('img.avatar');
+  assert.equal(await fromBob.getAttribute('src'), '/avatars/bob');
+  await page.waitForFunction(loaded, await fromBob.elementHandle());
 });
 
 test('reacting with the picker, and taking it back', async () => {

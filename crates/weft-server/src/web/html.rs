@@ -127,37 +127,33 @@ pub fn time(ms: i64) -> (String, String) {
     (iso, short)
 }
 
-/// A stable hue for a name, so avatars are told apart without loading images.
+/// A stable hue for a name: the colour of its generated avatar (and of the space an avatar
+/// takes while it loads).
 pub fn hue(name: &str) -> u32 {
     name.bytes()
         .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
         % 360
 }
 
-fn initial(name: &str) -> String {
-    name.chars()
-        .find(|c| c.is_alphanumeric())
-        .map(|c| c.to_uppercase().to_string())
-        .unwrap_or_else(|| "?".into())
-}
-
 /// One message as a list item. `permalink_base` is the room's path, for `?at=` links.
 pub fn message(view: &MessageView, permalink_base: &str, highlight: bool) -> String {
     let m = &view.message;
-    let (author_id, name, username, badge) = match &view.author {
+    let (author_id, name, username, badge, avatar_url) = match &view.author {
         Some(Profile::User(u)) => (
             u.id.to_string(),
             u.display_name.as_str(),
             u.username.as_str(),
             None,
+            u.avatar_url.as_deref(),
         ),
         Some(Profile::Virtual(v)) => (
             v.id.to_string(),
             v.display_name.as_str(),
             v.external_id.as_str(),
             Some(v.kind.as_str()),
+            v.avatar_url.as_deref(),
         ),
-        None => (String::new(), "someone", "", None),
+        None => (String::new(), "someone", "", None, None),
     };
     let mut class = String::from("msg");
     if m.status {
@@ -174,12 +170,12 @@ pub fn message(view: &MessageView, permalink_base: &str, highlight: bool) -> Str
     let _ = write!(
         out,
         "<li class=\"{class}\" id=\"m-{id}\" data-id=\"{id}\" data-author=\"{author_id}\">\
-         <div class=\"avatar\" style=\"--hue:{hue}\" aria-hidden=\"true\">{initial}</div>\
+         <img class=\"avatar\" src=\"{avatar}\" alt=\"\" width=\"34\" height=\"34\" style=\"--hue:{hue}\">\
          <div class=\"body\"><div class=\"meta\"><span class=\"author\">{name}</span> \
          <span class=\"username\">{at}{username}</span>",
         id = m.id,
         hue = hue(username),
-        initial = esc(&initial(name)),
+        avatar = esc(&super::avatar::src(avatar_url, username)),
         name = esc(name),
         at = if badge.is_some() { "" } else { "@" },
         username = esc(username),

@@ -8,6 +8,7 @@
 
 mod account;
 mod archives;
+pub(crate) mod avatar;
 mod html;
 mod room;
 
@@ -56,6 +57,7 @@ pub fn router() -> Router<AppState> {
         .route("/assets/app.css", get(app_css))
         .route("/sitemap.xml", get(archives::sitemap))
         .route("/robots.txt", get(robots))
+        .route("/avatars/{name}", get(avatar::avatar))
         .route("/-/dm/{room_id}", get(room::one_to_one_page))
         .route("/{community}/{room}", get(room::room_page))
         .route("/{community}/{room}/archives", get(archives::calendar))

@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod avatars;
 mod errors;
 mod files;
 mod live;
