@@ -83,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(routes::stream::router())
         .merge(routes::files::router())
+        .merge(routes::bayeux::router(&state))
         .merge(web::router())
         .route("/healthz", get(|| async { "ok" }))
         .fallback(web::fallback)

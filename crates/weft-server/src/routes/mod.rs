@@ -1,5 +1,6 @@
 //! Route tables. Each module is one Gitter resource.
 
+pub mod bayeux;
 pub mod files;
 mod groups;
 mod messages;

@@ -6,6 +6,7 @@ mod harness;
 mod api;
 mod avatars;
 mod errors;
+mod faye;
 mod files;
 mod live;
 mod messages;
