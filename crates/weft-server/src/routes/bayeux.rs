@@ -318,13 +318,13 @@ impl Engine {
         }
     }
 
-    /// Answers a batch of messages. `held` receives the connect to hold, if the batch has one:
-    /// its reply goes out once messages are queued or the hold ends.
+    /// Answers a batch of messages. `held` receives the connect to hold, if the batch has one,
+    /// and for how long: its reply goes out once messages are queued or the hold ends.
     async fn handle_batch(
         &self,
         messages: Vec<Value>,
         request_actor: Option<&Actor>,
-        held: &mut Option<(Arc<Client>, Value)>,
+        held: &mut Option<(Arc<Client>, Value, Duration)>,
     ) -> Vec<Value> {
         let mut replies = Vec::new();
         for message in messages {
@@ -339,7 +339,7 @@ impl Engine {
         &self,
         message: Value,
         request_actor: Option<&Actor>,
-        held: &mut Option<(Arc<Client>, Value)>,
+        held: &mut Option<(Arc<Client>, Value, Duration)>,
     ) -> Option<Value> {
         let channel = message["channel"].as_str().unwrap_or_default().to_string();
         let mut reply = json!({ "channel": channel });
@@ -371,7 +371,13 @@ impl Engine {
                 client.state().connects += 1;
                 // A newer connect answers any connect still held for this client.
                 client.wake.notify_one();
-                *held = Some((client, reply));
+                // Faye asks for an immediate answer (`advice.timeout: 0`) when it sends the
+                // connect along with other messages.
+                let hold = match message["advice"]["timeout"].as_u64() {
+                    Some(ms) => Duration::from_millis(ms).min(self.hold()),
+                    None => self.hold(),
+                };
+                *held = Some((client, reply, hold));
                 None
             }
             "/meta/disconnect" => {
@@ -509,9 +515,14 @@ impl Engine {
 
     /// Holds a connect until messages are queued for its client, a newer connect arrives, or
     /// the hold ends; returns the queued messages followed by the connect's reply.
-    async fn hold_connect(&self, client: Arc<Client>, mut reply: Value) -> Vec<Value> {
+    async fn hold_connect(
+        &self,
+        client: Arc<Client>,
+        mut reply: Value,
+        hold: Duration,
+    ) -> Vec<Value> {
         let generation = client.state().connects;
-        let deadline = tokio::time::Instant::now() + self.hold();
+        let deadline = tokio::time::Instant::now() + hold;
         loop {
             {
                 let mut s = client.state();
@@ -648,8 +659,8 @@ async fn poll(
     let mut replies = engine
         .handle_batch(messages, actor.as_ref(), &mut held)
         .await;
-    if let Some((client, reply)) = held {
-        replies.extend(engine.hold_connect(client, reply).await);
+    if let Some((client, reply, hold)) = held {
+        replies.extend(engine.hold_connect(client, reply, hold).await);
     }
     let mut response = Value::Array(replies).to_string().into_response();
     response.headers_mut().insert(
@@ -727,13 +738,13 @@ async fn socket_session(engine: Engine, actor: Option<Actor>, mut socket: WebSoc
                 };
                 let mut connect = None;
                 let mut replies = engine.handle_batch(messages, actor.as_ref(), &mut connect).await;
-                if let Some((client, reply)) = connect {
+                if let Some((client, reply, hold)) = connect {
                     // A newer connect on this socket answers the one held before it.
                     if let Some((old, _, _)) = held.take() {
                         replies.push(old);
                     }
                     let generation = client.state().connects;
-                    held = Some((reply, tokio::time::Instant::now() + engine.hold(), generation));
+                    held = Some((reply, tokio::time::Instant::now() + hold, generation));
                     bound = Some(client);
                 }
                 if !send(&mut socket, replies).await {

@@ -121,6 +121,23 @@ async fn long_polling_client_receives_messages_posted_through_the_api() {
     }
     assert_eq!(replies[0]["subscription"], json!(channel));
 
+    // Sent along with other messages, Faye asks for the connect to be answered at once.
+    let started = std::time::Instant::now();
+    let mut quick = connect(&client, "long-polling", "5a");
+    quick["advice"] = json!({ "timeout": 0 });
+    let replies = post(
+        &server,
+        "/bayeux",
+        json!([subscribe(&client, "/api/v1/ping2", "5b"), quick]),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at once"
+    );
+    assert_eq!(on(&replies, "/meta/connect")[0]["successful"], true);
+    assert_eq!(on(&replies, "/meta/subscribe")[0]["successful"], true);
+
     // A connect with nothing to deliver is held, then answered with advice.
     let started = std::time::Instant::now();
     let replies = post(
