@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
-use weft_chat::Actor;
+use weft_chat::{Actor, MessageQuery};
 use weft_core::Id;
 
 use crate::extract::bearer_token;
@@ -37,6 +37,8 @@ const SESSION_IDLE: Duration = Duration::from_secs(60);
 const BODY_MAX: usize = 256 * 1024;
 /// Largest number of channels one client may subscribe to.
 const SUBSCRIPTIONS_MAX: usize = 1000;
+/// Largest number of sessions this process keeps; handshakes beyond it are refused.
+const CLIENTS_MAX: usize = 100_000;
 
 /// The routes, mounted at `/bayeux` and `/faye`, sharing one engine.
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -214,28 +216,35 @@ impl Engine {
     async fn dispatch(&self, frame: &Frame) {
         let clients: Vec<Arc<Client>> = self.clients().values().cloned().collect();
         for client in clients {
-            let (actor, subscriptions) = {
+            // Only the subscriptions this frame may concern, picked under the lock.
+            let (actor, candidates) = {
                 let s = client.state();
-                if s.subscriptions.is_empty() {
+                let viewer = s.actor.user.as_ref().map(|u| u.id);
+                if frame.private_to.is_some_and(|p| Some(p) != viewer) {
                     continue;
                 }
-                (s.actor.clone(), s.subscriptions.clone())
+                let candidates: Vec<(String, Topic)> = s
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, t)| match **t {
+                        Topic::UserRooms(u) => Some(u) == viewer,
+                        t => t.room() == Some(frame.room_id),
+                    })
+                    .map(|(c, t)| (c.clone(), *t))
+                    .collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                (s.actor.clone(), candidates)
             };
             let viewer = actor.user.as_ref().map(|u| u.id);
-            if frame.private_to.is_some_and(|p| Some(p) != viewer) {
-                continue;
-            }
+            let revoked = frame.may_revoke_access()
+                && candidates
+                    .iter()
+                    .any(|(_, t)| t.room() == Some(frame.room_id))
+                && self.state.chat.room(&actor, frame.room_id).await.is_err();
             let mut out = Vec::new();
-            let mut revoked = false;
-            if frame.may_revoke_access()
-                && subscriptions
-                    .values()
-                    .any(|t| t.room() == Some(frame.room_id))
-                && self.state.chat.room(&actor, frame.room_id).await.is_err()
-            {
-                revoked = true;
-            }
-            for (channel, topic) in &subscriptions {
+            for (channel, topic) in &candidates {
                 if let Some(data) = self.data_for(*topic, frame, viewer, revoked).await {
                     out.push(json!({ "channel": channel, "data": data }));
                 }
@@ -408,6 +417,15 @@ impl Engine {
                         client.state().subscriptions.remove(subscription);
                     }
                 }
+                // Gitter answered a subscription with the collection as it stands, in
+                // `ext.snapshot`, unless the client asked for none.
+                if subscribe
+                    && let [one] = subscriptions.as_slice()
+                    && message["ext"]["snapshot"] != json!(false)
+                    && let Some(snapshot) = self.snapshot(&client, one).await
+                {
+                    reply["ext"] = json!({ "snapshot": snapshot });
+                }
                 reply["successful"] = json!(true);
                 Some(reply)
             }
@@ -441,6 +459,12 @@ impl Engine {
             },
             None => request_actor.cloned().unwrap_or_else(Actor::anonymous),
         };
+        if self.clients().len() >= CLIENTS_MAX {
+            reply["successful"] = json!(false);
+            reply["error"] = json!("503::Too many clients; try again later");
+            reply["advice"] = json!({ "reconnect": "handshake", "interval": 10_000 });
+            return reply;
+        }
         let id = hex_id();
         let client = Arc::new(Client {
             id: id.clone(),
@@ -511,6 +535,50 @@ impl Engine {
         }
         s.subscriptions.insert(channel.to_string(), topic);
         Ok(())
+    }
+
+    /// The current state of a subscribed channel's collection: the latest messages, the
+    /// first members, or the user's rooms.
+    async fn snapshot(&self, client: &Client, channel: &str) -> Option<Value> {
+        let actor = client.state().actor.clone();
+        let chat = &self.state.chat;
+        let list: Vec<Value> = match Topic::parse(channel)? {
+            Topic::RoomMessages(room) => {
+                let views = chat
+                    .messages(&actor, room, MessageQuery::default())
+                    .await
+                    .ok()?;
+                let last_read = match &actor.user {
+                    Some(u) => chat
+                        .store()
+                        .membership(room, u.id)
+                        .await
+                        .ok()?
+                        .map(|m| m.last_read_seq),
+                    None => None,
+                };
+                views
+                    .iter()
+                    .map(|v| wire::message(v, actor.user.as_ref(), last_read))
+                    .collect()
+            }
+            Topic::RoomUsers(room) => chat
+                .members(&actor, room, "", 30, 0)
+                .await
+                .ok()?
+                .iter()
+                .map(|(user, role)| wire::member(user, *role))
+                .collect(),
+            Topic::UserRooms(user) => chat
+                .rooms_of(&actor, user)
+                .await
+                .ok()?
+                .iter()
+                .map(wire::room_summary)
+                .collect(),
+            Topic::RoomEvents(_) | Topic::User(_) | Topic::Ping => return None,
+        };
+        Some(Value::Array(list))
     }
 
     /// Holds a connect until messages are queued for its client, a newer connect arrives, or

@@ -46,6 +46,14 @@ async fn post(server: &TestServer, path: &str, batch: Value) -> Vec<Value> {
     body.as_array().expect("a reply array").clone()
 }
 
+fn usernames(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a snapshot list")
+        .iter()
+        .map(|u| u["username"].as_str().expect("a username"))
+        .collect()
+}
+
 fn on<'a>(replies: &'a [Value], channel: &str) -> Vec<&'a Value> {
     replies.iter().filter(|m| m["channel"] == channel).collect()
 }
@@ -120,6 +128,12 @@ async fn long_polling_client_receives_messages_posted_through_the_api() {
         assert_eq!(reply["clientId"], json!(client));
     }
     assert_eq!(replies[0]["subscription"], json!(channel));
+    // Each answer carries the collection as it stands, as Gitter's did.
+    assert_eq!(replies[0]["ext"]["snapshot"], json!([]), "no messages yet");
+    let members = usernames(&replies[1]["ext"]["snapshot"]);
+    assert_eq!(members, vec!["alice", "bob"]);
+    assert_eq!(replies[2]["ext"]["snapshot"][0]["id"], json!(room));
+    assert!(replies[3].get("ext").is_none(), "no snapshot for ping2");
 
     // Sent along with other messages, Faye asks for the connect to be answered at once.
     let started = std::time::Instant::now();
@@ -270,10 +284,27 @@ async fn websocket_client_receives_messages_posted_through_the_api() {
         .expect("a string")
         .to_string();
     let channel = format!("/api/v1/rooms/{room}/chatMessages");
+    let earlier = server.say(&alice, room, "before subscribing").await;
     let mut message = subscribe(&client, &channel, "2");
     message["ext"] = json!({ "token": bob.token });
     let replies = exchange(&mut ws, json!([message])).await;
     assert_eq!(replies[0]["successful"], true, "{replies:?}");
+    assert_eq!(
+        replies[0]["ext"]["snapshot"][0]["id"],
+        json!(id_of(&earlier))
+    );
+    assert_eq!(
+        replies[0]["ext"]["snapshot"][0]["unread"], true,
+        "Bob has not read it"
+    );
+    let mut again = subscribe(&client, &format!("/api/v1/rooms/{room}/users"), "2b");
+    again["ext"] = json!({ "snapshot": false });
+    let replies = exchange(&mut ws, json!([again])).await;
+    assert_eq!(replies[0]["successful"], true, "{replies:?}");
+    assert!(
+        replies[0].get("ext").is_none(),
+        "snapshot: false asks for none"
+    );
     // Now signed in as Bob, his own user channel is allowed.
     let own = format!("/api/v1/user/{}", bob.user.id);
     let replies = exchange(&mut ws, json!([subscribe(&client, &own, "3")])).await;
@@ -286,13 +317,21 @@ async fn websocket_client_receives_messages_posted_through_the_api() {
     .expect("sent");
     let posted = server.say(&alice, room, "hello over a socket").await;
     let mut seen = Vec::new();
-    while on(&seen, &channel).is_empty() {
+    let about_posted = |seen: &[Value], operation: &str| {
+        on(seen, &channel)
+            .into_iter()
+            .find(|m| {
+                m["data"]["model"]["id"] == json!(id_of(&posted))
+                    && m["data"]["operation"] == operation
+            })
+            .cloned()
+    };
+    // (The earlier message may come too, if its event was still on its way.)
+    while about_posted(&seen, "create").is_none() {
         seen.extend(next_batch(&mut ws).await);
     }
-    let data = on(&seen, &channel);
-    assert_eq!(data[0]["data"]["operation"], "create");
-    assert_eq!(data[0]["data"]["model"]["id"], json!(id_of(&posted)));
-    assert_eq!(data[0]["data"]["model"]["text"], "hello over a socket");
+    let data = about_posted(&seen, "create").expect("the message");
+    assert_eq!(data["data"]["model"]["text"], "hello over a socket");
 
     // Edits arrive as updates.
     let (status, _) = server
@@ -304,12 +343,11 @@ async fn websocket_client_receives_messages_posted_through_the_api() {
         .await;
     assert_eq!(status, 200);
     let mut seen = Vec::new();
-    while on(&seen, &channel).is_empty() {
+    while about_posted(&seen, "update").is_none() {
         seen.extend(next_batch(&mut ws).await);
     }
-    let data = on(&seen, &channel);
-    assert_eq!(data[0]["data"]["operation"], "update");
-    assert_eq!(data[0]["data"]["model"]["text"], "edited");
+    let data = about_posted(&seen, "update").expect("the edit");
+    assert_eq!(data["data"]["model"]["text"], "edited");
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
