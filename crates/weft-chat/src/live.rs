@@ -71,6 +71,12 @@ async fn tail(store: Store, sender: broadcast::Sender<Arc<LoggedEvent>>) {
                 Ok(events) => {
                     for event in events {
                         last = event.seq;
+                        // A change made by another process (instance, CLI) reaches this
+                        // process's permission cache here; this process's own writes have
+                        // already cleared it at commit.
+                        if event.event.changes_access() {
+                            store.forget_access();
+                        }
                         let _ = sender.send(Arc::new(event));
                     }
                 }

@@ -5,7 +5,8 @@ use weft_core::{
     Attachment, Author, Event, Id, IssueRef, Membership, Message, MessageMention, MessageView,
     Profile, Room, StoredFile, validate,
 };
-use weft_store::{EditedText, MessagePage, NewMessage, PageAnchor};
+use weft_core::{Origin, User};
+use weft_store::{EditedText, MessagePage, NewMessage, PageAnchor, WriteTx};
 
 use crate::error::{from_write, rejected};
 use crate::{Actor, Chat, ChatError, Result};
@@ -39,6 +40,28 @@ pub struct NewPost {
     /// A unique key for this message (a bridged event id): posting the same key again
     /// returns the message already stored instead of a second copy.
     pub external_ref: Option<String>,
+}
+
+/// A post that passed every check and is rendered, ready for [`Chat::write_post`].
+#[derive(Debug, Clone)]
+pub struct PreparedPost {
+    new: NewMessage,
+    files: Vec<StoredFile>,
+    as_virtual: Option<PostAs>,
+    origin: Origin,
+    poster: Option<User>,
+}
+
+impl PreparedPost {
+    /// The id the message will have.
+    pub fn id(&self) -> Id {
+        self.new.id
+    }
+
+    /// The room it goes to.
+    pub fn room_id(&self) -> Id {
+        self.new.room_id
+    }
 }
 
 /// What to read from a room's timeline.
@@ -179,6 +202,39 @@ impl Chat {
 
     /// Posts a message.
     pub async fn post(&self, actor: &Actor, room_id: Id, post: NewPost) -> Result<MessageView> {
+        let external_ref = post.external_ref.clone();
+        if let Some(existing) = self
+            .already_posted(actor, room_id, external_ref.as_deref())
+            .await?
+        {
+            return Ok(existing);
+        }
+        let prepared = self.prepare_post(actor, room_id, post).await?;
+        let written = self
+            .store()
+            .write(move |tx| Box::pin(Chat::write_post(tx, prepared)))
+            .await;
+        match written {
+            Ok(Some(view)) => Ok(view),
+            // The same key raced in from elsewhere (another instance, a retried request).
+            Ok(None) | Err(weft_store::StoreError::Conflict(_)) if external_ref.is_some() => self
+                .already_posted(actor, room_id, external_ref.as_deref())
+                .await?
+                .ok_or(ChatError::Conflict("message".into())),
+            Ok(None) => Err(ChatError::Conflict("message".into())),
+            Err(e) => Err(from_write(e)),
+        }
+    }
+
+    /// Checks and renders a post without writing it: everything [`Chat::post`] does before
+    /// the write. A bridge prepares many posts and writes them in one transaction with
+    /// [`Chat::write_post`], together with its own records.
+    pub async fn prepare_post(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        post: NewPost,
+    ) -> Result<PreparedPost> {
         let (room, standing) = self.room_with_standing(actor, room_id).await?;
         let mut text = post.text;
         let mut status = post.status;
@@ -232,72 +288,70 @@ impl Chat {
                 .collect(),
             external_ref: post.external_ref,
         };
-        let files = post.files;
-        let origin = actor.origin.clone();
-        let as_virtual = post.as_virtual;
-        let external_ref = new.external_ref.clone();
-        if let Some(existing) = self
-            .already_posted(actor, room_id, external_ref.as_deref())
-            .await?
+        Ok(PreparedPost {
+            new,
+            files: post.files,
+            as_virtual: post.as_virtual,
+            origin: actor.origin.clone(),
+            poster: actor.user.clone(),
+        })
+    }
+
+    /// Writes a prepared post inside the caller's transaction, with its events. Answers
+    /// `None`, writing nothing, when a message with the same external key is already stored.
+    pub async fn write_post(
+        tx: &mut WriteTx,
+        post: PreparedPost,
+    ) -> weft_store::Result<Option<MessageView>> {
+        let PreparedPost {
+            mut new,
+            files,
+            as_virtual,
+            origin,
+            poster,
+        } = post;
+        if let Some(key) = &new.external_ref
+            && tx.message_id_by_external_ref(key).await?.is_some()
         {
-            return Ok(existing);
+            return Ok(None);
         }
-        let written = self
-            .store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    let mut new = new;
-                    let mut virtual_user = None;
-                    if let Some(v) = as_virtual {
-                        let vu = virtual_author(tx, &v).await?;
-                        new.author = Author::Virtual(vu.id);
-                        virtual_user = Some(vu);
-                    }
-                    for file in &files {
-                        tx.insert_file(file).await?;
-                    }
-                    let seq = tx.insert_message(&new).await?;
-                    tx.append(
-                        &origin,
-                        &Event::MessageCreated {
-                            room_id: new.room_id,
-                            message_id: new.id,
-                        },
-                    )
-                    .await?;
-                    if let Some(parent) = new.parent_id {
-                        tx.append(
-                            &origin,
-                            &Event::ThreadUpdated {
-                                room_id: new.room_id,
-                                message_id: parent,
-                            },
-                        )
-                        .await?;
-                    }
-                    Ok((new, seq, virtual_user))
-                })
-            })
-            .await;
-        match written {
-            // Answer from what was written: a new message has no reactions or readers yet.
-            Ok((new, seq, virtual_user)) => {
-                let author = match virtual_user {
-                    Some(v) => Some(Profile::Virtual(v)),
-                    None => actor.user.clone().map(Profile::User),
-                };
-                Ok(MessageView {
-                    message: written_message(new, seq),
-                    author,
-                })
-            }
-            // The same key raced in from elsewhere (another instance, a retried request).
-            Err(weft_store::StoreError::Conflict(_)) if external_ref.is_some() => self
-                .already_posted(actor, room_id, external_ref.as_deref())
-                .await?
-                .ok_or(ChatError::Conflict("message".into())),
-            Err(e) => Err(from_write(e)),
+        let mut virtual_user = None;
+        if let Some(v) = as_virtual {
+            let vu = virtual_author(tx, &v).await?;
+            new.author = Author::Virtual(vu.id);
+            virtual_user = Some(vu);
         }
+        for file in &files {
+            tx.insert_file(file).await?;
+        }
+        let seq = tx.insert_message(&new).await?;
+        tx.append(
+            &origin,
+            &Event::MessageCreated {
+                room_id: new.room_id,
+                message_id: new.id,
+            },
+        )
+        .await?;
+        if let Some(parent) = new.parent_id {
+            tx.append(
+                &origin,
+                &Event::ThreadUpdated {
+                    room_id: new.room_id,
+                    message_id: parent,
+                },
+            )
+            .await?;
+        }
+        // Answer from what was written: a new message has no reactions or readers yet.
+        let author = match virtual_user {
+            Some(v) => Some(Profile::Virtual(v)),
+            None => poster.map(Profile::User),
+        };
+        Ok(Some(MessageView {
+            message: written_message(new, seq),
+            author,
+        }))
     }
 
     /// The message already posted under `external_ref` in this room, if any.

@@ -59,9 +59,7 @@ impl Chat {
         let Some(user) = &actor.user else {
             return Ok((None, false));
         };
-        let membership = self.store().membership(room_id, user.id).await?;
-        let banned = membership.is_none() && self.store().is_banned(room_id, user.id).await?;
-        Ok((membership, banned))
+        Ok(self.store().standing(room_id, user.id).await?)
     }
 
     /// A room the caller may read; private rooms they may not see are reported as not found.

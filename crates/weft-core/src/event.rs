@@ -136,6 +136,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// Whether this change can alter who may read or post in a room (a membership, a ban,
+    /// a role or the room itself), so that cached permission checks must be forgotten.
+    pub fn changes_access(&self) -> bool {
+        matches!(
+            self,
+            Event::MemberJoined { .. }
+                | Event::MemberLeft { .. }
+                | Event::MemberBanned { .. }
+                | Event::RoomUpdated { .. }
+                | Event::RoomDeleted { .. }
+        )
+    }
+
     /// The room this event belongs to, if any; live subscribers follow rooms.
     pub fn room_id(&self) -> Option<Id> {
         use Event::*;

@@ -7,6 +7,7 @@
 //! the ordered event log inside that same transaction ([`WriteTx::append`]), so a change and its
 //! event are never separated by a crash.
 
+mod access;
 mod communities;
 mod events;
 mod matrix;
@@ -23,6 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 use tokio::sync::watch;
 
+pub use access::ACCESS_CACHE_TTL;
 pub use matrix::{Direction, MatrixRoom};
 pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
 pub use rooms::RoomWithMembership;
@@ -84,6 +86,7 @@ pub struct Store {
     dialect: Dialect,
     writer: writer::WriterHandle,
     committed: watch::Receiver<i64>,
+    access: std::sync::Arc<access::AccessCache>,
 }
 
 impl Store {
@@ -130,7 +133,8 @@ impl Store {
             .await?;
         let last = events::last_seq(&read).await?;
         let (committed_tx, committed) = watch::channel(last);
-        let writer = writer::spawn(write_pool, dialect, committed_tx);
+        let access = std::sync::Arc::new(access::AccessCache::default());
+        let writer = writer::spawn(write_pool, dialect, committed_tx, access.clone());
         if dialect == Dialect::Postgres {
             listen_for_commits(&url, writer.clone()).await?;
         }
@@ -139,6 +143,7 @@ impl Store {
             dialect,
             writer,
             committed,
+            access,
         })
     }
 
@@ -233,9 +238,10 @@ fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
 
 async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     // WAL lets readers run beside the writer; FULL makes every commit durable across power
-    // loss (group commit keeps that affordable).
+    // loss (group commit keeps that affordable). Temporary storage in memory keeps the
+    // per-job savepoints' sub-journals off the disk.
     conn.execute(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
     )
     .await?;
     Ok(())

@@ -412,6 +412,16 @@ impl WriteTx {
         row.as_ref().map(message_view).transpose()
     }
 
+    /// The id of the message stored under a caller's unique key, if any, seen from inside the
+    /// transaction (so that a key written earlier in the same transaction counts).
+    pub async fn message_id_by_external_ref(&mut self, external_ref: &str) -> Result<Option<Id>> {
+        let row = sqlx::query("SELECT id FROM messages WHERE external_ref = $1")
+            .bind(external_ref)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        row.map(|r| rows::id(&r, "id")).transpose()
+    }
+
     /// Stores a new message (and its mention rows); returns its sequence number.
     pub async fn insert_message(&mut self, m: &NewMessage) -> Result<i64> {
         let row = sqlx::query(

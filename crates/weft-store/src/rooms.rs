@@ -46,7 +46,7 @@ fn membership(row: &AnyRow) -> Result<Membership> {
 
 impl Store {
     /// A room by id.
-    pub async fn room(&self, id: Id) -> Result<Option<Room>> {
+    pub(crate) async fn load_room(&self, id: Id) -> Result<Option<Room>> {
         let row = sqlx::query(
             "SELECT id, community_id, uri, name, topic, kind, avatar_url, noindex, member_count, created_at \
              FROM rooms WHERE id = $1",
@@ -320,6 +320,7 @@ impl WriteTx {
 
     /// Saves a room's name, topic, kind, avatar and noindex.
     pub async fn update_room(&mut self, room: &Room) -> Result<()> {
+        self.access_changed = true;
         sqlx::query("UPDATE rooms SET name = $2, topic = $3, kind = $4, avatar_url = $5, noindex = $6 WHERE id = $1")
             .bind(room.id.to_hex())
             .bind(&room.name)
@@ -334,6 +335,7 @@ impl WriteTx {
 
     /// Deletes a room and everything in it.
     pub async fn delete_room(&mut self, room_id: Id) -> Result<()> {
+        self.access_changed = true;
         let id = room_id.to_hex();
         for sql in [
             "DELETE FROM reactions WHERE message_id IN (SELECT id FROM messages WHERE room_id = $1)",
@@ -352,6 +354,7 @@ impl WriteTx {
 
     /// Adds a membership (reading starts at the room's newest message); false if already a member.
     pub async fn insert_membership(&mut self, m: &Membership) -> Result<bool> {
+        self.access_changed = true;
         let done = sqlx::query(
             "INSERT INTO memberships (room_id, user_id, role, last_read_seq, favourite, joined_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, user_id) DO NOTHING",
@@ -375,6 +378,7 @@ impl WriteTx {
 
     /// Removes a membership; false if they were not a member.
     pub async fn delete_membership(&mut self, room_id: Id, user_id: Id) -> Result<bool> {
+        self.access_changed = true;
         let row = sqlx::query(
             "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2 RETURNING last_read_seq",
         )
@@ -391,6 +395,7 @@ impl WriteTx {
 
     /// Changes a member's role.
     pub async fn set_role(&mut self, room_id: Id, user_id: Id, role: Role) -> Result<bool> {
+        self.access_changed = true;
         let done =
             sqlx::query("UPDATE memberships SET role = $3 WHERE room_id = $1 AND user_id = $2")
                 .bind(room_id.to_hex())
@@ -421,6 +426,7 @@ impl WriteTx {
 
     /// Bans a user from a room (removing their membership).
     pub async fn insert_ban(&mut self, room_id: Id, user_id: Id, at: i64) -> Result<()> {
+        self.access_changed = true;
         self.delete_membership(room_id, user_id).await?;
         sqlx::query("INSERT INTO bans (room_id, user_id, banned_at) VALUES ($1, $2, $3) ON CONFLICT (room_id, user_id) DO NOTHING")
             .bind(room_id.to_hex())
@@ -433,6 +439,7 @@ impl WriteTx {
 
     /// Lifts a ban; false if there was none.
     pub async fn delete_ban(&mut self, room_id: Id, user_id: Id) -> Result<bool> {
+        self.access_changed = true;
         let done = sqlx::query("DELETE FROM bans WHERE room_id = $1 AND user_id = $2")
             .bind(room_id.to_hex())
             .bind(user_id.to_hex())
@@ -469,6 +476,7 @@ impl WriteTx {
     }
 
     async fn add_member_count(&mut self, room_id: Id, delta: i64) -> Result<()> {
+        self.access_changed = true;
         sqlx::query("UPDATE rooms SET member_count = member_count + $2 WHERE id = $1")
             .bind(room_id.to_hex())
             .bind(delta)

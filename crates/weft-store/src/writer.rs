@@ -7,6 +7,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use std::sync::Arc;
+
+use crate::access::AccessCache;
 use crate::{Dialect, Result, StoreError};
 
 /// A boxed future borrowing the write transaction.
@@ -66,6 +69,8 @@ pub struct WriteTx {
     pub(crate) dialect: Dialect,
     /// Sequence number of the last event this transaction appended.
     pub(crate) last_event_seq: Option<i64>,
+    /// Whether a room, membership or ban changed (cached permissions must be forgotten).
+    pub(crate) access_changed: bool,
 }
 
 impl WriteTx {
@@ -129,13 +134,14 @@ pub(crate) fn spawn(
     pool: AnyPool,
     dialect: Dialect,
     committed: watch::Sender<i64>,
+    access: Arc<AccessCache>,
 ) -> WriterHandle {
     let (jobs_tx, jobs_rx) = mpsc::channel::<Request>(4096);
     let handle = WriterHandle {
         jobs: jobs_tx,
         committed: committed.clone(),
     };
-    tokio::spawn(writer_loop(pool, dialect, jobs_rx, committed));
+    tokio::spawn(writer_loop(pool, dialect, jobs_rx, committed, access));
     handle
 }
 
@@ -144,6 +150,7 @@ async fn writer_loop(
     dialect: Dialect,
     mut requests: mpsc::Receiver<Request>,
     committed: watch::Sender<i64>,
+    access: Arc<AccessCache>,
 ) {
     let mut received: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -158,7 +165,7 @@ async fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            let completions = run_batch(&pool, dialect, &mut batch, &committed).await;
+            let completions = run_batch(&pool, dialect, &mut batch, &committed, &access).await;
             for (completion, outcome) in completions {
                 completion(outcome);
             }
@@ -173,11 +180,17 @@ async fn writer_loop(
 }
 
 /// Runs one batch in one transaction; returns each job's completion with the outcome to report.
+///
+/// Every statement costs a round trip to the database (on SQLite, a hand-over to its worker
+/// thread), so the bookkeeping statements between jobs travel together: the end of one job's
+/// savepoint and the start of the next are one call, and the last job's end goes with the
+/// commit.
 async fn run_batch(
     pool: &AnyPool,
     dialect: Dialect,
     batch: &mut Vec<Job>,
     committed: &watch::Sender<i64>,
+    access: &AccessCache,
 ) -> Vec<(Completion, Result<()>)> {
     let conn = match pool.acquire().await {
         Ok(conn) => conn,
@@ -187,61 +200,64 @@ async fn run_batch(
         conn,
         dialect,
         last_event_seq: None,
+        access_changed: false,
     };
     let begin = match dialect {
         // IMMEDIATE takes the write lock up front, so a CLI process writing at the same time
         // waits (busy_timeout) instead of failing half-way.
-        Dialect::Sqlite => "BEGIN IMMEDIATE",
-        Dialect::Postgres => "BEGIN",
+        Dialect::Sqlite => "BEGIN IMMEDIATE; SAVEPOINT job",
+        // The advisory lock serialises writers across instances so that event log sequence
+        // numbers become visible in commit order: a tailer reading `seq > last` never skips a
+        // late commit.
+        Dialect::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7411); SAVEPOINT job",
     };
     if let Err(e) = tx.conn.execute(begin).await {
+        let _ = tx.conn.execute("ROLLBACK").await;
         return fail_all(batch, e);
     }
-    if dialect == Dialect::Postgres {
-        // Serialises writers across instances so that event log sequence numbers become
-        // visible in commit order: a tailer reading `seq > last` never skips a late commit.
-        if let Err(e) = tx.conn.execute("SELECT pg_advisory_xact_lock(7411)").await {
-            let _ = tx.conn.execute("ROLLBACK").await;
-            return fail_all(batch, e);
-        }
-    }
     let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut jobs = batch.drain(..);
+    let mut jobs = batch.drain(..).peekable();
+    let mut last_step = "";
     while let Some(job) = jobs.next() {
-        if let Err(e) = tx.conn.execute("SAVEPOINT job").await {
-            let _ = tx.conn.execute("ROLLBACK").await;
-            job.fail(rejected("transaction failed", &e));
-            return abort(done, jobs, &e);
-        }
         let seq_before = tx.last_event_seq;
         let (ok, completion) = job.run(&mut tx).await;
-        let step = if ok {
-            tx.conn.execute("RELEASE SAVEPOINT job").await.map(|_| ())
-        } else {
-            tx.last_event_seq = seq_before;
-            tx.conn
-                .execute("ROLLBACK TO SAVEPOINT job")
-                .await
-                .map(|_| ())
-        };
         done.push(completion);
-        if let Err(e) = step {
+        if !ok {
+            tx.last_event_seq = seq_before;
+        }
+        let more = jobs.peek().is_some();
+        let step = match (ok, more) {
+            (true, true) => "RELEASE SAVEPOINT job; SAVEPOINT job",
+            (true, false) => "RELEASE SAVEPOINT job",
+            (false, true) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
+            (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+        };
+        if !more {
+            last_step = step;
+            break;
+        }
+        if let Err(e) = tx.conn.execute(step).await {
             let _ = tx.conn.execute("ROLLBACK").await;
             return abort(done, jobs, &e);
         }
     }
-    if let (Dialect::Postgres, Some(seq)) = (dialect, tx.last_event_seq) {
+    let finish = match (dialect, tx.last_event_seq) {
         // Delivered to listeners at commit: other instances wake their tailers (scale-out).
-        let notify = sqlx::query("SELECT pg_notify('weft_events', $1)")
-            .bind(seq.to_string())
-            .execute(&mut *tx.conn)
-            .await;
-        if let Err(e) = notify {
-            let _ = tx.conn.execute("ROLLBACK").await;
-            return abort(done, std::iter::empty(), &e);
+        (Dialect::Postgres, Some(seq)) => {
+            format!("{last_step}; SELECT pg_notify('weft_events', '{seq}'); COMMIT")
         }
+        _ => format!("{last_step}; COMMIT"),
+    };
+    // The sequence number is an integer we produced, so formatting it into SQL is safe.
+    let outcome = sqlx::raw_sql(sqlx::AssertSqlSafe(finish))
+        .execute(&mut *tx.conn)
+        .await;
+    // Whatever happened, cached permissions may no longer hold; forget them before anyone
+    // hears that the write is done.
+    if tx.access_changed {
+        access.invalidate();
     }
-    match tx.conn.execute("COMMIT").await {
+    match outcome {
         Ok(_) => {
             if let Some(seq) = tx.last_event_seq {
                 committed.send_if_modified(|current| {

@@ -907,3 +907,98 @@ pub async fn readers_are_the_members_read_by_counts(store: &Store) {
         vec!["rdb"]
     );
 }
+
+pub async fn cached_standing_follows_bans_roles_and_room_changes(store: &Store) {
+    let (mod_user, member) = (user("keeper"), user("guest"));
+    let r = setup(store, &[&mod_user, &member]).await;
+    // Read twice so that the second answer comes from the cache.
+    for _ in 0..2 {
+        let (membership, banned) = store.standing(r.id, member.id).await.expect("standing");
+        assert_eq!(membership.expect("a member").role, Role::Member);
+        assert!(!banned);
+    }
+    let (room_id, user_id) = (r.id, member.id);
+    store
+        .write(move |tx| {
+            Box::pin(async move { tx.set_role(room_id, user_id, Role::Moderator).await })
+        })
+        .await
+        .expect("role");
+    let (membership, _) = store.standing(r.id, member.id).await.expect("standing");
+    assert_eq!(
+        membership.expect("still a member").role,
+        Role::Moderator,
+        "a role change is seen by the next check"
+    );
+    store
+        .write(move |tx| Box::pin(async move { tx.insert_ban(room_id, user_id, 2).await }))
+        .await
+        .expect("ban");
+    let (membership, banned) = store.standing(r.id, member.id).await.expect("standing");
+    assert!(
+        membership.is_none() && banned,
+        "a ban is seen by the next check"
+    );
+    let mut renamed = store.room(r.id).await.expect("room").expect("exists");
+    renamed.topic = "new topic".into();
+    let saved = renamed.clone();
+    store
+        .write(move |tx| Box::pin(async move { tx.update_room(&saved).await }))
+        .await
+        .expect("update");
+    assert_eq!(
+        store.room(r.id).await.expect("room").expect("exists").topic,
+        "new topic"
+    );
+    // A change the writer did not see (another process) is dropped on request.
+    store
+        .write(move |tx| Box::pin(async move { tx.delete_ban(room_id, user_id).await }))
+        .await
+        .expect("unban");
+    store.forget_access();
+    let (_, banned) = store.standing(r.id, member.id).await.expect("standing");
+    assert!(!banned);
+}
+
+pub async fn failed_jobs_in_a_batch_leave_their_neighbours(store: &Store) {
+    let author = user("neighbour");
+    let r = setup(store, &[&author]).await;
+    let before = store.last_event_seq().await.expect("seq");
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let store = store.clone();
+        let m = message(r.id, author.id, &format!("job {i}"), None);
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        tx.insert_message(&m).await?;
+                        tx.append(
+                            &Origin::local(),
+                            &Event::MessageCreated {
+                                room_id: m.room_id,
+                                message_id: m.id,
+                            },
+                        )
+                        .await?;
+                        if i % 3 == 2 {
+                            return Err(StoreError::Rejected("refused on purpose".into()));
+                        }
+                        Ok(())
+                    })
+                })
+                .await
+                .is_ok()
+        }));
+    }
+    let mut succeeded = 0;
+    for t in tasks {
+        if t.await.expect("task") {
+            succeeded += 1;
+        }
+    }
+    assert_eq!(succeeded, 60);
+    assert_eq!(store.count_messages(r.id).await.expect("count"), 60);
+    let events = store.events_after(before, 1000).await.expect("events");
+    assert_eq!(events.len(), 60, "refused jobs left no events");
+}

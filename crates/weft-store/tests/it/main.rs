@@ -119,6 +119,8 @@ conformance!(
     matrix_mappings_round_trip,
     users_are_found_by_part_of_their_name,
     readers_are_the_members_read_by_counts,
+    cached_standing_follows_bans_roles_and_room_changes,
+    failed_jobs_in_a_batch_leave_their_neighbours,
 );
 
 /// PostgreSQL only: instances sharing one database learn of each other's commits.
