@@ -103,12 +103,25 @@ struct ClientState {
     /// Counts connects, so that a held connect learns a newer one replaced it.
     connects: u64,
     closed: bool,
+    /// Unread messages and mentions per room of the user, kept once they subscribe to their
+    /// room list, so that each new message patches it without a query.
+    unread: Option<HashMap<Id, Unread>>,
 }
 
 impl Client {
     fn state(&self) -> std::sync::MutexGuard<'_, ClientState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A room's unread counts as the user's room list last heard them.
+#[derive(Default)]
+struct Unread {
+    messages: i64,
+    mentions: i64,
+    /// Messages the counts already include (found by the last count from the store), whose
+    /// live events may still be on their way: they must not be counted twice.
+    counted: Vec<Id>,
 }
 
 /// The sessions of this process and the task that feeds them.
@@ -245,7 +258,7 @@ impl Engine {
                 && self.state.chat.room(&actor, frame.room_id).await.is_err();
             let mut out = Vec::new();
             for (channel, topic) in &candidates {
-                if let Some(data) = self.data_for(*topic, frame, viewer, revoked).await {
+                if let Some(data) = self.data_for(&client, *topic, frame, viewer, revoked).await {
                     out.push(json!({ "channel": channel, "data": data }));
                 }
             }
@@ -264,6 +277,7 @@ impl Engine {
     /// The `{operation, model}` a frame carries on a topic, if it belongs there.
     async fn data_for(
         &self,
+        client: &Client,
         topic: Topic,
         frame: &Frame,
         viewer: Option<Id>,
@@ -275,21 +289,58 @@ impl Engine {
             (Topic::RoomMessages(r), "chatMessages") if r == room && !revoked => plain(),
             (Topic::RoomUsers(r), "users") if r == room && !revoked => plain(),
             (Topic::RoomEvents(r), "room" | "typing") if r == room && !revoked => plain(),
+            (Topic::UserRooms(u), "chatMessages") if Some(u) == viewer => {
+                // Someone else's new message in one of the user's rooms: one more unread.
+                let model = &frame.model;
+                if frame.operation != "create" || model["fromUser"]["id"] == json!(u) {
+                    return None;
+                }
+                let mentioned = model["mentions"]
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(|m| m["userId"] == json!(u)));
+                let cap = self.state.chat.config().unread_cap;
+                let id: Id = model["id"].as_str()?.parse().ok()?;
+                let (unread, mentions) = {
+                    let mut s = client.state();
+                    let counts = s.unread.as_mut()?.get_mut(&room)?;
+                    if counts.counted.contains(&id) {
+                        return None;
+                    }
+                    counts.messages = (counts.messages + 1).min(cap);
+                    if mentioned {
+                        counts.mentions = (counts.mentions + 1).min(cap);
+                    }
+                    (counts.messages, counts.mentions)
+                };
+                Some(json!({
+                    "operation": "patch",
+                    "model": { "id": room, "unreadItems": unread, "mentions": mentions },
+                }))
+            }
             (Topic::UserRooms(u), "users") if Some(u) == viewer => {
-                if frame.model["id"].as_str() != Some(u.to_hex().as_str()) {
+                if frame.model["id"] != json!(u) {
                     return None;
                 }
                 if frame.operation == "create" {
                     let r = self.state.chat.store().room(room).await.ok()??;
+                    if let Some(unread) = client.state().unread.as_mut() {
+                        unread.insert(room, Unread::default());
+                    }
                     let mut model = wire::room(&r);
                     model["roomMember"] = json!(true);
                     Some(json!({ "operation": "create", "model": model }))
                 } else {
+                    if let Some(unread) = client.state().unread.as_mut() {
+                        unread.remove(&room);
+                    }
                     Some(json!({ "operation": "remove", "model": { "id": room } }))
                 }
             }
             (Topic::UserRooms(u), "room") if Some(u) == viewer => {
                 if frame.operation == "remove" {
+                    if let Some(unread) = client.state().unread.as_mut() {
+                        unread.remove(&room);
+                    }
                     return Some(json!({ "operation": "remove", "model": { "id": room } }));
                 }
                 let store = self.state.chat.store();
@@ -300,11 +351,20 @@ impl Engine {
                 let store = self.state.chat.store();
                 let mark = frame.model["upToSeq"].as_i64()?;
                 let cap = self.state.chat.config().unread_cap;
-                let unread = store.unread_message_ids(room, u, mark, cap).await.ok()?;
-                let mentions = store.unread_mention_ids(room, u, mark, cap).await.ok()?;
+                let ids = store.unread_message_ids(room, u, mark, cap).await.ok()?;
+                let mentioned = store.unread_mention_ids(room, u, mark, cap).await.ok()?;
+                let (unread, mentions) = (ids.len() as i64, mentioned.len() as i64);
+                if let Some(counts) = client.state().unread.as_mut() {
+                    let now = Unread {
+                        messages: unread,
+                        mentions,
+                        counted: ids,
+                    };
+                    counts.insert(room, now);
+                }
                 Some(json!({
                     "operation": "patch",
-                    "model": { "id": room, "unreadItems": unread.len(), "mentions": mentions.len() },
+                    "model": { "id": room, "unreadItems": unread, "mentions": mentions },
                 }))
             }
             _ => None,
@@ -475,6 +535,7 @@ impl Engine {
                 last_seen: Instant::now(),
                 connects: 0,
                 closed: false,
+                unread: None,
             }),
             wake: Notify::new(),
         });
@@ -528,6 +589,29 @@ impl Engine {
                 }
             }
             Topic::Ping => {}
+        }
+        if let Topic::UserRooms(user) = topic
+            && client.state().unread.is_none()
+        {
+            let rooms = self
+                .state
+                .chat
+                .rooms_of(&actor, user)
+                .await
+                .map_err(|_| format!("500:{channel}:Could not read the room list"))?;
+            client.state().unread = Some(
+                rooms
+                    .iter()
+                    .map(|r| {
+                        let counts = Unread {
+                            messages: r.unread,
+                            mentions: r.mentions,
+                            counted: Vec::new(),
+                        };
+                        (r.room.id, counts)
+                    })
+                    .collect(),
+            );
         }
         let mut s = client.state();
         if s.subscriptions.len() >= SUBSCRIPTIONS_MAX && !s.subscriptions.contains_key(channel) {
