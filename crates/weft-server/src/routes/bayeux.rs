@@ -57,6 +57,9 @@ enum Topic {
     RoomEvents(Id),
     UserRooms(Id),
     User(Id),
+    /// Accepted so that clients that follow them keep working; nothing is sent on them yet.
+    UserRoomUnread(Id, Id),
+    RoomReadBy(Id),
     Ping,
 }
 
@@ -73,6 +76,13 @@ impl Topic {
             ["rooms", room, "users"] => Topic::RoomUsers(id(room)?),
             ["rooms", room, "events"] => Topic::RoomEvents(id(room)?),
             ["user", user, "rooms"] => Topic::UserRooms(id(user)?),
+            ["user", user, "rooms", room, "unreadItems"] => {
+                Topic::UserRoomUnread(id(user)?, id(room)?)
+            }
+            ["rooms", room, "chatMessages", message, "readBy"] => {
+                id(message)?;
+                Topic::RoomReadBy(id(room)?)
+            }
             ["user", user] => Topic::User(id(user)?),
             ["ping2"] | ["ping"] => Topic::Ping,
             _ => return None,
@@ -81,7 +91,11 @@ impl Topic {
 
     fn room(self) -> Option<Id> {
         match self {
-            Topic::RoomMessages(r) | Topic::RoomUsers(r) | Topic::RoomEvents(r) => Some(r),
+            Topic::RoomMessages(r)
+            | Topic::RoomUsers(r)
+            | Topic::RoomEvents(r)
+            | Topic::RoomReadBy(r)
+            | Topic::UserRoomUnread(_, r) => Some(r),
             _ => None,
         }
     }
@@ -97,6 +111,9 @@ struct Client {
 
 struct ClientState {
     actor: Actor,
+    /// The token the session signed in with, checked again on every connect so that a
+    /// revoked token ends the session.
+    secret: Option<String>,
     subscriptions: HashMap<String, Topic>,
     queue: VecDeque<Value>,
     last_seen: Instant,
@@ -392,12 +409,12 @@ impl Engine {
     async fn handle_batch(
         &self,
         messages: Vec<Value>,
-        request_actor: Option<&Actor>,
+        request_auth: Option<&Auth>,
         held: &mut Option<(Arc<Client>, Value, Duration)>,
     ) -> Vec<Value> {
         let mut replies = Vec::new();
         for message in messages {
-            if let Some(reply) = self.handle(message, request_actor, held).await {
+            if let Some(reply) = self.handle(message, request_auth, held).await {
                 replies.push(reply);
             }
         }
@@ -407,7 +424,7 @@ impl Engine {
     async fn handle(
         &self,
         message: Value,
-        request_actor: Option<&Actor>,
+        request_auth: Option<&Auth>,
         held: &mut Option<(Arc<Client>, Value, Duration)>,
     ) -> Option<Value> {
         let channel = message["channel"].as_str().unwrap_or_default().to_string();
@@ -421,7 +438,7 @@ impl Engine {
             Some(reply)
         };
         if channel == "/meta/handshake" {
-            return Some(self.handshake(&message, request_actor, reply).await);
+            return Some(self.handshake(&message, request_auth, reply).await);
         }
         if channel.is_empty() {
             return fail(reply, "400::Missing channel".into());
@@ -433,6 +450,15 @@ impl Engine {
             return fail(reply, format!("401:{client_id}:Unknown client"));
         };
         client.state().last_seen = Instant::now();
+        let secret = client.state().secret.clone();
+        if let Some(secret) = secret
+            && self.state.chat.authenticate_token(&secret).await.is_err()
+        {
+            // The token was revoked: the session ends, and handshaking again fails.
+            self.drop_client(client_id);
+            reply["advice"] = json!({ "reconnect": "handshake", "interval": 0 });
+            return fail(reply, format!("401:{client_id}:Authentication failed"));
+        }
         match channel.as_str() {
             "/meta/connect" => {
                 reply["successful"] = json!(true);
@@ -446,8 +472,9 @@ impl Engine {
                     Some(ms) => Duration::from_millis(ms).min(self.hold()),
                     None => self.hold(),
                 };
-                *held = Some((client, reply, hold));
-                None
+                // Two connects in one batch: the first is answered at once.
+                held.replace((client, reply, hold))
+                    .map(|(_, earlier, _)| earlier)
             }
             "/meta/disconnect" => {
                 self.drop_client(client_id);
@@ -502,14 +529,14 @@ impl Engine {
     async fn handshake(
         &self,
         message: &Value,
-        request_actor: Option<&Actor>,
+        request_auth: Option<&Auth>,
         mut reply: Value,
     ) -> Value {
         reply["version"] = json!("1.0");
         reply["supportedConnectionTypes"] = json!(["long-polling", "websocket"]);
-        let actor = match message["ext"]["token"].as_str() {
+        let (actor, secret) = match message["ext"]["token"].as_str() {
             Some(token) => match self.state.chat.authenticate_token(token).await {
-                Ok(actor) => actor,
+                Ok(actor) => (actor, Some(token.to_string())),
                 Err(_) => {
                     reply["successful"] = json!(false);
                     reply["error"] = json!("401::Authentication failed");
@@ -517,7 +544,10 @@ impl Engine {
                     return reply;
                 }
             },
-            None => request_actor.cloned().unwrap_or_else(Actor::anonymous),
+            None => match request_auth {
+                Some((actor, token)) => (actor.clone(), Some(token.clone())),
+                None => (Actor::anonymous(), None),
+            },
         };
         if self.clients().len() >= CLIENTS_MAX {
             reply["successful"] = json!(false);
@@ -530,6 +560,7 @@ impl Engine {
             id: id.clone(),
             inner: Mutex::new(ClientState {
                 actor,
+                secret,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
                 last_seen: Instant::now(),
@@ -561,6 +592,7 @@ impl Engine {
         match (&s.actor.user, &actor.user) {
             (None, _) => {
                 s.actor = actor;
+                s.secret = Some(token.to_string());
                 Ok(())
             }
             (Some(a), Some(b)) if a.id == b.id => Ok(()),
@@ -576,7 +608,12 @@ impl Engine {
         let actor = client.state().actor.clone();
         let me = actor.user.as_ref().map(|u| u.id);
         match topic {
-            Topic::RoomMessages(room) | Topic::RoomUsers(room) | Topic::RoomEvents(room) => {
+            Topic::UserRoomUnread(user, _) if me != Some(user) => return Err(forbidden()),
+            Topic::RoomMessages(room)
+            | Topic::RoomUsers(room)
+            | Topic::RoomEvents(room)
+            | Topic::RoomReadBy(room)
+            | Topic::UserRoomUnread(_, room) => {
                 self.state
                     .chat
                     .room(&actor, room)
@@ -660,7 +697,11 @@ impl Engine {
                 .iter()
                 .map(wire::room_summary)
                 .collect(),
-            Topic::RoomEvents(_) | Topic::User(_) | Topic::Ping => return None,
+            Topic::RoomEvents(_)
+            | Topic::User(_)
+            | Topic::UserRoomUnread(..)
+            | Topic::RoomReadBy(_)
+            | Topic::Ping => return None,
         };
         Some(Value::Array(list))
     }
@@ -762,17 +803,20 @@ fn percent_decode(raw: &str) -> Result<String, ApiError> {
     String::from_utf8(out).map_err(|_| ApiError::bad_request("message is not valid UTF-8"))
 }
 
+/// Who a request's own bearer token stands for, and the token.
+type Auth = (Actor, String);
+
 /// The actor behind a bearer token on the request itself (header or `?access_token=`), if any.
 async fn request_actor(
     state: &AppState,
     parts: &axum::http::request::Parts,
-) -> Result<Option<Actor>, ApiError> {
+) -> Result<Option<Auth>, ApiError> {
     match bearer_token(parts) {
         Some(token) => state
             .chat
             .authenticate_token(&token)
             .await
-            .map(Some)
+            .map(|actor| Some((actor, token)))
             .map_err(|_| {
                 ApiError::new(StatusCode::UNAUTHORIZED, "invalid or revoked access token")
             }),
@@ -853,7 +897,7 @@ async fn send(socket: &mut WebSocket, messages: Vec<Value>) -> bool {
         .is_ok()
 }
 
-async fn socket_session(engine: Engine, actor: Option<Actor>, mut socket: WebSocket) {
+async fn socket_session(engine: Engine, actor: Option<Auth>, mut socket: WebSocket) {
     // The client whose connects this socket carries, and the connect being held.
     let mut bound: Option<Arc<Client>> = None;
     let mut held: Option<(Value, tokio::time::Instant, u64)> = None;

@@ -419,6 +419,8 @@ async fn bad_tokens_and_other_peoples_channels_are_refused() {
         format!("/api/v1/rooms/{secret}/events"),
         format!("/api/v1/user/{}/rooms", alice.user.id),
         format!("/api/v1/user/{}", alice.user.id),
+        format!("/api/v1/user/{}/rooms/{public}/unreadItems", alice.user.id),
+        format!("/api/v1/rooms/{secret}/chatMessages/0123456789abcdef01234567/readBy"),
     ];
     for (i, channel) in refused.iter().enumerate() {
         let replies = post(
@@ -502,4 +504,67 @@ async fn bad_tokens_and_other_peoples_channels_are_refused() {
         )
         .await;
     assert_eq!(messages, json!([]));
+}
+
+#[tokio::test]
+async fn a_revoked_token_ends_the_session() {
+    let server = server().await;
+    let alice = server.user("alice").await;
+    let room = server.room(&alice, "acme/lobby", RoomKind::Public).await;
+    let client = handshake_http(&server, &alice).await;
+    // Channels Gitter's web client follows are accepted, for one's own rooms only.
+    let message = server.say(&alice, room, "hi").await;
+    let replies = post(
+        &server,
+        "/bayeux",
+        json!([
+            subscribe(
+                &client,
+                &format!("/api/v1/user/{}/rooms/{room}/unreadItems", alice.user.id),
+                "1"
+            ),
+            subscribe(
+                &client,
+                &format!(
+                    "/api/v1/rooms/{room}/chatMessages/{}/readBy",
+                    id_of(&message)
+                ),
+                "2"
+            ),
+        ]),
+    )
+    .await;
+    assert!(
+        replies.iter().all(|r| r["successful"] == true),
+        "{replies:?}"
+    );
+
+    let tokens = server
+        .chat
+        .store()
+        .tokens_of(alice.user.id)
+        .await
+        .expect("tokens");
+    server
+        .chat
+        .revoke_token(&weft_chat::Actor::user(alice.user.clone()), tokens[0].id)
+        .await
+        .expect("revoked");
+    let replies = post(
+        &server,
+        "/bayeux",
+        json!([connect(&client, "long-polling", "3")]),
+    )
+    .await;
+    assert_eq!(replies[0]["successful"], false, "{replies:?}");
+    assert!(
+        replies[0]["error"]
+            .as_str()
+            .expect("an error")
+            .starts_with("401:"),
+        "{replies:?}"
+    );
+    assert_eq!(replies[0]["advice"]["reconnect"], "handshake");
+    let replies = post(&server, "/bayeux", json!([handshake(Some(&alice.token))])).await;
+    assert_eq!(replies[0]["successful"], false, "{replies:?}");
 }
