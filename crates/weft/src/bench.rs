@@ -42,15 +42,24 @@ pub struct BenchArgs {
     /// 0 skips the run.
     #[arg(long, default_value_t = 50)]
     pub matrix_transactions: usize,
+    /// Only seed the big room (and the posting room) into the configured data folder or
+    /// database, print the big room's address and exit, leaving the data for other
+    /// benchmarks (such as the web app's peeking benchmark) to run against.
+    #[arg(long)]
+    pub seed_only: bool,
 }
 
 struct Fixture {
     room_id: Id,
     big_room_id: Id,
+    big_room_uri: String,
     tokens: Vec<String>,
 }
 
 pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
+    if args.seed_only {
+        return seed_only(&args, config).await;
+    }
     let dir = tempfile_dir()?;
     let mut config = config.clone();
     if config.database_url.is_none() {
@@ -111,6 +120,21 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// `--seed-only`: the seeding alone, into the data the configuration names.
+async fn seed_only(args: &BenchArgs, config: &Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let fixture = seed(args, config).await?;
+    eprintln!(
+        "seeded {} messages and {} members in {:.1} s",
+        args.seed_messages,
+        args.seed_members,
+        started.elapsed().as_secs_f64()
+    );
+    // The one line on standard output: the room's address, for scripts to read.
+    println!("{}", fixture.big_room_uri);
+    Ok(())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -278,6 +302,7 @@ async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
     Ok(Fixture {
         room_id: room.id,
         big_room_id: big.id,
+        big_room_uri: big.uri.clone().context("the big room has no URI")?,
         tokens,
     })
 }
