@@ -98,8 +98,11 @@ impl Frames {
 pub async fn build(chat: &Chat, logged: &LoggedEvent) -> Option<Frame> {
     let store = chat.store();
     let room_id = logged.event.room_id()?;
+    // With its read count, so that live models agree with the REST API's.
     let message_json = |id: Id| async move {
-        let view = store.message(id).await.ok()??;
+        let mut view = store.message(id).await.ok()??;
+        let seq = view.message.seq;
+        view.message.read_by = store.read_by(room_id, &[seq]).await.ok()?.pop()?;
         Some(wire::message(&view, None, None))
     };
     let (resource, operation, model) = match &logged.event {
@@ -112,7 +115,7 @@ pub async fn build(chat: &Chat, logged: &LoggedEvent) -> Option<Frame> {
         Event::MessageDeleted { message_id, .. } => {
             // A placeholder that stays (thread head) is shown as deleted; otherwise removed.
             match store.message(*message_id).await.ok()? {
-                Some(view) => ("chatMessages", "update", wire::message(&view, None, None)),
+                Some(_) => ("chatMessages", "update", message_json(*message_id).await?),
                 None => ("chatMessages", "remove", json!({ "id": message_id })),
             }
         }

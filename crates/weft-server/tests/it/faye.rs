@@ -351,6 +351,14 @@ async fn websocket_client_receives_messages_posted_through_the_api() {
 
     // Edits arrive as updates.
     let (status, _) = server
+        .post(
+            Some(&bob.token),
+            &format!("/v1/user/me/rooms/{room}/unreadItems"),
+            json!({ "chat": [id_of(&posted)] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
         .put(
             Some(&alice.token),
             &format!("/v1/rooms/{room}/chatMessages/{}", id_of(&posted)),
@@ -364,6 +372,18 @@ async fn websocket_client_receives_messages_posted_through_the_api() {
     }
     let data = about_posted(&seen, "update").expect("the edit");
     assert_eq!(data["data"]["model"]["text"], "edited");
+    // Its read count agrees with the readBy list: Bob read it before the edit.
+    let (_, readers) = server
+        .get(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/chatMessages/{}/readBy", id_of(&posted)),
+        )
+        .await;
+    assert_eq!(
+        data["data"]["model"]["readBy"],
+        json!(readers.as_array().map(Vec::len))
+    );
+    assert_eq!(data["data"]["model"]["readBy"], 1);
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
