@@ -30,7 +30,7 @@ pub use ratelimit::RateLimiter;
 pub struct ServerConfig {
     /// Requests a token (or, without one, an address) may make per minute; 0 turns limiting off.
     pub rate_limit_per_minute: u32,
-    /// How often streams send a heartbeat.
+    /// How often streams send a heartbeat; also how long a Faye `/meta/connect` is held.
     pub heartbeat: Duration,
     /// The Matrix homeserver's name when the bridge is configured, so that pages can link
     /// rooms on `matrix.to`.
