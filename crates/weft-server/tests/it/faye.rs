@@ -588,3 +588,51 @@ async fn a_revoked_token_ends_the_session() {
     let replies = post(&server, "/bayeux", json!([handshake(Some(&alice.token))])).await;
     assert_eq!(replies[0]["successful"], false, "{replies:?}");
 }
+
+#[tokio::test]
+async fn a_banned_subscriber_stops_receiving_the_room() {
+    let server = server().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&alice, "acme/lobby", RoomKind::Public).await;
+    server.join(&bob, "acme/lobby").await;
+    let client = handshake_http(&server, &bob).await;
+    let channel = format!("/api/v1/rooms/{room}/chatMessages");
+    let replies = post(
+        &server,
+        "/bayeux",
+        json!([subscribe(&client, &channel, "1")]),
+    )
+    .await;
+    assert_eq!(replies[0]["successful"], true, "{replies:?}");
+
+    let (status, body) = server
+        .post(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/bans"),
+            json!({ "username": "bob" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.say(&alice, room, "after the ban").await;
+    let mut seen = Vec::new();
+    for id in ["2", "3"] {
+        seen.extend(
+            post(
+                &server,
+                "/bayeux",
+                json!([connect(&client, "long-polling", id)]),
+            )
+            .await,
+        );
+    }
+    assert!(on(&seen, &channel).is_empty(), "{seen:?}");
+    // Nor may Bob subscribe again.
+    let replies = post(
+        &server,
+        "/bayeux",
+        json!([subscribe(&client, &channel, "4")]),
+    )
+    .await;
+    assert_eq!(replies[0]["successful"], false, "{replies:?}");
+}
