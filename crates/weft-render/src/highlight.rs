@@ -142,31 +142,31 @@ pub(crate) fn code_block(language: &str, code: &str) -> Option<String> {
     let mut open: Option<&str> = None;
     for line in LinesWithEndings::from(code) {
         for (style, text) in lines.highlight_line(line, &SYNTAXES).ok()? {
-            // Whitespace looks the same in any span: leading whitespace stays in the span that
-            // is open, trailing whitespace (line ends too) goes after it.
+            // Spans hold tokens only: whitespace around a token (line ends too) stays outside
+            // unless it falls between two tokens of one kind.
             let core = text.trim();
-            let lead = if core.is_empty() {
-                ""
+            let class = if core.is_empty() {
+                None
             } else {
-                &text[..text.len() - text.trim_start().len()]
+                class_of(style.foreground)
             };
-            let tail = &text[lead.len() + core.len()..];
-            escape_html(&mut out, lead);
-            if !core.is_empty() {
-                let class = class_of(style.foreground);
-                if class != open {
-                    if open.is_some() {
-                        out.push_str("</span>");
-                    }
-                    if let Some(class) = class {
-                        out.push_str("<span class=\"");
-                        out.push_str(class);
-                        out.push_str("\">");
-                    }
-                    open = class;
+            let lead = &text[..text.len() - text.trim_start().len()];
+            if class != open || core.is_empty() {
+                if open.take().is_some() {
+                    out.push_str("</span>");
                 }
-                escape_html(&mut out, core);
+                escape_html(&mut out, lead);
+                if let Some(class) = class {
+                    out.push_str("<span class=\"");
+                    out.push_str(class);
+                    out.push_str("\">");
+                }
+                open = class;
+            } else {
+                escape_html(&mut out, lead);
             }
+            escape_html(&mut out, core);
+            let tail = &text[lead.len() + core.len()..];
             if !tail.is_empty() {
                 if open.take().is_some() {
                     out.push_str("</span>");
