@@ -98,24 +98,35 @@ impl Frames {
 pub async fn build(chat: &Chat, logged: &LoggedEvent) -> Option<Frame> {
     let store = chat.store();
     let room_id = logged.event.room_id()?;
-    // With its read count, so that live models agree with the REST API's.
-    let message_json = |id: Id| async move {
+    // With its read count, so that live models agree with the REST API's. A new message is
+    // the newest in its room, so nobody's read mark is on it yet: no need to count.
+    let message_json = |id: Id, count_readers: bool| async move {
         let mut view = store.message(id).await.ok()??;
-        let seq = view.message.seq;
-        view.message.read_by = store.read_by(room_id, &[seq]).await.ok()?.pop()?;
+        if count_readers {
+            let seq = view.message.seq;
+            view.message.read_by = store.read_by(room_id, &[seq]).await.ok()?.pop()?;
+        }
         Some(wire::message(&view, None, None))
     };
     let (resource, operation, model) = match &logged.event {
-        Event::MessageCreated { message_id, .. } => {
-            ("chatMessages", "create", message_json(*message_id).await?)
-        }
-        Event::MessageEdited { message_id, .. } => {
-            ("chatMessages", "update", message_json(*message_id).await?)
-        }
+        Event::MessageCreated { message_id, .. } => (
+            "chatMessages",
+            "create",
+            message_json(*message_id, false).await?,
+        ),
+        Event::MessageEdited { message_id, .. } => (
+            "chatMessages",
+            "update",
+            message_json(*message_id, true).await?,
+        ),
         Event::MessageDeleted { message_id, .. } => {
             // A placeholder that stays (thread head) is shown as deleted; otherwise removed.
             match store.message(*message_id).await.ok()? {
-                Some(_) => ("chatMessages", "update", message_json(*message_id).await?),
+                Some(_) => (
+                    "chatMessages",
+                    "update",
+                    message_json(*message_id, true).await?,
+                ),
                 None => ("chatMessages", "remove", json!({ "id": message_id })),
             }
         }

@@ -63,6 +63,14 @@ async fn open(
     state.chat.room(&caller.0, room_id).await?;
     let viewer = caller.0.user.as_ref().map(|u| u.id);
     let frames = state.frames.subscribe();
+    // Events logged before the stream opened may still be on their way to the live frames;
+    // they are not new to this client.
+    let opened_at = state
+        .chat
+        .store()
+        .last_event_seq()
+        .await
+        .map_err(weft_chat::ChatError::from)?;
     let heartbeat = state.config.heartbeat;
     struct Feed {
         frames: broadcast::Receiver<Arc<Frame>>,
@@ -83,7 +91,7 @@ async fn open(
             tokio::select! {
                 _ = feed.ticker.tick() => return Some((Ok::<Bytes, Infallible>(Bytes::from_static(b"\n")), feed)),
                 got = feed.frames.recv() => match got {
-                    Ok(frame) if frame.room_id == room_id => {
+                    Ok(frame) if frame.room_id == room_id && (frame.seq == 0 || frame.seq > opened_at) => {
                         // Someone who may no longer read the room hears nothing more from it.
                         if frame.may_revoke_access() && feed.chat.room(&feed.actor, room_id).await.is_err() {
                             return None;
