@@ -114,7 +114,9 @@ struct ClientState {
     /// The token the session signed in with, checked again on every connect so that a
     /// revoked token ends the session.
     secret: Option<String>,
-    subscriptions: HashMap<String, Topic>,
+    /// Each channel with the event log position it was subscribed at: older events, still on
+    /// their way, are not news to it.
+    subscriptions: HashMap<String, (Topic, i64)>,
     queue: VecDeque<Value>,
     last_seen: Instant,
     /// Counts connects, so that a held connect learns a newer one replaced it.
@@ -256,11 +258,14 @@ impl Engine {
                 let candidates: Vec<(String, Topic)> = s
                     .subscriptions
                     .iter()
-                    .filter(|(_, t)| match **t {
-                        Topic::UserRooms(u) => Some(u) == viewer,
-                        t => t.room() == Some(frame.room_id),
+                    .filter(|(_, (t, after))| {
+                        (frame.seq == 0 || frame.seq > *after)
+                            && match *t {
+                                Topic::UserRooms(u) => Some(u) == viewer,
+                                t => t.room() == Some(frame.room_id),
+                            }
                     })
-                    .map(|(c, t)| (c.clone(), *t))
+                    .map(|(c, (t, _))| (c.clone(), *t))
                     .collect();
                 if candidates.is_empty() {
                     continue;
@@ -283,7 +288,7 @@ impl Engine {
                 client
                     .state()
                     .subscriptions
-                    .retain(|_, t| t.room() != Some(frame.room_id));
+                    .retain(|_, (t, _)| t.room() != Some(frame.room_id));
             }
             if !out.is_empty() {
                 self.enqueue(&client, out);
@@ -627,6 +632,14 @@ impl Engine {
             }
             Topic::Ping => {}
         }
+        // Read before the room list below, so that nothing between the two is missed.
+        let after = self
+            .state
+            .chat
+            .store()
+            .last_event_seq()
+            .await
+            .map_err(|_| format!("500:{channel}:Could not subscribe"))?;
         if let Topic::UserRooms(user) = topic
             && client.state().unread.is_none()
         {
@@ -654,7 +667,7 @@ impl Engine {
         if s.subscriptions.len() >= SUBSCRIPTIONS_MAX && !s.subscriptions.contains_key(channel) {
             return Err(format!("403:{channel}:Too many subscriptions"));
         }
-        s.subscriptions.insert(channel.to_string(), topic);
+        s.subscriptions.insert(channel.to_string(), (topic, after));
         Ok(())
     }
 
