@@ -1,11 +1,13 @@
 //! Posting, editing, deleting, reading, reacting to and searching messages.
 
+use std::collections::{HashMap, HashSet};
 use weft_core::permission::{self, Standing};
 use weft_core::{
     Attachment, Author, Event, Id, IssueRef, Membership, Message, MessageMention, MessageView,
     Profile, Room, StoredFile, validate,
 };
-use weft_core::{Origin, User};
+
+use weft_core::{Origin, User, VirtualUser};
 use weft_store::{EditedText, MessagePage, NewMessage, PageAnchor, WriteTx};
 
 use crate::error::{from_write, rejected};
@@ -303,55 +305,106 @@ impl Chat {
         tx: &mut WriteTx,
         post: PreparedPost,
     ) -> weft_store::Result<Option<MessageView>> {
-        let PreparedPost {
-            mut new,
-            files,
-            as_virtual,
-            origin,
-            poster,
-        } = post;
-        if let Some(key) = &new.external_ref
-            && tx.message_id_by_external_ref(key).await?.is_some()
-        {
-            return Ok(None);
-        }
-        let mut virtual_user = None;
-        if let Some(v) = as_virtual {
-            let vu = virtual_author(tx, &v).await?;
-            new.author = Author::Virtual(vu.id);
-            virtual_user = Some(vu);
-        }
-        for file in &files {
-            tx.insert_file(file).await?;
-        }
-        let seq = tx.insert_message(&new).await?;
-        tx.append(
-            &origin,
-            &Event::MessageCreated {
-                room_id: new.room_id,
-                message_id: new.id,
-            },
-        )
-        .await?;
-        if let Some(parent) = new.parent_id {
-            tx.append(
-                &origin,
-                &Event::ThreadUpdated {
+        Ok(Chat::write_posts(tx, vec![post]).await?.pop().flatten())
+    }
+
+    /// Writes many prepared posts inside the caller's transaction, in order, with their
+    /// events; each answer is as [`Chat::write_post`]'s. The rows go in a few multi-row
+    /// statements, so a bridge applying a hundred messages makes a handful of database
+    /// round trips rather than hundreds.
+    pub async fn write_posts(
+        tx: &mut WriteTx,
+        posts: Vec<PreparedPost>,
+    ) -> weft_store::Result<Vec<Option<MessageView>>> {
+        let keys: Vec<&str> = posts
+            .iter()
+            .filter_map(|p| p.new.external_ref.as_deref())
+            .collect();
+        let mut taken = if keys.is_empty() {
+            HashSet::new()
+        } else {
+            tx.taken_external_refs(&keys).await?
+        };
+        let virtual_users = known_virtual_users(tx, &posts).await?;
+        let mut virtual_users = virtual_users;
+        let mut answers: Vec<Option<(NewMessage, Option<Profile>)>> =
+            Vec::with_capacity(posts.len());
+        let mut to_store = Vec::new();
+        let mut events: Vec<(Origin, Event)> = Vec::new();
+        for post in posts {
+            let PreparedPost {
+                mut new,
+                files,
+                as_virtual,
+                origin,
+                poster,
+            } = post;
+            if let Some(key) = &new.external_ref
+                && !taken.insert(key.clone())
+            {
+                answers.push(None);
+                continue;
+            }
+            let author = match as_virtual {
+                Some(claim) => {
+                    let key = (claim.kind.clone(), claim.external_id.clone());
+                    let vu = match virtual_users.get(&key) {
+                        Some(known) if claim_matches(&claim, known) => known.clone(),
+                        _ => {
+                            let vu = virtual_author(tx, &claim).await?;
+                            virtual_users.insert(key, vu.clone());
+                            vu
+                        }
+                    };
+                    new.author = Author::Virtual(vu.id);
+                    Some(Profile::Virtual(vu))
+                }
+                None => poster.map(Profile::User),
+            };
+            for file in &files {
+                tx.insert_file(file).await?;
+            }
+            events.push((
+                origin.clone(),
+                Event::MessageCreated {
                     room_id: new.room_id,
-                    message_id: parent,
+                    message_id: new.id,
                 },
-            )
-            .await?;
+            ));
+            if let Some(parent) = new.parent_id {
+                events.push((
+                    origin,
+                    Event::ThreadUpdated {
+                        room_id: new.room_id,
+                        message_id: parent,
+                    },
+                ));
+            }
+            to_store.push(new.clone());
+            answers.push(Some((new, author)));
+        }
+        let seqs = tx.insert_messages(&to_store).await?;
+        // One statement per run of events from the same origin (normally all of them).
+        let mut rest = events.as_slice();
+        while let Some((origin, _)) = rest.first() {
+            let run = rest.iter().take_while(|(o, _)| o == origin).count();
+            let batch: Vec<Event> = rest[..run].iter().map(|(_, e)| e.clone()).collect();
+            tx.append_all(origin, &batch).await?;
+            rest = &rest[run..];
         }
         // Answer from what was written: a new message has no reactions or readers yet.
-        let author = match virtual_user {
-            Some(v) => Some(Profile::Virtual(v)),
-            None => poster.map(Profile::User),
-        };
-        Ok(Some(MessageView {
-            message: written_message(new, seq),
-            author,
-        }))
+        let mut seqs = seqs.into_iter();
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                let (new, author) = answer?;
+                let seq = seqs.next()?;
+                Some(MessageView {
+                    message: written_message(new, seq),
+                    author,
+                })
+            })
+            .collect())
     }
 
     /// The message already posted under `external_ref` in this room, if any.
@@ -783,6 +836,33 @@ async fn virtual_author(
         .upsert_virtual_user(&v.kind, &v.external_id, name, v.avatar_url.as_deref())
         .await?;
     Ok(vu)
+}
+
+/// The stored virtual users the posts claim to be, looked up together.
+async fn known_virtual_users(
+    tx: &mut WriteTx,
+    posts: &[PreparedPost],
+) -> weft_store::Result<HashMap<(String, String), VirtualUser>> {
+    let mut by_kind: HashMap<&str, Vec<&str>> = HashMap::new();
+    for claim in posts.iter().filter_map(|p| p.as_virtual.as_ref()) {
+        let ids = by_kind.entry(claim.kind.as_str()).or_default();
+        if !ids.contains(&claim.external_id.as_str()) {
+            ids.push(claim.external_id.as_str());
+        }
+    }
+    let mut known = HashMap::new();
+    for (kind, ids) in by_kind {
+        for (external_id, vu) in tx.virtual_users(kind, &ids).await? {
+            known.insert((kind.to_string(), external_id), vu);
+        }
+    }
+    Ok(known)
+}
+
+/// Whether a stored virtual user already carries what a bridge claims (no update needed).
+fn claim_matches(claim: &PostAs, stored: &VirtualUser) -> bool {
+    (claim.display_name.trim().is_empty() || stored.display_name == claim.display_name)
+        && (claim.avatar_url.is_none() || stored.avatar_url == claim.avatar_url)
 }
 
 /// The message a [`NewMessage`] became once stored under `seq`.

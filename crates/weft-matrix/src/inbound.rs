@@ -1,18 +1,50 @@
 //! Matrix → weft: applying AS transactions, and the on-demand creation of Matrix rooms and
 //! puppets that the homeserver's queries ask for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
-use weft_chat::{ChatError, NewPost, PostAs};
+use weft_chat::{Chat, ChatError, NewPost, PostAs, PreparedPost};
 use weft_core::{Id, Room, RoomKind, User};
 use weft_store::{Direction, MatrixRoom};
 
 use crate::translate::{self, IncomingText};
 use crate::{Bridge, BridgeError, Identities, VIRTUAL_KIND};
 
+/// Plain messages of one AS transaction, checked and rendered, waiting to be written together
+/// (with their mappings and, at the end, the transaction id) in one store transaction: one
+/// commit per transaction rather than two per event.
+#[derive(Default)]
+struct PendingPosts {
+    posts: Vec<PreparedPost>,
+    /// `(event id, Matrix room id)` of each post, in the same order.
+    events: Vec<(String, String)>,
+    /// The event ids above, to see when a later event relates to one not yet written.
+    event_ids: HashSet<String>,
+    /// Matrix room → weft room, looked up once per transaction.
+    rooms: HashMap<String, Option<Id>>,
+}
+
+/// What to do with one incoming event.
+enum Plan {
+    /// A plain new message: add it to the pending posts.
+    Post(Box<PreparedPost>),
+    /// Nothing to bridge (our own echo, an unbridged room, an event already applied).
+    Skip,
+    /// Relates to a message still pending: write the pending posts, then plan again.
+    AfterPending,
+    /// Anything else (edits, files, reactions, redactions, profile changes): apply it on its
+    /// own, after the pending posts.
+    Apply,
+}
+
 impl Bridge {
     /// Applies a transaction's events exactly once; an error leaves it to be retried.
+    ///
+    /// Runs of plain messages are written in one store transaction together with their
+    /// mappings, and the transaction id is recorded in the last write, so a crash at any
+    /// point leaves either nothing or everything up to a point that a retry (deduplicated by
+    /// event id) completes.
     pub(crate) async fn apply_transaction(
         &self,
         txn_id: &str,
@@ -22,8 +54,32 @@ impl Bridge {
         if store.matrix_transaction_seen(txn_id).await? {
             return Ok(());
         }
+        let mut pending = PendingPosts::default();
         for event in translate::transaction_events(body) {
-            match self.apply_event(event).await {
+            let mut plan = self.plan(event, &mut pending).await;
+            if matches!(plan, Ok(Plan::AfterPending)) {
+                self.write_pending(&mut pending, None).await?;
+                plan = self.plan(event, &mut pending).await;
+            }
+            let outcome = match plan {
+                Ok(Plan::Post(post)) => {
+                    let ids = (
+                        event["event_id"].as_str().unwrap_or_default().to_string(),
+                        event["room_id"].as_str().unwrap_or_default().to_string(),
+                    );
+                    pending.event_ids.insert(ids.0.clone());
+                    pending.events.push(ids);
+                    pending.posts.push(*post);
+                    Ok(())
+                }
+                Ok(Plan::Skip) => Ok(()),
+                Ok(Plan::Apply | Plan::AfterPending) => {
+                    self.write_pending(&mut pending, None).await?;
+                    self.apply_event(event).await
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(()) => {}
                 // Storage trouble: fail the transaction so that the homeserver retries it.
                 Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
@@ -45,10 +101,96 @@ impl Bridge {
                 }
             }
         }
-        let txn = txn_id.to_string();
-        store
-            .write(move |tx| Box::pin(async move { tx.insert_matrix_transaction(&txn).await }))
+        self.write_pending(&mut pending, Some(txn_id)).await
+    }
+
+    /// Decides how to apply an event; prepares plain messages for the pending batch.
+    async fn plan(&self, event: &Value, pending: &mut PendingPosts) -> Result<Plan, BridgeError> {
+        if event["type"] != "m.room.message" {
+            return Ok(Plan::Apply);
+        }
+        let sender = event["sender"].as_str().unwrap_or_default();
+        let matrix_room = event["room_id"].as_str().unwrap_or_default();
+        let event_id = event["event_id"].as_str().unwrap_or_default();
+        if sender.is_empty() || event_id.is_empty() || self.ids().is_ours(sender) {
+            return Ok(Plan::Skip);
+        }
+        let room_id = match pending.rooms.get(matrix_room) {
+            Some(known) => *known,
+            None => {
+                let found = self.chat().store().room_for_matrix(matrix_room).await?;
+                pending.rooms.insert(matrix_room.to_string(), found);
+                found
+            }
+        };
+        let Some(room_id) = room_id else {
+            return Ok(Plan::Skip);
+        };
+        let content = &event["content"];
+        let Some(incoming) = self.incoming_text(content).await? else {
+            return Ok(Plan::Apply);
+        };
+        if incoming.replaces.is_some() {
+            return Ok(Plan::Apply);
+        }
+        let target = incoming
+            .thread_root
+            .as_deref()
+            .or(incoming.in_reply_to.as_deref());
+        if target.is_some_and(|t| pending.event_ids.contains(t)) {
+            return Ok(Plan::AfterPending);
+        }
+        let post = self
+            .prepare_message(room_id, event_id, sender, incoming)
             .await?;
+        Ok(Plan::Post(Box::new(post)))
+    }
+
+    /// Writes the pending posts and their mappings in one store transaction, with the AS
+    /// transaction id when it is the last write of the transaction.
+    async fn write_pending(
+        &self,
+        pending: &mut PendingPosts,
+        txn_id: Option<&str>,
+    ) -> Result<(), BridgeError> {
+        if pending.posts.is_empty() && txn_id.is_none() {
+            return Ok(());
+        }
+        let posts = std::mem::take(&mut pending.posts);
+        let events = std::mem::take(&mut pending.events);
+        pending.event_ids.clear();
+        let txn = txn_id.map(str::to_string);
+        let count = posts.len();
+        self.chat()
+            .store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    let written = Chat::write_posts(tx, posts).await?;
+                    // `None`: applied before (a replay under another transaction id).
+                    let mappings: Vec<(&str, &str, String)> = written
+                        .iter()
+                        .zip(&events)
+                        .filter_map(|(view, (event_id, matrix_room))| {
+                            let view = view.as_ref()?;
+                            Some((
+                                event_id.as_str(),
+                                matrix_room.as_str(),
+                                view.message.id.to_hex(),
+                            ))
+                        })
+                        .collect();
+                    tx.insert_matrix_events("message", Direction::Inbound, &mappings)
+                        .await?;
+                    if let Some(txn) = txn {
+                        tx.insert_matrix_transaction(&txn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        if count > 0 {
+            tracing::debug!(count, "applied Matrix messages");
+        }
         Ok(())
     }
 
@@ -161,20 +303,7 @@ impl Bridge {
         if store.weft_ref_for(event_id).await?.is_some() {
             return Ok(());
         }
-        let html = content["formatted_body"]
-            .as_str()
-            .or(content["m.new_content"]["formatted_body"].as_str())
-            .unwrap_or_default();
-        let mut usernames = HashMap::new();
-        for target in translate::pill_targets(html) {
-            if let Some(id) = self.ids().puppet_user_id(&target)
-                && let Some(user) = store.user(id).await?
-            {
-                usernames.insert(target, user.username);
-            }
-        }
-        let Some(incoming) = translate::incoming_text(content, |mxid| usernames.get(mxid).cloned())
-        else {
+        let Some(incoming) = self.incoming_text(content).await? else {
             if let Some(file) = translate::incoming_file(content) {
                 return self
                     .apply_file(room_id, matrix_room, event_id, sender, content, file)
@@ -185,8 +314,8 @@ impl Bridge {
                 content["msgtype"].as_str().unwrap_or("unknown")
             )));
         };
-        let who = self.post_as(sender).await;
         if let Some(original) = &incoming.replaces {
+            let who = self.post_as(sender).await;
             return self
                 .apply_edit(
                     room_id,
@@ -198,6 +327,46 @@ impl Bridge {
                 )
                 .await;
         }
+        let post = self
+            .prepare_message(room_id, event_id, sender, incoming)
+            .await?;
+        let mut pending = PendingPosts::default();
+        pending.posts.push(post);
+        pending
+            .events
+            .push((event_id.to_string(), matrix_room.to_string()));
+        self.write_pending(&mut pending, None).await
+    }
+
+    /// Reads a message's text, turning pills of weft users' puppets into their usernames;
+    /// `None` for content that is not text (files, unknown types).
+    async fn incoming_text(&self, content: &Value) -> Result<Option<IncomingText>, BridgeError> {
+        let html = content["formatted_body"]
+            .as_str()
+            .or(content["m.new_content"]["formatted_body"].as_str())
+            .unwrap_or_default();
+        let mut usernames = HashMap::new();
+        for target in translate::pill_targets(html) {
+            if let Some(id) = self.ids().puppet_user_id(&target)
+                && let Some(user) = self.chat().store().user(id).await?
+            {
+                usernames.insert(target, user.username);
+            }
+        }
+        Ok(translate::incoming_text(content, |mxid| {
+            usernames.get(mxid).cloned()
+        }))
+    }
+
+    /// Checks and renders a new message from Matrix as its sender's virtual user, in the
+    /// thread of the message it replies to.
+    async fn prepare_message(
+        &self,
+        room_id: Id,
+        event_id: &str,
+        sender: &str,
+        incoming: IncomingText,
+    ) -> Result<PreparedPost, BridgeError> {
         let parent = match incoming
             .thread_root
             .as_deref()
@@ -210,19 +379,14 @@ impl Bridge {
             text: incoming.text,
             status: incoming.status,
             parent_id: parent,
-            as_virtual: Some(who),
+            as_virtual: Some(self.post_as(sender).await),
             external_ref: Some(event_id.to_string()),
             ..NewPost::default()
         };
-        let view = self.chat().post(self.actor(), room_id, post).await?;
-        self.record_mapping(
-            Direction::Inbound,
-            event_id,
-            matrix_room,
-            "message",
-            &view.message.id.to_hex(),
-        )
-        .await
+        Ok(self
+            .chat()
+            .prepare_post(self.actor(), room_id, post)
+            .await?)
     }
 
     /// A file from Matrix: downloaded through authenticated media, stored in weft, posted as

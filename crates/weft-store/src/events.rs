@@ -63,4 +63,33 @@ impl WriteTx {
         self.last_event_seq = Some(seq);
         Ok(seq)
     }
+
+    /// Appends many events to the log in this transaction, in order, with one statement per
+    /// [`crate::rows::ROWS_PER_STATEMENT`] events.
+    pub async fn append_all(&mut self, origin: &Origin, events: &[Event]) -> Result<()> {
+        let at = weft_core::now_millis();
+        for chunk in events.chunks(crate::rows::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO events (room_id, kind, payload, origin, at) VALUES {} RETURNING seq",
+                crate::rows::values_placeholders(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for event in chunk {
+                let payload =
+                    serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                query = query
+                    .bind(event.room_id().map(|r| r.to_hex()))
+                    .bind(event.kind())
+                    .bind(payload)
+                    .bind(origin.0.clone())
+                    .bind(at);
+            }
+            let rows = query.fetch_all(&mut *self.conn).await?;
+            for row in rows {
+                let seq: i64 = row.try_get("seq")?;
+                self.last_event_seq = Some(self.last_event_seq.map_or(seq, |s| s.max(seq)));
+            }
+        }
+        Ok(())
+    }
 }

@@ -214,6 +214,34 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Records many event mappings of one kind and direction, one statement per
+    /// [`rows::ROWS_PER_STATEMENT`]; mappings already recorded are left alone.
+    pub async fn insert_matrix_events(
+        &mut self,
+        kind: &str,
+        direction: Direction,
+        mappings: &[(&str, &str, String)],
+    ) -> Result<()> {
+        for chunk in mappings.chunks(rows::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO matrix_events (matrix_event_id, matrix_room_id, kind, weft_ref, direction) VALUES {} \
+                 ON CONFLICT DO NOTHING",
+                rows::values_placeholders(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (event_id, room_id, weft_ref) in chunk {
+                query = query
+                    .bind(event_id.to_string())
+                    .bind(room_id.to_string())
+                    .bind(kind.to_string())
+                    .bind(weft_ref.clone())
+                    .bind(direction.as_str());
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
     /// Records an applied AS transaction; false if it was already recorded.
     pub async fn insert_matrix_transaction(&mut self, txn_id: &str) -> Result<bool> {
         let done = sqlx::query("INSERT INTO matrix_transactions (txn_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")

@@ -453,6 +453,80 @@ impl WriteTx {
         Ok(seq)
     }
 
+    /// Stores many new messages (and their mention rows and thread counts) with one statement
+    /// per [`rows::ROWS_PER_STATEMENT`] messages; returns their sequence numbers in order.
+    pub async fn insert_messages(&mut self, messages: &[NewMessage]) -> Result<Vec<i64>> {
+        let mut seqs = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(rows::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO messages (id, room_id, author_kind, author_id, text, html, status, parent_id, sent, mentions, issues, urls, attachments, external_ref) \
+                 VALUES {} RETURNING id, seq",
+                rows::values_placeholders(chunk.len(), 14)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                query = query
+                    .bind(m.id.to_hex())
+                    .bind(m.room_id.to_hex())
+                    .bind(rows::author_kind(&m.author))
+                    .bind(m.author.id().to_hex())
+                    .bind(m.text.clone())
+                    .bind(m.html.clone())
+                    .bind(i64::from(m.status))
+                    .bind(m.parent_id.map(|p| p.to_hex()))
+                    .bind(m.sent)
+                    .bind(to_json(&m.mentions)?)
+                    .bind(to_json(&m.issues)?)
+                    .bind(to_json(&m.urls)?)
+                    .bind(to_json(&m.attachments)?)
+                    .bind(m.external_ref.clone());
+            }
+            let returned = query
+                .fetch_all(&mut *self.conn)
+                .await
+                .map_err(StoreError::conflict_on("message"))?;
+            // RETURNING promises no order: match the rows up by id.
+            let mut by_id = std::collections::HashMap::with_capacity(returned.len());
+            for row in &returned {
+                by_id.insert(rows::id(row, "id")?, row.try_get::<i64, _>("seq")?);
+            }
+            for m in chunk {
+                let seq = *by_id.get(&m.id).ok_or_else(|| {
+                    StoreError::Corrupt(format!("message {} was not stored", m.id))
+                })?;
+                self.insert_mentions(m.room_id, seq, &m.mentions).await?;
+                if let Some(parent) = m.parent_id {
+                    self.add_thread_count(parent, 1).await?;
+                }
+                seqs.push(seq);
+            }
+        }
+        Ok(seqs)
+    }
+
+    /// Which of these external keys are already used by stored messages (including ones
+    /// written earlier in this transaction).
+    pub async fn taken_external_refs(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut taken = std::collections::HashSet::new();
+        for chunk in keys.chunks(rows::ROWS_PER_STATEMENT * 4) {
+            let sql = format!(
+                "SELECT external_ref FROM messages WHERE external_ref IN ({})",
+                rows::list_placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for key in chunk {
+                query = query.bind(key.to_string());
+            }
+            for row in query.fetch_all(&mut *self.conn).await? {
+                taken.insert(row.try_get::<String, _>("external_ref")?);
+            }
+        }
+        Ok(taken)
+    }
+
     async fn insert_mentions(
         &mut self,
         room_id: Id,

@@ -104,3 +104,48 @@ pub(crate) fn joined_profile(row: &AnyRow, author: Author) -> Result<Option<Prof
         }
     }
 }
+
+/// `($1, $2, …), ($k, …), …`: the placeholders of a multi-row `VALUES` list of `rows` rows
+/// of `columns` columns, numbered from `$1`.
+pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * columns + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// `$1, $2, …, $n`: the placeholders of an `IN` list.
+pub(crate) fn list_placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement. Well under both databases' limits on bound values, and
+/// small because SQLite looks parameter names up by a linear scan, so binding costs grow
+/// with the square of the values in one statement.
+pub(crate) const ROWS_PER_STATEMENT: usize = 24;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_every_value() {
+        assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(list_placeholders(3), "$1, $2, $3");
+    }
+}

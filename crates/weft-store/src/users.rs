@@ -212,6 +212,33 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The stored virtual users of one network among these external ids, by external id.
+    pub async fn virtual_users(
+        &mut self,
+        kind: &str,
+        external_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, VirtualUser>> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in external_ids.chunks(rows::ROWS_PER_STATEMENT * 4) {
+            let sql = format!(
+                "SELECT id, kind, external_id, display_name, avatar_url FROM virtual_users WHERE kind = $1 AND external_id IN ({})",
+                (2..chunk.len() + 2)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.to_string());
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&mut *self.conn).await? {
+                let vu = rows::virtual_user(&row)?;
+                found.insert(vu.external_id.clone(), vu);
+            }
+        }
+        Ok(found)
+    }
+
     /// Creates or refreshes the virtual user for `(kind, external_id)` and returns it with
     /// whether anything changed. Without a display name, a known name is kept (and a new
     /// virtual user is named after its external id).

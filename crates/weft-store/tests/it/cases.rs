@@ -1002,3 +1002,92 @@ pub async fn failed_jobs_in_a_batch_leave_their_neighbours(store: &Store) {
     let events = store.events_after(before, 1000).await.expect("events");
     assert_eq!(events.len(), 60, "refused jobs left no events");
 }
+
+pub async fn batched_writes_store_every_row(store: &Store) {
+    let author = user("batcher");
+    let r = setup(store, &[&author]).await;
+    let before = store.last_event_seq().await.expect("seq");
+    // More rows than fit one statement, with keys, a thread reply and a mention.
+    let head = message(r.id, author.id, "head", None);
+    let head_id = head.id;
+    let mut batch = vec![head];
+    for i in 0..150 {
+        let mut m = message(r.id, author.id, &format!("batched {i}"), None);
+        m.external_ref = Some(format!("$event{i}"));
+        if i == 7 {
+            m.parent_id = Some(head_id);
+        }
+        if i == 9 {
+            m.mentions = vec![MessageMention {
+                screen_name: "batcher".into(),
+                user_id: Some(author.id),
+                all: false,
+            }];
+        }
+        batch.push(m);
+    }
+    let ids: Vec<Id> = batch.iter().map(|m| m.id).collect();
+    let events: Vec<Event> = batch
+        .iter()
+        .map(|m| Event::MessageCreated {
+            room_id: m.room_id,
+            message_id: m.id,
+        })
+        .collect();
+    let room_id = r.id;
+    let (seqs, taken, known) = store
+        .write(move |tx| {
+            Box::pin(async move {
+                let seqs = tx.insert_messages(&batch).await?;
+                tx.append_all(&Origin("matrix".into()), &events).await?;
+                let taken = tx
+                    .taken_external_refs(&["$event3", "$event149", "$nothing"])
+                    .await?;
+                tx.upsert_virtual_user("matrix", "@a:hs", Some("A"), None)
+                    .await?;
+                let known = tx.virtual_users("matrix", &["@a:hs", "@b:hs"]).await?;
+                let mappings: Vec<(&str, &str, String)> = (0..3)
+                    .map(|i| ("$mapped", "!room:hs", format!("ref{i}")))
+                    .collect();
+                tx.insert_matrix_events("message", weft_store::Direction::Inbound, &mappings)
+                    .await?;
+                Ok((seqs, taken, known))
+            })
+        })
+        .await
+        .expect("batch");
+    assert_eq!(seqs.len(), 151);
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs follow the order given: {seqs:?}"
+    );
+    assert_eq!(store.count_messages(room_id).await.expect("count"), 151);
+    let stored = store.message(ids[8]).await.expect("read").expect("stored");
+    assert_eq!(stored.message.parent_id, Some(head_id));
+    assert_eq!(stored.message.seq, seqs[8]);
+    let head = store.message(head_id).await.expect("read").expect("stored");
+    assert_eq!(head.message.thread_count, 1);
+    let expected: std::collections::HashSet<String> =
+        ["$event3".to_string(), "$event149".to_string()].into();
+    assert_eq!(taken, expected);
+    assert_eq!(known.len(), 1);
+    assert_eq!(known["@a:hs"].display_name, "A");
+    let logged = store.events_after(before, 1000).await.expect("events");
+    assert_eq!(logged.len(), 151);
+    assert!(logged.iter().all(|e| e.origin.0 == "matrix"));
+    assert_eq!(
+        store.weft_ref_for("$mapped").await.expect("mapping"),
+        Some(("message".to_string(), "ref0".to_string())),
+        "the first of several mappings for one event wins"
+    );
+    let mut committed = store.committed();
+    let last = logged.last().expect("some").seq;
+    if *committed.borrow_and_update() < last {
+        committed.changed().await.ok();
+    }
+    assert_eq!(
+        *committed.borrow(),
+        last,
+        "the batch moved the committed watermark"
+    );
+}

@@ -121,6 +121,7 @@ conformance!(
     readers_are_the_members_read_by_counts,
     cached_standing_follows_bans_roles_and_room_changes,
     failed_jobs_in_a_batch_leave_their_neighbours,
+    batched_writes_store_every_row,
 );
 
 /// PostgreSQL only: instances sharing one database learn of each other's commits.
