@@ -59,13 +59,17 @@ pub(crate) async fn run(bridge: Bridge) {
         for event in events {
             deliver_with_retries(&bridge, &event).await;
             cursor = event.seq;
-            let seq = event.seq;
-            if let Err(e) = store
-                .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq).await }))
-                .await
-            {
-                tracing::error!(error = %e, seq, "cannot save the Matrix cursor");
-            }
+        }
+        // Messages and reactions saved the cursor with their mapping as they went; this
+        // covers the events that needed nothing sent (most of them: changes that came from
+        // Matrix, rooms that are not bridged). A crash before it resends at most one batch,
+        // under the same transaction ids, which the homeserver deduplicates.
+        let seq = cursor;
+        if let Err(e) = store
+            .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq).await }))
+            .await
+        {
+            tracing::error!(error = %e, seq, "cannot save the Matrix cursor");
         }
     }
 }
@@ -101,6 +105,35 @@ async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
             }
         }
     }
+}
+
+/// Records what a logged change became on Matrix and moves the cursor past it, in one
+/// write: the next event waits for one commit, not two.
+async fn record_sent(
+    bridge: &Bridge,
+    event: &LoggedEvent,
+    matrix_event_id: &str,
+    matrix_room: &str,
+    kind: &'static str,
+    weft_ref: String,
+) -> Result<(), BridgeError> {
+    let (seq, e, r) = (
+        event.seq,
+        matrix_event_id.to_string(),
+        matrix_room.to_string(),
+    );
+    bridge
+        .chat()
+        .store()
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.insert_matrix_event(&e, &r, kind, &weft_ref, Direction::Outbound)
+                    .await?;
+                tx.set_matrix_cursor(seq).await
+            })
+        })
+        .await?;
+    Ok(())
 }
 
 fn txn(event: &LoggedEvent) -> String {
@@ -184,15 +217,15 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                     &sender,
                 )
                 .await?;
-            bridge
-                .record_mapping(
-                    Direction::Outbound,
-                    &event_id,
-                    matrix_room,
-                    "message",
-                    &view.message.id.to_hex(),
-                )
-                .await
+            record_sent(
+                bridge,
+                event,
+                &event_id,
+                matrix_room,
+                "message",
+                view.message.id.to_hex(),
+            )
+            .await
         }
         Event::MessageEdited { message_id, .. } => {
             let Some(view) = store.message(*message_id).await? else {
@@ -257,15 +290,15 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 .hs()
                 .send(matrix_room, "m.reaction", &txn(event), &content, &sender)
                 .await?;
-            bridge
-                .record_mapping(
-                    Direction::Outbound,
-                    &event_id,
-                    matrix_room,
-                    "reaction",
-                    &format!("{message_id} {emoji} {user_id}"),
-                )
-                .await
+            record_sent(
+                bridge,
+                event,
+                &event_id,
+                matrix_room,
+                "reaction",
+                format!("{message_id} {emoji} {user_id}"),
+            )
+            .await
         }
         Event::ReactionRemoved {
             message_id,
