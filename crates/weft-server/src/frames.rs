@@ -1,12 +1,13 @@
 //! Live frames: each logged event rendered once into Gitter's `{operation, model}` shape and
 //! shared by every WebSocket and stream subscriber of this process.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use weft_chat::Chat;
-use weft_core::{Author, Event, Id, LoggedEvent};
+use weft_core::{Author, Event, Id, LoggedEvent, MessageView};
 
 use crate::wire;
 
@@ -56,12 +57,24 @@ impl Frames {
             let mut last = 0i64;
             loop {
                 match events.recv().await {
-                    Ok(event) => {
-                        if event.seq > 0 {
-                            last = event.seq;
+                    Ok(first) => {
+                        // Take what else is already waiting, so that a burst of new messages
+                        // is read back in one query rather than one each.
+                        let mut burst = vec![first];
+                        while burst.len() < BURST {
+                            match events.try_recv() {
+                                Ok(next) => burst.push(next),
+                                Err(_) => break,
+                            }
                         }
-                        if let Some(frame) = build(&chat, &event).await {
-                            let _ = out.send(Arc::new(frame));
+                        let mut created = new_messages(&chat, &burst).await;
+                        for event in burst {
+                            if event.seq > 0 {
+                                last = event.seq;
+                            }
+                            if let Some(frame) = build_with(&chat, &event, &mut created).await {
+                                let _ = out.send(Arc::new(frame));
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -93,9 +106,37 @@ impl Frames {
     }
 }
 
+/// Events rendered together at most, when they arrive in a burst.
+const BURST: usize = 256;
+
+/// The messages that the burst's `MessageCreated` events announce, read in one go. A lagging
+/// read (a Lagged error, storage trouble) leaves the map empty and each event reads its own.
+async fn new_messages(chat: &Chat, burst: &[Arc<LoggedEvent>]) -> HashMap<Id, MessageView> {
+    let ids: Vec<Id> = burst
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::MessageCreated { message_id, .. } => Some(message_id),
+            _ => None,
+        })
+        .collect();
+    if ids.len() < 2 {
+        return HashMap::new();
+    }
+    chat.store().messages_by_ids(&ids).await.unwrap_or_default()
+}
+
 /// Renders one event; `None` for events live subscribers do not see (or whose subject is
 /// already gone).
 pub async fn build(chat: &Chat, logged: &LoggedEvent) -> Option<Frame> {
+    build_with(chat, logged, &mut HashMap::new()).await
+}
+
+/// [`build`], taking a new message's view from `created` when it was read beforehand.
+async fn build_with(
+    chat: &Chat,
+    logged: &LoggedEvent,
+    created: &mut HashMap<Id, MessageView>,
+) -> Option<Frame> {
     let store = chat.store();
     let room_id = logged.event.room_id()?;
     // With its read count, so that live models agree with the REST API's. A new message is
@@ -112,7 +153,10 @@ pub async fn build(chat: &Chat, logged: &LoggedEvent) -> Option<Frame> {
         Event::MessageCreated { message_id, .. } => (
             "chatMessages",
             "create",
-            message_json(*message_id, false).await?,
+            match created.remove(message_id) {
+                Some(view) => wire::message(&view, None, None),
+                None => message_json(*message_id, false).await?,
+            },
         ),
         Event::MessageEdited { message_id, .. } => (
             "chatMessages",

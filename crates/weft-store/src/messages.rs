@@ -139,6 +139,31 @@ impl Store {
         row.as_ref().map(message_view).transpose()
     }
 
+    /// Many messages by id, with their authors, in one query per chunk of ids; ids that are
+    /// not (or no longer) stored are left out.
+    pub async fn messages_by_ids(
+        &self,
+        ids: &[Id],
+    ) -> Result<std::collections::HashMap<Id, MessageView>> {
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(rows::ROWS_PER_STATEMENT * 4) {
+            let sql = format!(
+                "{} WHERE m.id IN ({})",
+                message_select!(),
+                rows::list_placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.to_hex());
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                let view = message_view(&row)?;
+                found.insert(view.message.id, view);
+            }
+        }
+        Ok(found)
+    }
+
     /// The message stored under a caller's unique key, if any.
     pub async fn message_by_external_ref(&self, external_ref: &str) -> Result<Option<MessageView>> {
         let row = sqlx::query(concat!(message_select!(), "WHERE m.external_ref = $1"))

@@ -102,7 +102,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     }
 
     let result = async {
-        posts(&args, &http, &base, &fixture).await?;
+        posts(&args, &http, &base, &fixture, child.id()).await?;
         fanout(&args, &http, &base, &fixture, port).await?;
         reads(&args, &http, &base, &fixture).await?;
         if let Some(pid) = child.id() {
@@ -162,6 +162,23 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("the server did not become ready")
+}
+
+/// CPU time (user + system, all threads) a process has used so far, in seconds: a figure
+/// that, unlike throughput, hardly changes when other programs share the machine.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("odd /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, in USER_HZ (100 on Linux).
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn rss_kb(pid: u32) -> anyhow::Result<u64> {
@@ -320,8 +337,10 @@ async fn posts(
     http: &reqwest::Client,
     base: &str,
     f: &Fixture,
+    server: Option<u32>,
 ) -> anyhow::Result<()> {
     let per_client = args.posts / f.tokens.len();
+    let cpu_before = server.map(cpu_seconds).transpose()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for token in &f.tokens {
@@ -355,6 +374,14 @@ async fn posts(
         total as f64 / secs,
         f.tokens.len()
     );
+    if let (Some(pid), Some(before)) = (server, cpu_before) {
+        let used = cpu_seconds(pid)? - before;
+        println!(
+            "posts: the server used {:.0} µs of CPU per post ({:.2} cores busy)",
+            used * 1e6 / total as f64,
+            used / secs
+        );
+    }
     Ok(())
 }
 
@@ -576,12 +603,17 @@ async fn matrix_inbound(
             }))
             .collect()
     };
+    let cpu_before = child.id().map(cpu_seconds).transpose()?;
     let started = Instant::now();
     for t in 0..args.matrix_transactions {
         put(format!("txn{t}"), transaction(t)).await?;
     }
     let secs = started.elapsed().as_secs_f64();
     let events = args.matrix_transactions * 100;
+    let cpu_per_event = match (child.id(), cpu_before) {
+        (Some(pid), Some(before)) => (cpu_seconds(pid)? - before) * 1e6 / events as f64,
+        _ => f64::NAN,
+    };
     // The same events again under a new transaction id: already applied, nothing changes.
     put("replayed".into(), transaction(0)).await?;
     let _ = child.kill().await;
@@ -589,8 +621,8 @@ async fn matrix_inbound(
     let stored = store.count_messages(room.id).await?;
     weft_store::close(store).await;
     println!(
-        "matrix inbound: {events} events in {} transactions applied in {secs:.2} s = {:.0} events/s; \
-         stored {stored} messages after a replay (expected {events})",
+        "matrix inbound: {events} events in {} transactions applied in {secs:.2} s = {:.0} events/s \
+         ({cpu_per_event:.0} µs of server CPU per event); stored {stored} messages after a replay (expected {events})",
         args.matrix_transactions,
         events as f64 / secs
     );
