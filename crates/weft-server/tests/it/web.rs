@@ -83,8 +83,9 @@ async fn a_public_room_is_rendered_with_its_messages_escaped() {
         page.contains("\"seq\":"),
         "the feed position is in the page"
     );
-    let first = page.find("first").expect("first message");
-    let second = page.find("second").expect("second message");
+    let messages = &page[page.find("id=\"messages\"").expect("message list")..];
+    let first = messages.find("first").expect("first message");
+    let second = messages.find("second").expect("second message");
     assert!(first < second, "oldest first");
 }
 
