@@ -183,6 +183,28 @@ async def test_mention_weft_to_matrix(room, stack, alice, bob, maria, uid):
     assert set(c.get("m.mentions", {}).get("user_ids", [])) == {bob_mxid}, c.get("m.mentions")
 
 
+async def test_mention_of_a_matrix_user_weft_to_matrix_and_back(room, alice, maria, matt, uid):
+    # Maria is on Matrix: weft users mention her by her Matrix ID.
+    alice.api.send(room.weft_id, f"thanks @{maria.user_id[1:]} {uid}")
+    event = await room.matrix_wait(matt, body_contains(uid), "the message mentioning a Matrix user")
+    c = event["content"]
+    assert f'href="https://matrix.to/#/{maria.user_id}"' in c["formatted_body"], c["formatted_body"]
+    assert set(c.get("m.mentions", {}).get("user_ids", [])) == {maria.user_id}, c.get("m.mentions")
+    # Matt pills Maria from Matrix: weft stores the same mention, not her display name.
+    back = f"back {uid}"
+    await matt.send(room.matrix_id, {
+        "msgtype": "m.text",
+        "body": f"Maria: {back}",
+        "format": HTML,
+        "formatted_body": f'<a href="https://matrix.to/#/{maria.user_id}">Maria</a>: {back}',
+        "m.mentions": {"user_ids": [maria.user_id]},
+    })
+    message = await room.weft_wait(text_contains(back), "the Matrix message with a Matrix user's pill")
+    assert message["text"].startswith(maria.user_id), message["text"]
+    names = [m.get("screenName") for m in message.get("mentions", [])]
+    assert maria.user_id[1:] in names, message.get("mentions")
+
+
 async def test_mention_matrix_to_weft(room, stack, alice, maria, uid):
     puppet = stack.puppet(alice)
     await maria.send(room.matrix_id, {

@@ -407,16 +407,24 @@ async fn sender_of(
     Ok(Some(sender))
 }
 
-/// The weft users a message mentions, with their puppets.
+/// The people a message mentions, as Matrix users: weft users by their puppets, Matrix
+/// users (`@alice:matrix.org`) as themselves.
 async fn pills(bridge: &Bridge, view: &MessageView) -> Result<Vec<Pill>, BridgeError> {
     let mut out = Vec::new();
     for mention in &view.message.mentions {
-        if let Some(user_id) = mention.user_id
-            && let Some(user) = bridge.chat().store().user(user_id).await?
-        {
+        let mxid = match mention.user_id {
+            Some(user_id) => bridge
+                .chat()
+                .store()
+                .user(user_id)
+                .await?
+                .map(|user| bridge.ids().puppet(&user)),
+            None => translate::mentioned_matrix_user(&mention.screen_name),
+        };
+        if let Some(mxid) = mxid {
             out.push(Pill {
                 screen_name: mention.screen_name.clone(),
-                mxid: bridge.ids().puppet(&user),
+                mxid,
             });
         }
     }

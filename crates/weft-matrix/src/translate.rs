@@ -339,6 +339,26 @@ pub fn strip_reply_fallback(body: &str) -> String {
     rest.join("\n")
 }
 
+/// The Matrix user a weft mention names, when it is written as one (`@alice:matrix.org`
+/// mentions `alice:matrix.org`); `None` for weft usernames and for anything that is not a
+/// valid Matrix user ID.
+pub fn mentioned_matrix_user(screen_name: &str) -> Option<String> {
+    let (localpart, server) = screen_name.split_once(':')?;
+    // Today's grammar only (the ID parser also takes legacy IDs, spaces included).
+    let valid_localpart = !localpart.is_empty()
+        && localpart
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b));
+    let valid_server = <&ruma::ServerName>::try_from(server).is_ok();
+    (valid_localpart && valid_server).then(|| format!("@{screen_name}"))
+}
+
+/// Whether `mxid`, written in a weft message, reads back as a mention of that Matrix user.
+fn is_matrix_user_mention(mxid: &str) -> bool {
+    weft_render::mention_name(mxid)
+        .is_some_and(|name| mxid.get(1..) == Some(name.as_str()) && name.contains(':'))
+}
+
 /// The Matrix IDs that pills in `formatted_body` point to.
 pub fn pill_targets(html: &str) -> Vec<String> {
     html.split("href=\"https://matrix.to/#/")
@@ -366,6 +386,9 @@ fn pills_to_names(html: &str, username_of: &impl Fn(&str) -> Option<String>) -> 
         out.push_str(&rest[..start]);
         match username_of(&target) {
             Some(username) => out.push_str(&format!("@{username}")),
+            // Another Matrix user: a weft mention of them (`@alice:matrix.org`), which goes
+            // back to Matrix as the same pill.
+            None if is_matrix_user_mention(&target) => out.push_str(&target),
             None => out.push_str(&after[label_start..close]),
         }
         rest = &after[close + "</a>".len()..];
@@ -638,6 +661,39 @@ mod tests {
         assert_eq!(got.text, "waves at @alice");
         assert!(got.status);
         assert_eq!(got.thread_root.as_deref(), Some("$root"));
+    }
+
+    #[test]
+    fn matrix_users_are_mentioned_by_their_id_both_ways() {
+        assert_eq!(
+            mentioned_matrix_user("maria:matrix.org").as_deref(),
+            Some("@maria:matrix.org")
+        );
+        assert_eq!(mentioned_matrix_user("bob"), None);
+        assert_eq!(mentioned_matrix_user("bad name:matrix.org"), None);
+        // A pill of a Matrix user (not a puppet) becomes a weft mention of them...
+        let content = json!({
+            "msgtype": "m.text",
+            "body": "Maria: look",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<a href=\"https://matrix.to/#/@maria:matrix.org\">Maria</a>: look, <a href=\"https://matrix.to/#/@x:s\">X</a>",
+        });
+        let got = incoming_text(&content, |_| None).expect("text");
+        assert_eq!(got.text, "@maria:matrix.org: look, X");
+        // ...which weft renders as a mention and sends back as the same pill.
+        let rendered = weft_render::render_markdown(&got.text);
+        assert_eq!(rendered.mentions[0].screen_name, "maria:matrix.org");
+        let pills = [Pill {
+            screen_name: "maria:matrix.org".into(),
+            mxid: "@maria:matrix.org".into(),
+        }];
+        assert!(
+            formatted_body(&rendered.html, &pills).contains(
+                "<a href=\"https://matrix.to/#/@maria:matrix.org\">@maria:matrix.org</a>"
+            ),
+            "{}",
+            rendered.html
+        );
     }
 
     #[test]

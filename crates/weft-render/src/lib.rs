@@ -69,6 +69,19 @@ pub struct IssueRef {
     pub number: u64,
 }
 
+/// What `text` mentions when it is exactly one `@mention` (`@alice` → `alice`,
+/// `@alice:matrix.org` → `alice:matrix.org`), or `None` when it is anything else; for code
+/// that writes mentions and must know the renderer will read them back as one.
+pub fn mention_name(text: &str) -> Option<String> {
+    match refs::scan(text).as_slice() {
+        [token] if token.span == (0..text.len()) => match &token.kind {
+            refs::TokenKind::Mention(name) => Some(name.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Renders the Markdown source of a chat message to sanitised HTML, and collects the
 /// mentions, issue references and link targets it contains.
 ///

@@ -104,6 +104,10 @@ fn mention_at(text: &str, i: usize) -> Option<Token> {
             end += 1;
         }
     }
+    // `@name:server` names a Matrix user (`@alice:matrix.org`): the server is part of it.
+    if let Some(server_end) = matrix_server_end(bytes, end) {
+        end = server_end;
+    }
     // `@name@host` is an address of some kind, not a mention.
     if bytes.get(end) == Some(&b'@') {
         return None;
@@ -112,6 +116,40 @@ fn mention_at(text: &str, i: usize) -> Option<Token> {
         span: i..end,
         kind: TokenKind::Mention(text.get(start..end)?.to_owned()),
     })
+}
+
+/// Where a Matrix server name that follows a user name ends, if the byte at `colon` is a
+/// `:` that starts one: a host name with at least one dot (or `localhost`), and an optional
+/// `:port`. `@alice: hi` and `@alice:great` stay plain `@alice` mentions.
+fn matrix_server_end(bytes: &[u8], colon: usize) -> Option<usize> {
+    if bytes.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = colon + 1;
+    let mut end = start;
+    while bytes
+        .get(end)
+        .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        end += 1;
+    }
+    // A trailing dot ends the sentence, not the host.
+    while end > start && bytes[end - 1] == b'.' {
+        end -= 1;
+    }
+    let host = &bytes[start..end];
+    let plausible = host.first().is_some_and(u8::is_ascii_alphanumeric)
+        && (host.contains(&b'.') || host == b"localhost");
+    if !plausible {
+        return None;
+    }
+    if bytes.get(end) == Some(&b':') && bytes.get(end + 1).is_some_and(u8::is_ascii_digit) {
+        end += 1;
+        while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+    }
+    Some(end)
 }
 
 /// An issue reference whose `#` is at byte `i`, if there is one; it may not start before
@@ -196,6 +234,13 @@ mod tests {
         assert_eq!(mentions("@user@host"), Vec::<String>::new());
         assert_eq!(mentions("é@x"), Vec::<String>::new());
         assert_eq!(mentions("@@x"), Vec::<String>::new());
+        // Matrix users, with their server.
+        assert_eq!(mentions("hi @alice:matrix.org!"), ["alice:matrix.org"]);
+        assert_eq!(mentions("@bob:localhost:8448, see"), ["bob:localhost:8448"]);
+        assert_eq!(mentions("ask @carol:example.org."), ["carol:example.org"]);
+        assert_eq!(mentions("@alice: hi"), ["alice"]);
+        assert_eq!(mentions("@alice:great work"), ["alice"]);
+        assert_eq!(mentions("@alice:.org"), ["alice"]);
     }
 
     #[test]
