@@ -78,7 +78,14 @@ async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
     let mut delay = Duration::from_millis(200);
     loop {
         match deliver(bridge, event).await {
-            Ok(()) => return,
+            Ok(()) => {
+                tracing::debug!(
+                    seq = event.seq,
+                    since_logged_ms = weft_core::now_millis() - event.at,
+                    "delivered to Matrix"
+                );
+                return;
+            }
             Err(BridgeError::Homeserver(e)) if e.is_transient() => {
                 let wait = e.retry_after_ms.map(Duration::from_millis).unwrap_or(delay);
                 tracing::warn!(seq = event.seq, error = %e, wait_ms = wait.as_millis() as u64, "homeserver unavailable; retrying");
@@ -206,6 +213,11 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 &pills,
                 thread_root.as_deref(),
                 &permalink,
+            );
+            tracing::debug!(
+                seq = event.seq,
+                since_logged_ms = weft_core::now_millis() - event.at,
+                "sending to Matrix"
             );
             let event_id = bridge
                 .hs()
