@@ -1,5 +1,5 @@
-//! A rough timing of a typical message, for release builds:
-//! `cargo test --release -p weft-render -- --ignored --nocapture typical_message_timing`.
+//! How long rendering takes for a few typical messages (a figure to read, not a test):
+//! `cargo run --release -p weft-render --example render_timing`.
 
 use std::time::Instant;
 
@@ -9,9 +9,7 @@ const TYPICAL: &str = "Hey @alice, the fix for #123 is in weft-org/weft#456 :tad
     see https://example.com/pr/456 and run `cargo test -p weft-render`.\n\
     It **should** also handle $x^2$ now.";
 
-#[test]
-#[ignore = "timing; run in release mode with --ignored --nocapture"]
-fn typical_message_timing() {
+fn main() {
     // Warm up (builds the shared options and sanitiser).
     for _ in 0..1_000 {
         std::hint::black_box(render_markdown(std::hint::black_box(TYPICAL)));
