@@ -3,7 +3,7 @@
 //! the homeserver. Transient failures (homeserver down, 429, 5xx) are retried with back-off,
 //! in order; permanent ones are logged and recorded, and the sender moves on.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weft_core::{Author, Event, LoggedEvent, MessageView, Profile, RoomKind};
 use weft_store::Direction;
@@ -13,6 +13,9 @@ use crate::{Bridge, BridgeError, VIRTUAL_KIND};
 
 /// Log entries read per step.
 const BATCH: i64 = 200;
+
+/// How often, at most, the cursor is saved while events keep coming and none is sent.
+const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(bridge: Bridge) {
     let store = bridge.chat().store().clone();
@@ -40,6 +43,8 @@ pub(crate) async fn run(bridge: Bridge) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    let mut saved = cursor;
+    let mut last_save = Instant::now();
     loop {
         let events = match store.events_after(cursor, BATCH).await {
             Ok(events) => events,
@@ -50,6 +55,11 @@ pub(crate) async fn run(bridge: Bridge) {
             }
         };
         if events.is_empty() {
+            // Idle: a good moment to save how far we got.
+            if cursor > saved {
+                saved = save_cursor(&store, cursor).await.unwrap_or(saved);
+                last_save = Instant::now();
+            }
             tokio::select! {
                 _ = committed.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -60,16 +70,29 @@ pub(crate) async fn run(bridge: Bridge) {
             deliver_with_retries(&bridge, &event).await;
             cursor = event.seq;
         }
-        // Messages and reactions saved the cursor with their mapping as they went; this
-        // covers the events that needed nothing sent (most of them: changes that came from
-        // Matrix, rooms that are not bridged). A crash before it resends at most one batch,
-        // under the same transaction ids, which the homeserver deduplicates.
-        let seq = cursor;
-        if let Err(e) = store
-            .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq).await }))
-            .await
-        {
+        // Messages and reactions saved the cursor with their mapping as they went. The rest
+        // (mostly changes that came from Matrix, which need nothing sent) is saved when the
+        // sender goes idle or once a second under load, not after every batch: that write
+        // would be one more commit for every transaction the homeserver pushes. A crash
+        // resends at most that second's events, under the same transaction ids, which the
+        // homeserver deduplicates.
+        if last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
+            saved = save_cursor(&store, cursor).await.unwrap_or(saved);
+            last_save = Instant::now();
+        }
+    }
+}
+
+/// Saves the sender's cursor; answers the saved position, or `None` (logged) if it failed.
+async fn save_cursor(store: &weft_store::Store, seq: i64) -> Option<i64> {
+    match store
+        .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq).await }))
+        .await
+    {
+        Ok(()) => Some(seq),
+        Err(e) => {
             tracing::error!(error = %e, seq, "cannot save the Matrix cursor");
+            None
         }
     }
 }
