@@ -811,16 +811,28 @@
       try {
         const users = await api('GET', roomPath + '/users?limit=8&q=' + encodeURIComponent(word));
         if (seq !== typeaheadSeq) return; // a newer query is under way
-        show(users.filter((u) => !me || u.id !== me.id).map((u) => ({
+        const members = users.filter((u) => !me || u.id !== me.id).map((u) => ({
           label: u.displayName || u.username, detail: '@' + u.username, insert: '@' + u.username,
-        })), at);
+        }));
+        // People from Matrix who spoke in the room are mentioned by their Matrix ID
+        // (@alice:matrix.org), which the bridge turns into a pill.
+        const q = word.toLowerCase();
+        const fromMatrix = [...peopleFromMatrix().values()]
+          .filter((p) => p.username.startsWith('@') && p.username.includes(':'))
+          .filter((p) => p.name.toLowerCase().includes(q) || p.username.toLowerCase().includes(q))
+          .map((p) => ({ label: p.name, detail: p.username + ' · ' + p.badge, insert: p.username }));
+        show(members.concat(fromMatrix).slice(0, 10), at);
       } catch (e) {
         close();
       }
     }
 
     area.addEventListener('input', update);
-    area.addEventListener('blur', () => setTimeout(close, 100));
+    // Late, so that a click on an option lands first; and only if the focus did not come
+    // back meanwhile (sending a message disables the composer for a moment, which blurs it).
+    area.addEventListener('blur', () => setTimeout(() => {
+      if (document.activeElement !== area) close();
+    }, 100));
     // Registered before the composer's own keys, so Enter picks rather than sends.
     area.addEventListener('keydown', (e) => {
       if (box.hidden || !items.length || e.isComposing) return;
@@ -1047,11 +1059,9 @@
 
   // People from Matrix have no membership here: they are the virtual users whose messages
   // are in the room, shown with their network's badge.
-  function renderMatrixPeople() {
-    const box = $('#matrix-people');
-    const people = $('#matrix-list');
-    if (!box || !people) return;
+  function peopleFromMatrix() {
     const seen = new Map();
+    if (!list) return seen;
     for (const li of $$('.msg', list)) {
       const b = $('.meta .badge', li);
       if (!b || !li.dataset.author || seen.has(li.dataset.author)) continue;
@@ -1063,6 +1073,14 @@
         avatar: img ? img.getAttribute('src') : '',
       });
     }
+    return seen;
+  }
+
+  function renderMatrixPeople() {
+    const box = $('#matrix-people');
+    const people = $('#matrix-list');
+    if (!box || !people) return;
+    const seen = peopleFromMatrix();
     people.replaceChildren();
     for (const [id, p] of seen) {
       const li = personItem(p.name, p.username, p.badge, true, p.avatar);

@@ -241,6 +241,18 @@ test('typeahead completes :emoji: and @mentions from the keyboard', async () => 
   const [sent] = await weft.api(alice, 'GET', `/rooms/${roomId}/chatMessages?limit=1`);
   assert.deepEqual(sent.mentions.map((m) => m.screenName).sort(), ['member01', 'owner']);
   assert.ok(sent.mentions.every((m) => m.userId), 'both mentions resolve to users');
+
+  // People from Matrix who spoke in the room are offered too, by their Matrix ID.
+  await page.type('#compose', 'thanks @carl');
+  const carl = page.locator('#compose-typeahead [role="option"]', { hasText: 'Carl on Matrix' });
+  await carl.waitFor();
+  assert.equal(await carl.locator('.detail').textContent(), '@carl:example.org · Matrix');
+  await page.press('#compose', 'Tab');
+  assert.equal(await page.inputValue('#compose'), 'thanks @carl:example.org ');
+  await page.press('#compose', 'Enter');
+  await page.locator('#messages .msg', { hasText: 'thanks @carl:example.org' }).waitFor();
+  const [thanks] = await weft.api(alice, 'GET', `/rooms/${roomId}/chatMessages?limit=1`);
+  assert.deepEqual(thanks.mentions.map((m) => m.screenName), ['carl:example.org']);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
