@@ -559,3 +559,93 @@ async def test_no_echo_two_way_burst(room, alice, maria, uid):
         # Each origin's messages keep their order on both sides.
         assert [b for b in bodies if b.startswith("w")] == weft_texts, side
         assert [b for b in bodies if b.startswith("m")] == matrix_texts, side
+
+
+# --------------------------------------------------------------------------------------------
+# Typing notifications
+
+
+class TypingWatch:
+    """Follows a room's `m.typing` notifications through a second sync stream of a Matrix user
+    (its own position, so the harness's timeline sync is left alone)."""
+
+    def __init__(self, stack, viewer: MatrixUser, matrix_room: str):
+        import json
+
+        self.url = f"{stack.synapse.url}/_matrix/client/v3/sync"
+        self.headers = {"Authorization": f"Bearer {viewer.access_token}"}
+        self.room = matrix_room
+        self.filter = json.dumps({
+            "room": {"rooms": [matrix_room], "timeline": {"limit": 1}, "state": {"types": []},
+                     "ephemeral": {"types": ["m.typing"]}},
+            "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}})
+        self.since = self._sync(None, 0)[1]
+        self.typing: set[str] = set()
+
+    def _sync(self, since: str | None, timeout_ms: int) -> tuple[list[str], str]:
+        import requests
+
+        params = {"filter": self.filter, "timeout": str(timeout_ms)}
+        if since:
+            params["since"] = since
+        r = requests.get(self.url, params=params, headers=self.headers, timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        room = body.get("rooms", {}).get("join", {}).get(self.room, {})
+        users = [u for e in room.get("ephemeral", {}).get("events", []) if e.get("type") == "m.typing"
+                 for u in e.get("content", {}).get("user_ids", [])]
+        return users, body["next_batch"]
+
+    def poll(self) -> set[str]:
+        users, self.since = self._sync(self.since, 500)
+        self.typing.update(users)
+        return self.typing
+
+
+async def test_typing_weft_to_matrix(room, stack, alice, maria):
+    puppet = stack.puppet(alice)
+    watch = TypingWatch(stack, maria, room.matrix_id)
+    alice.api.post(f"/v1/rooms/{room.weft_id}/typing", expect=(200, 204))
+    await await_until(lambda: puppet in watch.poll(), timeout=DELIVERY_TIMEOUT,
+                      what="the weft user's puppet shown typing on Matrix")
+
+
+async def test_typing_matrix_to_weft(room, stack, alice, maria, uid):
+    import queue
+    import threading
+
+    import requests
+
+    # Weft meets Maria through a message first (typing alone never creates a virtual user).
+    await maria.send(room.matrix_id, {"msgtype": "m.text", "body": f"hello {uid}"})
+    await room.weft_wait(text_contains(uid), "Maria's first message")
+    lines: queue.Queue[str] = queue.Queue()
+    stream = requests.get(f"{stack.weft.url}/stream/v1/rooms/{room.weft_id}/events",
+                          headers={"Authorization": f"Bearer {alice.token}"}, stream=True,
+                          timeout=(5, 2))
+
+    def read() -> None:
+        try:
+            for line in stream.iter_lines():
+                if line.strip():
+                    lines.put(line.decode())
+        except (requests.RequestException, AttributeError, ValueError):
+            pass  # the test closed the stream
+
+    threading.Thread(target=read, daemon=True).start()
+    await asyncio.sleep(0.5)  # the stream is open before Maria starts typing
+    await maria.check(maria.client.room_typing(room.matrix_id, True, timeout=5000), "typing")
+    seen: list[dict] = []
+
+    def maria_typing() -> bool:
+        import json
+        while not lines.empty():
+            seen.append(json.loads(lines.get()))
+        return any(f.get("resource") == "typing" and f["model"].get("username") == maria.user_id
+                   for f in seen)
+
+    try:
+        await await_until(maria_typing, timeout=DELIVERY_TIMEOUT,
+                          what="Maria shown typing in weft")
+    finally:
+        stream.close()

@@ -37,11 +37,11 @@ impl Live {
     }
 
     /// Publishes an event that is not stored (typing).
-    pub fn publish_ephemeral(&self, event: Event) {
+    pub fn publish_ephemeral(&self, origin: Origin, event: Event) {
         let _ = self.sender.send(Arc::new(LoggedEvent {
             seq: 0,
             at: weft_core::now_millis(),
-            origin: Origin::local(),
+            origin,
             event,
         }));
     }

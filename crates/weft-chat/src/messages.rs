@@ -813,10 +813,39 @@ impl Chat {
     pub async fn typing(&self, actor: &Actor, room_id: Id) -> Result<()> {
         let me = actor.require_user()?.id;
         self.room(actor, room_id).await?;
-        self.live().publish_ephemeral(Event::Typing {
-            room_id,
-            who: Author::User(me),
-        });
+        self.live().publish_ephemeral(
+            actor.origin.clone(),
+            Event::Typing {
+                room_id,
+                who: Author::User(me),
+            },
+        );
+        Ok(())
+    }
+
+    /// Says that someone from another network is typing (bridge actors only). Typing is
+    /// fleeting: someone weft has not met yet (no message, no profile) is not announced.
+    pub async fn typing_as(&self, actor: &Actor, room_id: Id, who: &PostAs) -> Result<()> {
+        if !actor.is_bridge() {
+            return Err(ChatError::Forbidden(
+                "only bridge tokens may speak for virtual users".into(),
+            ));
+        }
+        self.room(actor, room_id).await?;
+        let Some(known) = self
+            .store()
+            .virtual_user_by_external_id(&who.kind, &who.external_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        self.live().publish_ephemeral(
+            actor.origin.clone(),
+            Event::Typing {
+                room_id,
+                who: Author::Virtual(known.id),
+            },
+        );
         Ok(())
     }
 }

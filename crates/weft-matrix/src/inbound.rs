@@ -54,6 +54,7 @@ impl Bridge {
         if store.matrix_transaction_seen(txn_id).await? {
             return Ok(());
         }
+        self.apply_ephemeral(body).await;
         let mut pending = PendingPosts::default();
         for event in translate::transaction_events(body) {
             let mut plan = self.plan(event, &mut pending).await;

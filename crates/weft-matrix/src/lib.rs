@@ -22,6 +22,7 @@ pub mod ids;
 mod inbound;
 mod outbound;
 pub mod translate;
+mod typing;
 
 use std::sync::Arc;
 
@@ -129,6 +130,7 @@ impl Bridge {
     /// Starts the outbound sender (weft → Matrix) in the background.
     pub fn start(&self) {
         tokio::spawn(outbound::run(self.clone()));
+        tokio::spawn(typing::run(self.clone()));
         // A ping makes the homeserver retry queued transactions now instead of after its
         // back-off, which grows to minutes after a long outage.
         let bridge = self.clone();

@@ -88,6 +88,22 @@ impl Store {
             .collect()
     }
 
+    /// A virtual user by network and external id (a Matrix ID), if weft has met them.
+    pub async fn virtual_user_by_external_id(
+        &self,
+        kind: &str,
+        external_id: &str,
+    ) -> Result<Option<VirtualUser>> {
+        let row = sqlx::query(
+            "SELECT id, kind, external_id, display_name, avatar_url FROM virtual_users WHERE kind = $1 AND external_id = $2",
+        )
+        .bind(kind)
+        .bind(external_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(rows::virtual_user).transpose()
+    }
+
     /// A virtual user by id.
     pub async fn virtual_user(&self, id: Id) -> Result<Option<VirtualUser>> {
         let row = sqlx::query(
