@@ -449,33 +449,10 @@ impl WriteTx {
 
     /// Stores a new message (and its mention rows); returns its sequence number.
     pub async fn insert_message(&mut self, m: &NewMessage) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO messages (id, room_id, author_kind, author_id, text, html, status, parent_id, sent, mentions, issues, urls, attachments, external_ref) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
-        )
-        .bind(m.id.to_hex())
-        .bind(m.room_id.to_hex())
-        .bind(rows::author_kind(&m.author))
-        .bind(m.author.id().to_hex())
-        .bind(&m.text)
-        .bind(&m.html)
-        .bind(i64::from(m.status))
-        .bind(m.parent_id.map(|p| p.to_hex()))
-        .bind(m.sent)
-        .bind(to_json(&m.mentions)?)
-        .bind(to_json(&m.issues)?)
-        .bind(to_json(&m.urls)?)
-        .bind(to_json(&m.attachments)?)
-        .bind(m.external_ref.clone())
-        .fetch_one(&mut *self.conn)
-        .await
-        .map_err(StoreError::conflict_on("message"))?;
-        let seq: i64 = row.try_get("seq")?;
-        self.insert_mentions(m.room_id, seq, &m.mentions).await?;
-        if let Some(parent) = m.parent_id {
-            self.add_thread_count(parent, 1).await?;
-        }
-        Ok(seq)
+        self.insert_messages(std::slice::from_ref(m))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt(format!("message {} was not stored", m.id)))
     }
 
     /// Stores many new messages (and their mention rows and thread counts) with one statement
