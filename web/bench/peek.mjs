@@ -15,9 +15,9 @@
 // and the first contentful paint (the browser paints nothing before it).
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../tests/support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // playwright-core is installed for the browser tests; the benchmark borrows it.
@@ -41,17 +41,6 @@ const runs = Number(option('runs', '50'));
 const warmup = Number(option('warmup', '3'));
 const chromiumBin = process.env.CHROMIUM || '/usr/bin/chromium';
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function startWeft() {
   const port = await freePort();

@@ -14,7 +14,8 @@ export const artifacts = path.join(repo, 'test-artifacts');
 const weftBin = process.env.WEFT_BIN || path.join(repo, 'target', 'debug', 'weft');
 const chromiumBin = process.env.CHROMIUM || '/usr/bin/chromium';
 
-function freePort() {
+// A port free on loopback right now (also used by the peeking benchmark).
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
