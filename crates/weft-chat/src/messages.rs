@@ -383,15 +383,7 @@ impl Chat {
             to_store.push(new.clone());
             answers.push(Some((new, author)));
         }
-        let seqs = tx.insert_messages(&to_store).await?;
-        // One statement per run of events from the same origin (normally all of them).
-        let mut rest = events.as_slice();
-        while let Some((origin, _)) = rest.first() {
-            let run = rest.iter().take_while(|(o, _)| o == origin).count();
-            let batch: Vec<Event> = rest[..run].iter().map(|(_, e)| e.clone()).collect();
-            tx.append_all(origin, &batch).await?;
-            rest = &rest[run..];
-        }
+        let seqs = tx.insert_messages_logged(&to_store, &events).await?;
         // Answer from what was written: a new message has no reactions or readers yet.
         let mut seqs = seqs.into_iter();
         Ok(answers

@@ -67,23 +67,19 @@ impl WriteTx {
     /// Appends many events to the log in this transaction, in order, with one statement per
     /// [`crate::rows::ROWS_PER_STATEMENT`] events.
     pub async fn append_all(&mut self, origin: &Origin, events: &[Event]) -> Result<()> {
-        let at = weft_core::now_millis();
+        let logged: Vec<(Origin, Event)> =
+            events.iter().map(|e| (origin.clone(), e.clone())).collect();
+        self.append_logged(&logged).await
+    }
+
+    /// [`WriteTx::append_all`] for events that each carry their own origin.
+    pub async fn append_logged(&mut self, events: &[(Origin, Event)]) -> Result<()> {
         for chunk in events.chunks(crate::rows::ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO events (room_id, kind, payload, origin, at) VALUES {} RETURNING seq",
                 crate::rows::values_placeholders(chunk.len(), 5)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for event in chunk {
-                let payload =
-                    serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                query = query
-                    .bind(event.room_id().map(|r| r.to_hex()))
-                    .bind(event.kind())
-                    .bind(payload)
-                    .bind(origin.0.clone())
-                    .bind(at);
-            }
+            let query = bind_events(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)?;
             let rows = query.fetch_all(&mut *self.conn).await?;
             for row in rows {
                 let seq: i64 = row.try_get("seq")?;
@@ -92,4 +88,23 @@ impl WriteTx {
         }
         Ok(())
     }
+}
+
+/// Binds log entries: room, kind, payload, origin and time for each.
+pub(crate) fn bind_events<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    events: &[(Origin, Event)],
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>> {
+    let at = weft_core::now_millis();
+    for (origin, event) in events {
+        let payload =
+            serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        query = query
+            .bind(event.room_id().map(|r| r.to_hex()))
+            .bind(event.kind())
+            .bind(payload)
+            .bind(origin.0.clone())
+            .bind(at);
+    }
+    Ok(query)
 }

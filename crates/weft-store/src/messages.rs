@@ -129,6 +129,33 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The columns a new message is inserted with, in the order [`bind_messages`] binds them.
+const MESSAGE_COLUMNS: &str = "(id, room_id, author_kind, author_id, text, html, status, parent_id, sent, mentions, issues, urls, attachments, external_ref)";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds the values of new messages, [`MESSAGE_COLUMNS`] for each.
+fn bind_messages<'q>(mut query: AnyQuery<'q>, messages: &[NewMessage]) -> Result<AnyQuery<'q>> {
+    for m in messages {
+        query = query
+            .bind(m.id.to_hex())
+            .bind(m.room_id.to_hex())
+            .bind(rows::author_kind(&m.author))
+            .bind(m.author.id().to_hex())
+            .bind(m.text.clone())
+            .bind(m.html.clone())
+            .bind(i64::from(m.status))
+            .bind(m.parent_id.map(|p| p.to_hex()))
+            .bind(m.sent)
+            .bind(to_json(&m.mentions)?)
+            .bind(to_json(&m.issues)?)
+            .bind(to_json(&m.urls)?)
+            .bind(to_json(&m.attachments)?)
+            .bind(m.external_ref.clone());
+    }
+    Ok(query)
+}
+
 impl Store {
     /// A message by id, with its author.
     pub async fn message(&self, id: Id) -> Result<Option<MessageView>> {
@@ -461,47 +488,83 @@ impl WriteTx {
         let mut seqs = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(rows::ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO messages (id, room_id, author_kind, author_id, text, html, status, parent_id, sent, mentions, issues, urls, attachments, external_ref) \
-                 VALUES {} RETURNING id, seq",
+                "INSERT INTO messages {MESSAGE_COLUMNS} VALUES {} RETURNING id, seq",
                 rows::values_placeholders(chunk.len(), 14)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for m in chunk {
-                query = query
-                    .bind(m.id.to_hex())
-                    .bind(m.room_id.to_hex())
-                    .bind(rows::author_kind(&m.author))
-                    .bind(m.author.id().to_hex())
-                    .bind(m.text.clone())
-                    .bind(m.html.clone())
-                    .bind(i64::from(m.status))
-                    .bind(m.parent_id.map(|p| p.to_hex()))
-                    .bind(m.sent)
-                    .bind(to_json(&m.mentions)?)
-                    .bind(to_json(&m.issues)?)
-                    .bind(to_json(&m.urls)?)
-                    .bind(to_json(&m.attachments)?)
-                    .bind(m.external_ref.clone());
-            }
+            let query = bind_messages(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)?;
             let returned = query
                 .fetch_all(&mut *self.conn)
                 .await
                 .map_err(StoreError::conflict_on("message"))?;
-            // RETURNING promises no order: match the rows up by id.
-            let mut by_id = std::collections::HashMap::with_capacity(returned.len());
-            for row in &returned {
-                by_id.insert(rows::id(row, "id")?, row.try_get::<i64, _>("seq")?);
+            seqs.extend(self.after_insert(chunk, &returned).await?);
+        }
+        Ok(seqs)
+    }
+
+    /// Stores new messages together with their log entries (`events`, in order); returns the
+    /// messages' sequence numbers. On PostgreSQL a few messages and their entries go in one
+    /// statement (a data-modifying `WITH`): every statement is a round trip to the server,
+    /// and the single writer makes them one after another.
+    pub async fn insert_messages_logged(
+        &mut self,
+        messages: &[NewMessage],
+        events: &[(weft_core::Origin, weft_core::Event)],
+    ) -> Result<Vec<i64>> {
+        let fits_one_statement = !messages.is_empty()
+            && !events.is_empty()
+            && messages.len() <= rows::ROWS_PER_STATEMENT
+            && events.len() <= rows::ROWS_PER_STATEMENT;
+        if self.dialect != Dialect::Postgres || !fits_one_statement {
+            let seqs = self.insert_messages(messages).await?;
+            self.append_logged(events).await?;
+            return Ok(seqs);
+        }
+        let message_values = rows::values_placeholders(messages.len(), 14);
+        let event_values = rows::values_placeholders_from(events.len(), 5, messages.len() * 14 + 1);
+        let sql = format!(
+            "WITH m AS (INSERT INTO messages {MESSAGE_COLUMNS} VALUES {message_values} RETURNING id, seq), \
+             e AS (INSERT INTO events (room_id, kind, payload, origin, at) VALUES {event_values} RETURNING seq) \
+             SELECT m.id AS id, m.seq AS seq, CAST(NULL AS BIGINT) AS event_seq FROM m \
+             UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS BIGINT), e.seq FROM e"
+        );
+        let query = bind_messages(sqlx::query(sqlx::AssertSqlSafe(sql)), messages)?;
+        let query = crate::events::bind_events(query, events)?;
+        let returned = query
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(StoreError::conflict_on("message"))?;
+        let (event_rows, message_rows): (Vec<_>, Vec<_>) = returned
+            .into_iter()
+            .partition(|row| matches!(row.try_get::<Option<i64>, _>("event_seq"), Ok(Some(_))));
+        for row in &event_rows {
+            let seq: i64 = row.try_get("event_seq")?;
+            self.last_event_seq = Some(self.last_event_seq.map_or(seq, |s| s.max(seq)));
+        }
+        self.after_insert(messages, &message_rows).await
+    }
+
+    /// Matches inserted rows (`id`, `seq`) back to their messages, in the messages' order, and
+    /// writes what goes with each: mention rows and the thread count of its parent.
+    async fn after_insert(
+        &mut self,
+        chunk: &[NewMessage],
+        returned: &[AnyRow],
+    ) -> Result<Vec<i64>> {
+        // RETURNING promises no order: match the rows up by id.
+        let mut by_id = std::collections::HashMap::with_capacity(returned.len());
+        for row in returned {
+            by_id.insert(rows::id(row, "id")?, row.try_get::<i64, _>("seq")?);
+        }
+        let mut seqs = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            let seq = *by_id
+                .get(&m.id)
+                .ok_or_else(|| StoreError::Corrupt(format!("message {} was not stored", m.id)))?;
+            self.insert_mentions(m.room_id, seq, &m.mentions).await?;
+            if let Some(parent) = m.parent_id {
+                self.add_thread_count(parent, 1).await?;
             }
-            for m in chunk {
-                let seq = *by_id.get(&m.id).ok_or_else(|| {
-                    StoreError::Corrupt(format!("message {} was not stored", m.id))
-                })?;
-                self.insert_mentions(m.room_id, seq, &m.mentions).await?;
-                if let Some(parent) = m.parent_id {
-                    self.add_thread_count(parent, 1).await?;
-                }
-                seqs.push(seq);
-            }
+            seqs.push(seq);
         }
         Ok(seqs)
     }

@@ -108,6 +108,11 @@ pub(crate) fn joined_profile(row: &AnyRow, author: Author) -> Result<Option<Prof
 /// `($1, $2, …), ($k, …), …`: the placeholders of a multi-row `VALUES` list of `rows` rows
 /// of `columns` columns, numbered from `$1`.
 pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+    values_placeholders_from(rows, columns, 1)
+}
+
+/// [`values_placeholders`], numbered from `$first` (for a second list in the same statement).
+pub(crate) fn values_placeholders_from(rows: usize, columns: usize, first: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -119,7 +124,7 @@ pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
                 out.push_str(", ");
             }
             out.push('$');
-            out.push_str(&(r * columns + c + 1).to_string());
+            out.push_str(&(r * columns + c + first).to_string());
         }
         out.push(')');
     }
@@ -147,5 +152,6 @@ mod tests {
     fn placeholders_number_every_value() {
         assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(list_placeholders(3), "$1, $2, $3");
+        assert_eq!(values_placeholders_from(1, 2, 7), "($7, $8)");
     }
 }

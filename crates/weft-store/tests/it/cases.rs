@@ -1091,3 +1091,84 @@ pub async fn batched_writes_store_every_row(store: &Store) {
         "the batch moved the committed watermark"
     );
 }
+
+pub async fn messages_and_their_log_entries_are_written_together(store: &Store) {
+    let author = user("logger");
+    let r = setup(store, &[&author]).await;
+    let before = store.last_event_seq().await.expect("seq");
+    let head = message(r.id, author.id, "head", None);
+    let mut reply = message(r.id, author.id, "reply", Some(head.id));
+    reply.external_ref = Some("$logged".into());
+    let batch = vec![head.clone(), reply.clone()];
+    let events = vec![
+        (
+            Origin::local(),
+            Event::MessageCreated {
+                room_id: r.id,
+                message_id: head.id,
+            },
+        ),
+        (
+            Origin("matrix".into()),
+            Event::MessageCreated {
+                room_id: r.id,
+                message_id: reply.id,
+            },
+        ),
+        (
+            Origin("matrix".into()),
+            Event::ThreadUpdated {
+                room_id: r.id,
+                message_id: head.id,
+            },
+        ),
+    ];
+    let seqs = store
+        .write(move |tx| Box::pin(async move { tx.insert_messages_logged(&batch, &events).await }))
+        .await
+        .expect("written");
+    assert_eq!(seqs.len(), 2);
+    assert!(seqs[0] < seqs[1]);
+    let stored = store
+        .message(reply.id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.message.seq, seqs[1]);
+    let head_view = store.message(head.id).await.expect("read").expect("stored");
+    assert_eq!(head_view.message.thread_count, 1);
+    let logged = store.events_after(before, 100).await.expect("events");
+    assert_eq!(logged.len(), 3);
+    assert_eq!(logged[0].origin, Origin::local());
+    assert!(logged[1..].iter().all(|e| e.origin.0 == "matrix"));
+    let mut committed = store.committed();
+    let last = logged.last().expect("some").seq;
+    if *committed.borrow_and_update() < last {
+        committed.changed().await.ok();
+    }
+    assert_eq!(*committed.borrow(), last);
+    // The same key again: a conflict, and nothing of it stays.
+    let mut again = message(r.id, author.id, "again", None);
+    again.external_ref = Some("$logged".into());
+    let again_event = vec![(
+        Origin::local(),
+        Event::MessageCreated {
+            room_id: r.id,
+            message_id: again.id,
+        },
+    )];
+    let result = store
+        .write(move |tx| {
+            Box::pin(async move { tx.insert_messages_logged(&[again], &again_event).await })
+        })
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict("message"))),
+        "got {result:?}"
+    );
+    assert_eq!(
+        store.events_after(before, 100).await.expect("events").len(),
+        3
+    );
+    assert_eq!(store.count_messages(r.id).await.expect("count"), 2);
+}

@@ -122,6 +122,7 @@ conformance!(
     cached_standing_follows_bans_roles_and_room_changes,
     failed_jobs_in_a_batch_leave_their_neighbours,
     batched_writes_store_every_row,
+    messages_and_their_log_entries_are_written_together,
 );
 
 /// PostgreSQL only: instances sharing one database learn of each other's commits.
