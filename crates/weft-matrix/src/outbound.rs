@@ -14,7 +14,8 @@ use crate::{Bridge, BridgeError, VIRTUAL_KIND};
 /// Log entries read per step.
 const BATCH: i64 = 200;
 
-/// How often, at most, the cursor is saved while events keep coming and none is sent.
+/// How often, at most, the cursor is saved while events keep coming and none is sent, and
+/// how long the sender waits idle before saving it.
 const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(bridge: Bridge) {
@@ -55,14 +56,16 @@ pub(crate) async fn run(bridge: Bridge) {
             }
         };
         if events.is_empty() {
-            // Idle: a good moment to save how far we got.
-            if cursor > saved {
-                saved = save_cursor(&store, cursor).await.unwrap_or(saved);
-                last_save = Instant::now();
-            }
+            // Idle. Once nothing has come for a while, save how far we got; not at once,
+            // or every transaction the homeserver pushes would cost a second commit.
             tokio::select! {
                 _ = committed.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(CURSOR_SAVE_INTERVAL) => {
+                    if cursor > saved {
+                        saved = save_cursor(&store, cursor).await.unwrap_or(saved);
+                        last_save = Instant::now();
+                    }
+                }
             }
             continue;
         }
@@ -72,10 +75,10 @@ pub(crate) async fn run(bridge: Bridge) {
         }
         // Messages and reactions saved the cursor with their mapping as they went. The rest
         // (mostly changes that came from Matrix, which need nothing sent) is saved when the
-        // sender goes idle or once a second under load, not after every batch: that write
-        // would be one more commit for every transaction the homeserver pushes. A crash
-        // resends at most that second's events, under the same transaction ids, which the
-        // homeserver deduplicates.
+        // sender has been idle for a second or once a second under load, not after every
+        // batch: that write would be one more commit for every transaction the homeserver
+        // pushes. A crash resends at most that second's events, under the same transaction
+        // ids, which the homeserver deduplicates.
         if last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
             saved = save_cursor(&store, cursor).await.unwrap_or(saved);
             last_save = Instant::now();

@@ -65,7 +65,7 @@ impl WriteTx {
     }
 
     /// Appends many events to the log in this transaction, in order, with one statement per
-    /// [`crate::rows::ROWS_PER_STATEMENT`] events.
+    /// [`crate::rows::rows_per_statement`] events.
     pub async fn append_all(&mut self, origin: &Origin, events: &[Event]) -> Result<()> {
         let logged: Vec<(Origin, Event)> =
             events.iter().map(|e| (origin.clone(), e.clone())).collect();
@@ -74,10 +74,10 @@ impl WriteTx {
 
     /// [`WriteTx::append_all`] for events that each carry their own origin.
     pub async fn append_logged(&mut self, events: &[(Origin, Event)]) -> Result<()> {
-        for chunk in events.chunks(crate::rows::ROWS_PER_STATEMENT) {
+        for chunk in events.chunks(crate::rows::rows_per_statement(self.dialect)) {
             let sql = format!(
                 "INSERT INTO events (room_id, kind, payload, origin, at) VALUES {} RETURNING seq",
-                crate::rows::values_placeholders(chunk.len(), 5)
+                crate::rows::values_list(self.dialect, chunk.len(), 5)
             );
             let query = bind_events(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)?;
             let rows = query.fetch_all(&mut *self.conn).await?;

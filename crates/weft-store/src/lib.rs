@@ -135,8 +135,9 @@ impl Store {
         let (committed_tx, committed) = watch::channel(last);
         let access = std::sync::Arc::new(access::AccessCache::default());
         let writer = writer::spawn(write_pool, dialect, committed_tx, access.clone());
-        if dialect == Dialect::Postgres {
-            listen_for_commits(&url, writer.clone()).await?;
+        match dialect {
+            Dialect::Postgres => listen_for_commits(&url, writer.clone()).await?,
+            Dialect::Sqlite => spawn_checkpointer(read.clone(), committed.clone()),
         }
         Ok(Store {
             read,
@@ -226,6 +227,40 @@ async fn listen_for_commits(url: &str, writer: writer::WriterHandle) -> Result<(
     Ok(())
 }
 
+/// How often the WAL is copied back into the database file, at most.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Copies committed pages from SQLite's write-ahead log back into the database file, beside
+/// the writer rather than in it: left to SQLite, the commit that crosses the log's size limit
+/// does the copying itself, and the write waiting on it (a post, a Matrix transaction) with
+/// it. A passive checkpoint never blocks the writer or readers. Stops when the store closes.
+fn spawn_checkpointer(read: AnyPool, mut committed: watch::Receiver<i64>) {
+    tokio::spawn(async move {
+        let mut checkpointed = *committed.borrow_and_update();
+        loop {
+            tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+            if read.is_closed() {
+                return;
+            }
+            let last = *committed.borrow_and_update();
+            if last == checkpointed {
+                if committed.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            match sqlx::raw_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&read)
+                .await
+            {
+                Ok(_) => checkpointed = last,
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+            }
+        }
+    });
+}
+
 fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
     let options = AnyPoolOptions::new()
         .max_connections(max)
@@ -239,9 +274,11 @@ fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
 async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     // WAL lets readers run beside the writer; FULL makes every commit durable across power
     // loss (group commit keeps that affordable). Temporary storage in memory keeps the
-    // per-job savepoints' sub-journals off the disk.
+    // per-job savepoints' sub-journals off the disk. No automatic checkpoints: a background
+    // task does them (`spawn_checkpointer`), and SQLite does one when the last connection
+    // closes.
     conn.execute(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=0;",
     )
     .await?;
     Ok(())

@@ -215,18 +215,18 @@ impl WriteTx {
     }
 
     /// Records many event mappings of one kind and direction, one statement per
-    /// [`rows::ROWS_PER_STATEMENT`]; mappings already recorded are left alone.
+    /// [`rows::rows_per_statement`]; mappings already recorded are left alone.
     pub async fn insert_matrix_events(
         &mut self,
         kind: &str,
         direction: Direction,
         mappings: &[(&str, &str, String)],
     ) -> Result<()> {
-        for chunk in mappings.chunks(rows::ROWS_PER_STATEMENT) {
+        for chunk in mappings.chunks(rows::rows_per_statement(self.dialect)) {
             let sql = format!(
                 "INSERT INTO matrix_events (matrix_event_id, matrix_room_id, kind, weft_ref, direction) VALUES {} \
                  ON CONFLICT DO NOTHING",
-                rows::values_placeholders(chunk.len(), 5)
+                rows::values_list(self.dialect, chunk.len(), 5)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (event_id, room_id, weft_ref) in chunk {

@@ -173,11 +173,11 @@ impl Store {
         ids: &[Id],
     ) -> Result<std::collections::HashMap<Id, MessageView>> {
         let mut found = std::collections::HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(rows::ROWS_PER_STATEMENT * 4) {
+        for chunk in ids.chunks(rows::rows_per_statement(self.dialect) * 4) {
             let sql = format!(
                 "{} WHERE m.id IN ({})",
                 message_select!(),
-                rows::list_placeholders(chunk.len())
+                rows::list_placeholders(self.dialect, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
@@ -483,13 +483,13 @@ impl WriteTx {
     }
 
     /// Stores many new messages (and their mention rows and thread counts) with one statement
-    /// per [`rows::ROWS_PER_STATEMENT`] messages; returns their sequence numbers in order.
+    /// per [`rows::rows_per_statement`] messages; returns their sequence numbers in order.
     pub async fn insert_messages(&mut self, messages: &[NewMessage]) -> Result<Vec<i64>> {
         let mut seqs = Vec::with_capacity(messages.len());
-        for chunk in messages.chunks(rows::ROWS_PER_STATEMENT) {
+        for chunk in messages.chunks(rows::rows_per_statement(self.dialect)) {
             let sql = format!(
                 "INSERT INTO messages {MESSAGE_COLUMNS} VALUES {} RETURNING id, seq",
-                rows::values_placeholders(chunk.len(), 14)
+                rows::values_list(self.dialect, chunk.len(), 14)
             );
             let query = bind_messages(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)?;
             let returned = query
@@ -510,23 +510,38 @@ impl WriteTx {
         messages: &[NewMessage],
         events: &[(weft_core::Origin, weft_core::Event)],
     ) -> Result<Vec<i64>> {
-        let fits_one_statement = !messages.is_empty()
+        let per_statement = rows::rows_per_statement(self.dialect);
+        let fits_one_call = !messages.is_empty()
             && !events.is_empty()
-            && messages.len() <= rows::ROWS_PER_STATEMENT
-            && events.len() <= rows::ROWS_PER_STATEMENT;
-        if self.dialect != Dialect::Postgres || !fits_one_statement {
+            && messages.len() <= per_statement
+            && events.len() <= per_statement;
+        if !fits_one_call {
             let seqs = self.insert_messages(messages).await?;
             self.append_logged(events).await?;
             return Ok(seqs);
         }
-        let message_values = rows::values_placeholders(messages.len(), 14);
-        let event_values = rows::values_placeholders_from(events.len(), 5, messages.len() * 14 + 1);
-        let sql = format!(
-            "WITH m AS (INSERT INTO messages {MESSAGE_COLUMNS} VALUES {message_values} RETURNING id, seq), \
-             e AS (INSERT INTO events (room_id, kind, payload, origin, at) VALUES {event_values} RETURNING seq) \
-             SELECT m.id AS id, m.seq AS seq, CAST(NULL AS BIGINT) AS event_seq FROM m \
-             UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS BIGINT), e.seq FROM e"
-        );
+        let sql = match self.dialect {
+            Dialect::Postgres => {
+                let message_values = rows::values_placeholders(messages.len(), 14);
+                let event_values =
+                    rows::values_placeholders_from(events.len(), 5, messages.len() * 14 + 1);
+                format!(
+                    "WITH m AS (INSERT INTO messages {MESSAGE_COLUMNS} VALUES {message_values} RETURNING id, seq), \
+                     e AS (INSERT INTO events (room_id, kind, payload, origin, at) VALUES {event_values} RETURNING seq) \
+                     SELECT m.id AS id, m.seq AS seq, CAST(NULL AS BIGINT) AS event_seq FROM m \
+                     UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS BIGINT), e.seq FROM e"
+                )
+            }
+            // SQLite has no data-modifying `WITH`, but its driver runs the statements of one
+            // call one after the other, binding values in order across them: still one
+            // hand-over to the database thread instead of two.
+            Dialect::Sqlite => format!(
+                "INSERT INTO messages {MESSAGE_COLUMNS} VALUES {} RETURNING id, seq; \
+                 INSERT INTO events (room_id, kind, payload, origin, at) VALUES {} RETURNING seq AS event_seq",
+                rows::values_list(Dialect::Sqlite, messages.len(), 14),
+                rows::values_list(Dialect::Sqlite, events.len(), 5),
+            ),
+        };
         let query = bind_messages(sqlx::query(sqlx::AssertSqlSafe(sql)), messages)?;
         let query = crate::events::bind_events(query, events)?;
         let returned = query
@@ -576,10 +591,10 @@ impl WriteTx {
         keys: &[&str],
     ) -> Result<std::collections::HashSet<String>> {
         let mut taken = std::collections::HashSet::new();
-        for chunk in keys.chunks(rows::ROWS_PER_STATEMENT * 4) {
+        for chunk in keys.chunks(rows::rows_per_statement(self.dialect) * 4) {
             let sql = format!(
                 "SELECT external_ref FROM messages WHERE external_ref IN ({})",
-                rows::list_placeholders(chunk.len())
+                rows::list_placeholders(self.dialect, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for key in chunk {

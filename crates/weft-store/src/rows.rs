@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use weft_core::{Author, Id, Profile, RoomKind, User, VirtualUser};
 
-use crate::{Result, StoreError};
+use crate::{Dialect, Result, StoreError};
 
 pub(crate) fn id(row: &AnyRow, col: &str) -> Result<Id> {
     let text: String = row.try_get(col)?;
@@ -106,13 +106,35 @@ pub(crate) fn joined_profile(row: &AnyRow, author: Author) -> Result<Option<Prof
 }
 
 /// `($1, $2, …), ($k, …), …`: the placeholders of a multi-row `VALUES` list of `rows` rows
-/// of `columns` columns, numbered from `$1`.
+/// of `columns` columns, numbered from `$1`. On SQLite see [`values_list`].
 pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
     values_placeholders_from(rows, columns, 1)
 }
 
 /// [`values_placeholders`], numbered from `$first` (for a second list in the same statement).
 pub(crate) fn values_placeholders_from(rows: usize, columns: usize, first: usize) -> String {
+    let mut next = first;
+    values_with(rows, columns, |out| {
+        out.push('$');
+        out.push_str(&next.to_string());
+        next += 1;
+    })
+}
+
+/// The placeholders of a multi-row `VALUES` list for `dialect`, for a statement whose only
+/// parameters are these values, bound in order.
+///
+/// SQLite gets anonymous `?`: it looks a numbered parameter's name up by a linear scan, and
+/// the driver asks for every parameter's name when it binds, so binding `$n` placeholders
+/// costs the square of their number, while binding `?` costs nothing extra.
+pub(crate) fn values_list(dialect: Dialect, rows: usize, columns: usize) -> String {
+    match dialect {
+        Dialect::Postgres => values_placeholders(rows, columns),
+        Dialect::Sqlite => values_with(rows, columns, |out| out.push('?')),
+    }
+}
+
+fn values_with(rows: usize, columns: usize, mut placeholder: impl FnMut(&mut String)) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -123,26 +145,34 @@ pub(crate) fn values_placeholders_from(rows: usize, columns: usize, first: usize
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(r * columns + c + first).to_string());
+            placeholder(&mut out);
         }
         out.push(')');
     }
     out
 }
 
-/// `$1, $2, …, $n`: the placeholders of an `IN` list.
-pub(crate) fn list_placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `$1, $2, …, $n` (`?, ?, …` on SQLite, as in [`values_list`]): the placeholders of an `IN`
+/// list in a statement whose only parameters are the list's, bound in order.
+pub(crate) fn list_placeholders(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Postgres => (1..=n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Dialect::Sqlite => vec!["?"; n].join(", "),
+    }
 }
 
-/// Rows per multi-row statement. Well under both databases' limits on bound values, and
-/// small because SQLite looks parameter names up by a linear scan, so binding costs grow
-/// with the square of the values in one statement.
-pub(crate) const ROWS_PER_STATEMENT: usize = 24;
+/// Rows per multi-row statement. Well under both databases' limits on bound values (SQLite's
+/// is 32,766); kept small on PostgreSQL, where a post and its log entries fit one statement
+/// of this many rows.
+pub(crate) fn rows_per_statement(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Postgres => 24,
+        Dialect::Sqlite => 128,
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -151,7 +181,10 @@ mod tests {
     #[test]
     fn placeholders_number_every_value() {
         assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(list_placeholders(3), "$1, $2, $3");
+        assert_eq!(list_placeholders(Dialect::Postgres, 3), "$1, $2, $3");
+        assert_eq!(list_placeholders(Dialect::Sqlite, 3), "?, ?, ?");
+        assert_eq!(values_list(Dialect::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(values_list(Dialect::Postgres, 1, 2), "($1, $2)");
         assert_eq!(values_placeholders_from(1, 2, 7), "($7, $8)");
     }
 }

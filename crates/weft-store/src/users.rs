@@ -235,13 +235,14 @@ impl WriteTx {
         external_ids: &[&str],
     ) -> Result<std::collections::HashMap<String, VirtualUser>> {
         let mut found = std::collections::HashMap::new();
-        for chunk in external_ids.chunks(rows::ROWS_PER_STATEMENT * 4) {
+        for chunk in external_ids.chunks(rows::rows_per_statement(self.dialect) * 4) {
+            // The kind and the list as one list of placeholders, bound in this order.
+            let placeholders = rows::list_placeholders(self.dialect, chunk.len() + 1);
+            let (kind_placeholder, ids) = placeholders
+                .split_once(", ")
+                .unwrap_or((placeholders.as_str(), ""));
             let sql = format!(
-                "SELECT id, kind, external_id, display_name, avatar_url FROM virtual_users WHERE kind = $1 AND external_id IN ({})",
-                (2..chunk.len() + 2)
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "SELECT id, kind, external_id, display_name, avatar_url FROM virtual_users WHERE kind = {kind_placeholder} AND external_id IN ({ids})",
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.to_string());
             for id in chunk {

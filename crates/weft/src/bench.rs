@@ -591,11 +591,15 @@ async fn matrix_inbound(
 
     let senders = 50;
     let put = |txn: String, events: Vec<serde_json::Value>| {
+        let body = serde_json::to_vec(&serde_json::json!({ "events": events }));
         let request = http
             .put(format!("{base}/_matrix/app/v1/transactions/{txn}"))
             .bearer_auth(&hs_token)
-            .json(&serde_json::json!({ "events": events }));
-        async move { request.send().await?.error_for_status().map(|_| ()) }
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        async move {
+            request.body(body?).send().await?.error_for_status()?;
+            anyhow::Ok(())
+        }
     };
     let members: Vec<_> = (0..senders)
         .map(|i| serde_json::json!({
@@ -604,19 +608,34 @@ async fn matrix_inbound(
         }))
         .collect();
     put("members".into(), members).await?;
+    // Shaped like the events Synapse pushes.
     let transaction = |t: usize| -> Vec<serde_json::Value> {
         (0..100)
             .map(|i| serde_json::json!({
                 "type": "m.room.message", "sender": format!("@u{}:remote.test", i % senders), "room_id": matrix_room,
-                "event_id": format!("$bench-{t}-{i}"), "origin_server_ts": 0,
+                "event_id": format!("$bench-{t}-{i}"), "origin_server_ts": 1_764_000_000_000_i64 + (t * 100 + i) as i64,
                 "content": { "msgtype": "m.text", "body": format!("message {t}/{i} with **bold**") },
+                "unsigned": { "age": 12 },
             }))
             .collect()
     };
+    // The transactions are serialised before the clock starts: a replay sends recorded bytes.
+    let recorded: Vec<(String, Vec<u8>)> = (0..args.matrix_transactions)
+        .map(|t| {
+            let body = serde_json::to_vec(&serde_json::json!({ "events": transaction(t) }))?;
+            anyhow::Ok((format!("{base}/_matrix/app/v1/transactions/txn{t}"), body))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let cpu_before = child.id().map(cpu_seconds).transpose()?;
     let started = Instant::now();
-    for t in 0..args.matrix_transactions {
-        put(format!("txn{t}"), transaction(t)).await?;
+    for (url, body) in recorded {
+        http.put(url)
+            .bearer_auth(&hs_token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?;
     }
     let secs = started.elapsed().as_secs_f64();
     let events = args.matrix_transactions * 100;
