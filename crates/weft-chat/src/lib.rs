@@ -10,6 +10,7 @@ mod files;
 mod live;
 mod messages;
 mod people;
+mod post_queue;
 mod rooms;
 mod users;
 
@@ -116,6 +117,7 @@ struct Inner {
     config: ChatConfig,
     live: Live,
     tokens: users::TokenCache,
+    posts: post_queue::PostQueue,
 }
 
 impl Chat {
@@ -123,8 +125,10 @@ impl Chat {
     /// event log for live subscribers.
     pub fn new(store: Store, files: Arc<dyn ObjectStore>, config: ChatConfig) -> Chat {
         let live = Live::start(store.clone());
+        let posts = post_queue::PostQueue::start(store.clone());
         Chat {
             inner: Arc::new(Inner {
+                posts,
                 store,
                 files,
                 config,

@@ -212,10 +212,8 @@ impl Chat {
             return Ok(existing);
         }
         let prepared = self.prepare_post(actor, room_id, post).await?;
-        let written = self
-            .store()
-            .write(move |tx| Box::pin(Chat::write_post(tx, prepared)))
-            .await;
+        // Written together with the other posts arriving meanwhile (see `post_queue`).
+        let written = self.inner.posts.write(prepared).await;
         match written {
             Ok(Some(view)) => Ok(view),
             // The same key raced in from elsewhere (another instance, a retried request).

@@ -165,11 +165,11 @@ pub(crate) fn list_placeholders(dialect: Dialect, n: usize) -> String {
 }
 
 /// Rows per multi-row statement. Well under both databases' limits on bound values (SQLite's
-/// is 32,766); kept small on PostgreSQL, where a post and its log entries fit one statement
-/// of this many rows.
+/// is 32,766, PostgreSQL's 65,535): up to this many posts and their log entries fit one
+/// statement on PostgreSQL.
 pub(crate) fn rows_per_statement(dialect: Dialect) -> usize {
     match dialect {
-        Dialect::Postgres => 24,
+        Dialect::Postgres => 64,
         Dialect::Sqlite => 128,
     }
 }

@@ -18,44 +18,97 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
 
-/// Tells a job's caller how its transaction ended.
-type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-
 /// A queued write, type-erased so that writes of every result type share one queue.
 trait QueuedJob: Send {
-    /// Runs against the transaction; says whether it succeeded and how to answer the caller.
-    fn run<'t>(self: Box<Self>, tx: &'t mut WriteTx) -> BoxFuture<'t, (bool, Completion)>;
+    /// Whether the job may run again after its writes were rolled back (see
+    /// [`crate::Store::write_replayable`]).
+    fn replayable(&self) -> bool;
+    /// Runs against the transaction, keeping its outcome; says whether it succeeded.
+    fn run<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, bool>;
+    /// Answers the caller with the job's outcome, or the commit's failure.
+    fn finish(self: Box<Self>, commit: Result<()>);
     /// Answers the caller without running (the transaction could not be started).
     fn fail(self: Box<Self>, error: StoreError);
 }
 
 type Job = Box<dyn QueuedJob>;
 
-struct TypedJob<T, F> {
-    job: F,
+/// A job that runs once: its closure is taken when it runs.
+struct OnceJob<T, F> {
+    job: Option<F>,
+    outcome: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T, F> QueuedJob for TypedJob<T, F>
+/// A job that can run again after a rollback (the closure is called once per run).
+struct ReplayableJob<T, F> {
+    job: F,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+/// What a job's caller hears: its own failure, else the commit's, else its value.
+fn answer<T>(reply: oneshot::Sender<Result<T>>, outcome: Option<Result<T>>, commit: Result<()>) {
+    let result = match (outcome, commit) {
+        (Some(Ok(value)), Ok(())) => Ok(value),
+        (Some(Err(e)), _) | (Some(Ok(_)), Err(e)) => Err(e),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Err(StoreError::Rejected("the write did not run".into())),
+    };
+    // The caller may have gone away (request cancelled); the write stands.
+    let _ = reply.send(result);
+}
+
+impl<T, F> QueuedJob for OnceJob<T, F>
 where
     T: Send + 'static,
     F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
 {
-    fn run<'t>(self: Box<Self>, tx: &'t mut WriteTx) -> BoxFuture<'t, (bool, Completion)> {
-        let TypedJob { job, reply } = *self;
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    fn run<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, bool> {
         Box::pin(async move {
-            let outcome = job(tx).await;
+            let outcome = match self.job.take() {
+                Some(job) => job(tx).await,
+                None => Err(StoreError::Rejected("a write ran twice".into())),
+            };
             let ok = outcome.is_ok();
-            let completion: Completion = Box::new(move |commit: Result<()>| {
-                let result = match (outcome, commit) {
-                    (Ok(value), Ok(())) => Ok(value),
-                    (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-                };
-                // The caller may have gone away (request cancelled); the write stands.
-                let _ = reply.send(result);
-            });
-            (ok, completion)
+            self.outcome = Some(outcome);
+            ok
         })
+    }
+
+    fn finish(self: Box<Self>, commit: Result<()>) {
+        answer(self.reply, self.outcome, commit);
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl<T, F> QueuedJob for ReplayableJob<T, F>
+where
+    T: Send + 'static,
+    F: for<'t> Fn(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+{
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn run<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, bool> {
+        Box::pin(async move {
+            let outcome = (self.job)(tx).await;
+            let ok = outcome.is_ok();
+            self.outcome = Some(outcome);
+            ok
+        })
+    }
+
+    fn finish(self: Box<Self>, commit: Result<()>) {
+        answer(self.reply, self.outcome, commit);
     }
 
     fn fail(self: Box<Self>, error: StoreError) {
@@ -101,12 +154,35 @@ impl WriterHandle {
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T>>();
-        let boxed: Job = Box::new(TypedJob { job, reply });
-        self.jobs
-            .send(Request::Job(boxed))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.queue(Box::new(OnceJob {
+            job: Some(job),
+            outcome: None,
+            reply,
+        }))
+        .await?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn run_replayable<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        self.queue(Box::new(ReplayableJob {
+            job,
+            outcome: None,
+            reply,
+        }))
+        .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn queue(&self, job: Job) -> Result<()> {
+        self.jobs
+            .send(Request::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     pub(crate) fn note_remote_commit(&self, seq: i64) {
@@ -165,10 +241,7 @@ async fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            let completions = run_batch(&pool, dialect, &mut batch, &committed, &access).await;
-            for (completion, outcome) in completions {
-                completion(outcome);
-            }
+            run_batch(&pool, dialect, &mut batch, &committed, &access).await;
         }
         if let Some(done) = closing {
             requests.close();
@@ -179,19 +252,24 @@ async fn writer_loop(
     }
 }
 
-/// Runs one batch in one transaction; returns each job's completion with the outcome to report.
+/// Runs one batch in one transaction and answers every job.
 ///
 /// Every statement costs a round trip to the database (on SQLite, a hand-over to its worker
-/// thread), so the bookkeeping statements between jobs travel together: the end of one job's
-/// savepoint and the start of the next are one call, and the last job's end goes with the
-/// commit.
+/// thread), so the bookkeeping statements (savepoints, the commit) are held back and sent
+/// together just before the next job or with the commit.
+///
+/// A job of its own ([`crate::Store::write`]) runs inside a savepoint, so that its failure
+/// undoes its writes and nobody else's. Consecutive replayable jobs
+/// ([`crate::Store::write_replayable`]) share one savepoint: when one fails, the whole run is
+/// rolled back and run again without it. A failure is rare (the checks happen before the
+/// write), so a run of posts costs one statement each instead of two.
 async fn run_batch(
     pool: &AnyPool,
     dialect: Dialect,
     batch: &mut Vec<Job>,
     committed: &watch::Sender<i64>,
     access: &AccessCache,
-) -> Vec<(Completion, Result<()>)> {
+) {
     let conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => return fail_all(batch, e),
@@ -202,63 +280,49 @@ async fn run_batch(
         last_event_seq: None,
         access_changed: false,
     };
-    let begin = match dialect {
+    let mut bookkeeping = Bookkeeping::new(match dialect {
         // IMMEDIATE takes the write lock up front, so a CLI process writing at the same time
         // waits (busy_timeout) instead of failing half-way.
-        Dialect::Sqlite => "BEGIN IMMEDIATE; SAVEPOINT job",
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
         // The advisory lock serialises writers across instances so that event log sequence
         // numbers become visible in commit order: a tailer reading `seq > last` never skips a
         // late commit.
-        Dialect::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7411); SAVEPOINT job",
-    };
-    if let Err(e) = tx.conn.execute(begin).await {
-        let _ = tx.conn.execute("ROLLBACK").await;
-        return fail_all(batch, e);
-    }
-    let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut jobs = batch.drain(..).peekable();
-    let mut last_step = "";
-    while let Some(job) = jobs.next() {
-        let seq_before = tx.last_event_seq;
-        let (ok, completion) = job.run(&mut tx).await;
-        done.push(completion);
-        if !ok {
-            tx.last_event_seq = seq_before;
-        }
-        let more = jobs.peek().is_some();
-        let step = match (ok, more) {
-            (true, true) => "RELEASE SAVEPOINT job; SAVEPOINT job",
-            (true, false) => "RELEASE SAVEPOINT job",
-            (false, true) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
-            (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+        Dialect::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7411)",
+    });
+    // Jobs that ran (each keeps its outcome); answered once the commit is known.
+    let mut ran: Vec<Job> = Vec::with_capacity(batch.len());
+    let mut queue: std::collections::VecDeque<Job> = batch.drain(..).collect();
+    while let Some(job) = queue.pop_front() {
+        let outcome = if job.replayable() {
+            let mut run = vec![job];
+            while queue.front().is_some_and(|next| next.replayable()) {
+                run.extend(queue.pop_front());
+            }
+            run_replayable(&mut tx, &mut bookkeeping, run, &mut ran).await
+        } else {
+            run_alone(&mut tx, &mut bookkeeping, job, &mut ran).await
         };
-        if !more {
-            last_step = step;
-            break;
-        }
-        if let Err(e) = tx.conn.execute(step).await {
+        if let Err(e) = outcome {
             let _ = tx.conn.execute("ROLLBACK").await;
-            return abort(done, jobs, &e);
+            return abort(ran, queue, &e);
         }
     }
     let finish = match (dialect, tx.last_event_seq) {
         // Delivered to listeners at commit: other instances wake their tailers (scale-out).
         (Dialect::Postgres, Some(seq)) => {
-            format!("{last_step}; SELECT pg_notify('weft_events', '{seq}'); COMMIT")
+            format!("SELECT pg_notify('weft_events', '{seq}'); COMMIT")
         }
-        _ => format!("{last_step}; COMMIT"),
+        _ => "COMMIT".to_string(),
     };
-    // The sequence number is an integer we produced, so formatting it into SQL is safe.
-    let outcome = sqlx::raw_sql(sqlx::AssertSqlSafe(finish))
-        .execute(&mut *tx.conn)
-        .await;
+    bookkeeping.add(&finish);
+    let outcome = bookkeeping.send(&mut tx).await;
     // Whatever happened, cached permissions may no longer hold; forget them before anyone
     // hears that the write is done.
     if tx.access_changed {
         access.invalidate();
     }
     match outcome {
-        Ok(_) => {
+        Ok(()) => {
             if let Some(seq) = tx.last_event_seq {
                 committed.send_if_modified(|current| {
                     let newer = seq > *current;
@@ -268,14 +332,111 @@ async fn run_batch(
                     newer
                 });
             }
-            done.into_iter().map(|c| (c, Ok(()))).collect()
+            for job in ran {
+                job.finish(Ok(()));
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "commit failed; the batch's writes were rolled back");
             let _ = tx.conn.execute("ROLLBACK").await;
-            done.into_iter()
-                .map(|c| (c, Err(rejected("commit failed", &e))))
-                .collect()
+            for job in ran {
+                job.finish(Err(rejected("commit failed", &e)));
+            }
+        }
+    }
+}
+
+/// Bookkeeping statements waiting to go with the next call.
+struct Bookkeeping(String);
+
+impl Bookkeeping {
+    fn new(first: &str) -> Bookkeeping {
+        Bookkeeping(first.to_string())
+    }
+
+    fn add(&mut self, statement: &str) {
+        if !self.0.is_empty() {
+            self.0.push_str("; ");
+        }
+        self.0.push_str(statement);
+    }
+
+    /// Sends what is waiting, in one call.
+    async fn send(&mut self, tx: &mut WriteTx) -> std::result::Result<(), sqlx::Error> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let sql = std::mem::take(&mut self.0);
+        // Only fixed statements and integers we produced: safe to send as raw SQL.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx.conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Runs one job in its own savepoint; a failure undoes its writes only.
+async fn run_alone(
+    tx: &mut WriteTx,
+    bookkeeping: &mut Bookkeeping,
+    mut job: Job,
+    ran: &mut Vec<Job>,
+) -> std::result::Result<(), sqlx::Error> {
+    bookkeeping.add("SAVEPOINT job");
+    if let Err(e) = bookkeeping.send(tx).await {
+        ran.push(job);
+        return Err(e);
+    }
+    let seq_before = tx.last_event_seq;
+    let ok = job.run(tx).await;
+    if ok {
+        bookkeeping.add("RELEASE SAVEPOINT job");
+    } else {
+        tx.last_event_seq = seq_before;
+        bookkeeping.add("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
+    }
+    ran.push(job);
+    Ok(())
+}
+
+/// Runs consecutive replayable jobs under one savepoint. When one fails, the run is rolled
+/// back and run again without it (each failure removes a job, so this ends).
+async fn run_replayable(
+    tx: &mut WriteTx,
+    bookkeeping: &mut Bookkeeping,
+    mut run: Vec<Job>,
+    ran: &mut Vec<Job>,
+) -> std::result::Result<(), sqlx::Error> {
+    bookkeeping.add("SAVEPOINT run");
+    let seq_before = tx.last_event_seq;
+    loop {
+        if let Err(e) = bookkeeping.send(tx).await {
+            ran.extend(run);
+            return Err(e);
+        }
+        let mut failed = None;
+        for (i, job) in run.iter_mut().enumerate() {
+            if !job.run(tx).await {
+                failed = Some(i);
+                break;
+            }
+        }
+        match failed {
+            None => {
+                bookkeeping.add("RELEASE SAVEPOINT run");
+                ran.extend(run);
+                return Ok(());
+            }
+            Some(i) => {
+                // On PostgreSQL the failure also broke the transaction; this mends it.
+                tx.last_event_seq = seq_before;
+                bookkeeping.add("ROLLBACK TO SAVEPOINT run");
+                ran.push(run.remove(i));
+                if run.is_empty() {
+                    bookkeeping.add("RELEASE SAVEPOINT run");
+                    return Ok(());
+                }
+            }
         }
     }
 }
@@ -286,25 +447,20 @@ fn rejected(what: &str, e: &sqlx::Error) -> StoreError {
 
 /// Ends a batch whose transaction broke: jobs that ran hear that it was rolled back, jobs that
 /// had not run yet hear the same without running.
-fn abort(
-    done: Vec<Completion>,
-    rest: impl Iterator<Item = Job>,
-    e: &sqlx::Error,
-) -> Vec<(Completion, Result<()>)> {
+fn abort(ran: Vec<Job>, rest: impl IntoIterator<Item = Job>, e: &sqlx::Error) {
     tracing::error!(error = %e, "write transaction failed; the batch was rolled back");
     for job in rest {
         job.fail(rejected("transaction failed", e));
     }
-    done.into_iter()
-        .map(|c| (c, Err(rejected("transaction failed", e))))
-        .collect()
+    for job in ran {
+        job.finish(Err(rejected("transaction failed", e)));
+    }
 }
 
 /// Reports a failure to start the transaction to every job in the batch.
-fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) -> Vec<(Completion, Result<()>)> {
+fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) {
     tracing::error!(error = %e, "could not start a write transaction");
     for job in batch.drain(..) {
         job.fail(rejected("database unavailable", &e));
     }
-    Vec::new()
 }

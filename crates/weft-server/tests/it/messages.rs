@@ -987,3 +987,74 @@ async fn removing_a_virtual_reaction_keeps_the_virtual_users_name() {
         "{again}"
     );
 }
+
+/// Posts arriving together are written together (one store job for many): each caller still
+/// gets back exactly its own message, threads and virtual users included, and the room shows
+/// every one once, in the order they were stored.
+#[tokio::test]
+async fn concurrent_posts_each_come_back_as_their_own() {
+    let (server, alice, bob, room) = room_with_two().await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    server.join(&bridge, "acme/general").await;
+    let head = server.say(&alice, room, "thread head").await;
+    let path = format!("/v1/rooms/{room}/chatMessages");
+    let posts = (0..60).map(|i| {
+        let (token, body) = match i % 3 {
+            0 => (&alice.token, json!({ "text": format!("alice {i}") })),
+            1 => (
+                &bob.token,
+                json!({ "text": format!("bob {i} in the thread"), "parentId": id_of(&head) }),
+            ),
+            _ => (
+                &bridge.token,
+                json!({
+                    "text": format!("matrix {i}"),
+                    "virtualUser": { "type": "matrix", "externalId": format!("@m{}:example.org", i % 2), "displayName": format!("M{}", i % 2) },
+                }),
+            ),
+        };
+        let server = &server;
+        let path = &path;
+        async move { (i, server.post(Some(token), path, body).await) }
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let mut posted = Vec::new();
+    for (i, (status, body)) in answers {
+        assert_eq!(status, 200, "{body}");
+        let text = body["text"].as_str().expect("text");
+        match i % 3 {
+            0 => {
+                assert_eq!(text, format!("alice {i}"));
+                assert_eq!(body["fromUser"]["username"], "alice");
+            }
+            1 => {
+                assert_eq!(text, format!("bob {i} in the thread"));
+                assert_eq!(body["parentId"], json!(id_of(&head)));
+            }
+            _ => {
+                assert_eq!(text, format!("matrix {i}"));
+                assert_eq!(
+                    body["virtualUser"]["externalId"],
+                    format!("@m{}:example.org", i % 2)
+                );
+            }
+        }
+        posted.push(id_of(&body));
+    }
+    let (_, stored) = server
+        .get(
+            Some(&alice.token),
+            &format!("{path}?limit=100&includeThreads=true"),
+        )
+        .await;
+    let mut stored = ids(&stored);
+    assert_eq!(stored.len(), 61, "the head and the 60 posts, each once");
+    stored.retain(|id| *id != id_of(&head));
+    posted.sort();
+    stored.sort();
+    assert_eq!(posted, stored);
+    let (_, head_now) = server
+        .get(Some(&alice.token), &format!("{path}/{}", id_of(&head)))
+        .await;
+    assert_eq!(head_now["threadMessageCount"], 20);
+}

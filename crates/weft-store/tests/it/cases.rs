@@ -1172,3 +1172,111 @@ pub async fn messages_and_their_log_entries_are_written_together(store: &Store) 
     );
     assert_eq!(store.count_messages(r.id).await.expect("count"), 2);
 }
+
+pub async fn replayable_jobs_that_fail_leave_their_neighbours(store: &Store) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let author = user("replayer");
+    let r = setup(store, &[&author]).await;
+    let mut taken = message(r.id, author.id, "holds the key", None);
+    taken.external_ref = Some("$taken".into());
+    store
+        .write(move |tx| Box::pin(async move { tx.insert_message(&taken).await.map(|_| ()) }))
+        .await
+        .expect("first");
+    let before = store.last_event_seq().await.expect("seq");
+    // Keep the writer busy so that all the jobs below queue up and share the next batch.
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(|_tx| {
+                    Box::pin(async {
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        Ok(())
+                    })
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let store = store.clone();
+        let runs = runs.clone();
+        let mut m = message(r.id, author.id, &format!("replayable {i}"), None);
+        if i % 3 == 2 {
+            // A database error: on PostgreSQL it breaks the whole transaction.
+            m.external_ref = Some("$taken".into());
+        }
+        tasks.push(tokio::spawn(async move {
+            let job = replayable(move |tx| {
+                let m = m.clone();
+                let runs = runs.clone();
+                Box::pin(async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tx.insert_message(&m).await?;
+                    tx.append(
+                        &Origin::local(),
+                        &Event::MessageCreated {
+                            room_id: m.room_id,
+                            message_id: m.id,
+                        },
+                    )
+                    .await?;
+                    if i % 5 == 4 && i % 3 != 2 {
+                        // A refusal after writing: its writes must go, its neighbours' stay.
+                        return Err(StoreError::Rejected("refused on purpose".into()));
+                    }
+                    Ok(i)
+                })
+            });
+            if i % 10 == 0 {
+                // One of its own among the replayable ones.
+                store.write(job).await
+            } else {
+                store.write_replayable(job).await
+            }
+        }));
+    }
+    blocker.await.expect("blocker task").expect("blocker");
+    let mut succeeded = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.expect("task") {
+            Ok(value) => {
+                assert_eq!(value, i, "each caller hears its own job's answer");
+                succeeded.push(i);
+            }
+            Err(e) if i % 3 == 2 => {
+                assert!(matches!(e, StoreError::Conflict(_)), "job {i}: {e}")
+            }
+            Err(e) if i % 5 == 4 => {
+                assert!(matches!(e, StoreError::Rejected(_)), "job {i}: {e}")
+            }
+            Err(e) => panic!("job {i} should have been written: {e}"),
+        }
+    }
+    let expected: Vec<usize> = (0..90).filter(|i| i % 3 != 2 && i % 5 != 4).collect();
+    assert_eq!(succeeded, expected);
+    assert_eq!(
+        store.count_messages(r.id).await.expect("count"),
+        expected.len() as i64 + 1
+    );
+    let events = store.events_after(before, 1000).await.expect("events");
+    assert_eq!(events.len(), expected.len(), "failed jobs left no events");
+    assert!(
+        runs.load(Ordering::SeqCst) > 90,
+        "jobs sharing a savepoint with a failed one ran again"
+    );
+}
+
+/// Pins down a closure's type as a replayable write job.
+fn replayable<F>(job: F) -> F
+where
+    F: for<'t> Fn(
+        &'t mut weft_store::WriteTx,
+    ) -> weft_store::BoxFuture<'t, weft_store::Result<usize>>,
+{
+    job
+}

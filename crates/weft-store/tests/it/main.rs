@@ -123,6 +123,7 @@ conformance!(
     failed_jobs_in_a_batch_leave_their_neighbours,
     batched_writes_store_every_row,
     messages_and_their_log_entries_are_written_together,
+    replayable_jobs_that_fail_leave_their_neighbours,
 );
 
 /// PostgreSQL only: instances sharing one database learn of each other's commits.
