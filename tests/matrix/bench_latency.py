@@ -3,7 +3,11 @@
 the test harness and measures, one message at a time (each waits for the previous to arrive):
 
   (a) Synapse alone: a matrix-nio user sends in a plain Matrix room; another user's long-poll
-      `/sync` receives it. The floor any bridge sits on.
+      `/sync` receives it.
+  (s) Synapse alone in the bridged room: the same between two matrix-nio users, in the room
+      weft bridges. Synapse does more for every event there (it also pushes each one to the
+      application service), so this is the floor a message from weft sits on, and what
+      (b) and (c) are compared with.
   (b) weft → Matrix: `POST /v1/rooms/:id/chatMessages` on weft until the bridged event shows in
       a matrix-nio user's long-poll `/sync`.
   (c) Matrix → weft: matrix-nio sends in the bridged room until
@@ -134,19 +138,25 @@ async def bench(messages: int) -> dict[str, list[float]]:
         receiver = Receiver(matt)
         receiver.start()
         await asyncio.sleep(0.5)
-        out: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+        out: dict[str, list[float]] = {"a": [], "s": [], "b": [], "c": []}
 
-        # (a) Synapse client → client.
+        # (a), (s) and (b) take turns, so that a slow spell of the machine hits all three.
         for i in range(WARMUP + messages):
+            # (a) Synapse client → client, plain room.
             body = f"a {tag} {i}"
             t0 = time.perf_counter()
             await maria.send_text(plain, body)
             t1 = await receiver.wait(body)
             if i >= WARMUP:
                 out["a"].append((t1 - t0) * 1000)
-
-        # (b) weft API post → Matrix /sync.
-        for i in range(WARMUP + messages):
+            # (s) Synapse client → client, bridged room.
+            body = f"s {tag} {i}"
+            t0 = time.perf_counter()
+            await maria.send_text(bridged, body)
+            t1 = await receiver.wait(body)
+            if i >= WARMUP:
+                out["s"].append((t1 - t0) * 1000)
+            # (b) weft API post → Matrix /sync.
             text = f"b {tag} {i}"
             t0 = time.perf_counter()
             await asyncio.to_thread(alice.api.send, room_id, text)
@@ -181,6 +191,7 @@ def main() -> int:
     out = asyncio.run(bench(args.messages))
     names = {
         "a": "(a) Synapse alone, nio send -> nio /sync",
+        "s": "(s) the same in the bridged room",
         "b": "(b) weft POST -> nio /sync (bridged)",
         "c": "(c) nio send -> weft GET (bridged, polled)",
     }
@@ -190,9 +201,11 @@ def main() -> int:
     for k, label in names.items():
         v = out[k]
         print(f"{label:45} {len(v):5d} {pct(v, 50):8.1f} {pct(v, 99):8.1f}")
-    base = pct(out["a"], 50)
-    for k in ("b", "c"):
-        print(f"weft added at p50, {k} vs a: {pct(out[k], 50) - base:+.1f} ms")
+    for base_key in ("s", "a"):
+        base = pct(out[base_key], 50)
+        for k in ("b", "c"):
+            added = pct(out[k], 50) - base
+            print(f"weft added at p50, {k} vs {base_key}: {added:+.1f} ms ({added / base * 100:+.0f} %)")
     return 0
 
 

@@ -69,6 +69,10 @@ struct Inner {
     hs: Homeserver,
     actor: Actor,
     names: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Weft rooms known to be bridged. A mapping never changes once made (racing instances
+    /// agree on one row), so it is remembered; "not bridged" is not, since that can change.
+    mapped_rooms:
+        std::sync::Mutex<std::collections::HashMap<weft_core::Id, weft_store::MatrixRoom>>,
 }
 
 impl Bridge {
@@ -123,8 +127,35 @@ impl Bridge {
                 hs,
                 actor,
                 names: Default::default(),
+                mapped_rooms: Default::default(),
             }),
         })
+    }
+
+    /// The Matrix room a weft room is bridged to, if it is.
+    pub(crate) async fn mapped_room(
+        &self,
+        room_id: weft_core::Id,
+    ) -> Result<Option<weft_store::MatrixRoom>, BridgeError> {
+        let known = self.mapped_rooms().get(&room_id).cloned();
+        if known.is_some() {
+            return Ok(known);
+        }
+        let found = self.chat().store().matrix_room(room_id).await?;
+        if let Some(mapped) = &found {
+            self.mapped_rooms().insert(room_id, mapped.clone());
+        }
+        Ok(found)
+    }
+
+    fn mapped_rooms(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<weft_core::Id, weft_store::MatrixRoom>>
+    {
+        self.inner
+            .mapped_rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts the outbound sender (weft → Matrix) in the background.

@@ -196,13 +196,16 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
     let Some(room_id) = event.event.room_id() else {
         return Ok(());
     };
-    let Some(mapped) = store.matrix_room(room_id).await? else {
+    let Some(mapped) = bridge.mapped_room(room_id).await? else {
         return Ok(());
     };
     let matrix_room = mapped.matrix_room_id.as_str();
     match &event.event {
         Event::MessageCreated { message_id, .. } => {
-            let Some(view) = store.message(*message_id).await? else {
+            // Independent reads side by side: each is a wait on the database, and this is
+            // the path every message takes to Matrix.
+            let (view, room) = tokio::try_join!(store.message(*message_id), store.room(room_id))?;
+            let Some(view) = view else {
                 return Ok(());
             };
             let Some(sender) = sender_of(bridge, &view, matrix_room).await? else {
@@ -216,7 +219,6 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                     .map(|(e, _)| e),
                 None => None,
             };
-            let room = store.room(room_id).await?;
             let uri = room
                 .as_ref()
                 .and_then(|r| r.uri.clone())
@@ -440,6 +442,16 @@ async fn sender_of(
     let Some(Profile::User(user)) = &view.author else {
         return Ok(None);
     };
+    // Usually the puppet exists, is named right and is in the room: two reads, side by side.
+    let mxid = bridge.ids().puppet(user);
+    let store = bridge.chat().store();
+    let (known, joined) = tokio::try_join!(
+        store.matrix_puppet(&mxid),
+        store.matrix_member(matrix_room, &mxid)
+    )?;
+    if joined && known.as_ref().and_then(|n| n.as_deref()) == Some(user.display_name.as_str()) {
+        return Ok(Some(mxid));
+    }
     let sender = bridge.ensure_puppet(user).await?;
     bridge.ensure_joined(matrix_room, &sender).await?;
     Ok(Some(sender))

@@ -46,7 +46,7 @@ async fn show_on_matrix(bridge: &Bridge, logged: &Arc<LoggedEvent>) {
     }
     let outcome = async {
         let store = bridge.chat().store();
-        let Some(mapped) = store.matrix_room(room_id).await? else {
+        let Some(mapped) = bridge.mapped_room(room_id).await? else {
             return Ok(());
         };
         let Some(user) = store.user(user_id).await? else {

@@ -45,14 +45,73 @@ impl Frame {
 #[derive(Clone)]
 pub struct Frames {
     sender: broadcast::Sender<Arc<Frame>>,
+    interest: Arc<Interest>,
+}
+
+/// Which rooms someone in this process is following live. Rendering a frame means reading
+/// the message back and serialising it; for a room nobody follows (most rooms, most of the
+/// time, and every message a bridge applies to them) that work is skipped.
+#[derive(Default)]
+struct Interest {
+    /// Followers per room.
+    rooms: std::sync::Mutex<HashMap<Id, usize>>,
+    /// Followers of every room (a user's room list follows all their rooms).
+    everything: std::sync::atomic::AtomicUsize,
+}
+
+impl Interest {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Id, usize>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wants(&self, room_id: Id) -> bool {
+        self.everything.load(std::sync::atomic::Ordering::SeqCst) > 0
+            || self.rooms().contains_key(&room_id)
+    }
+}
+
+/// Keeps a room's (or every room's) frames rendered while it is held. Take it before reading
+/// the log position a feed starts from: every event after that position is then rendered.
+pub struct Watch {
+    interest: Arc<Interest>,
+    room: Option<Id>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        match self.room {
+            Some(room) => {
+                let mut rooms = self.interest.rooms();
+                if let Some(count) = rooms.get_mut(&room) {
+                    *count -= 1;
+                    if *count == 0 {
+                        rooms.remove(&room);
+                    }
+                }
+            }
+            None => {
+                self.interest
+                    .everything
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").field("room", &self.room).finish()
+    }
 }
 
 impl Frames {
     /// Starts rendering the chat service's live events.
     pub fn start(chat: Chat) -> Frames {
         let (sender, _) = broadcast::channel(8192);
+        let interest = Arc::new(Interest::default());
         let mut events = chat.live().subscribe();
         let out = sender.clone();
+        let wanted = interest.clone();
         tokio::spawn(async move {
             let mut last = 0i64;
             loop {
@@ -67,11 +126,14 @@ impl Frames {
                                 Err(_) => break,
                             }
                         }
-                        let mut created = new_messages(&chat, &burst).await;
-                        for event in burst {
+                        burst.retain(|event| {
                             if event.seq > 0 {
                                 last = event.seq;
                             }
+                            event.event.room_id().is_some_and(|room| wanted.wants(room))
+                        });
+                        let mut created = new_messages(&chat, &burst).await;
+                        for event in burst {
                             if let Some(frame) = build_with(&chat, &event, &mut created).await {
                                 let _ = out.send(Arc::new(frame));
                             }
@@ -83,6 +145,10 @@ impl Frames {
                             Ok(missed) => {
                                 for event in missed {
                                     last = event.seq;
+                                    if !event.event.room_id().is_some_and(|room| wanted.wants(room))
+                                    {
+                                        continue;
+                                    }
                                     if let Some(frame) = build(&chat, &event).await {
                                         let _ = out.send(Arc::new(frame));
                                     }
@@ -97,10 +163,30 @@ impl Frames {
                 }
             }
         });
-        Frames { sender }
+        Frames { sender, interest }
     }
 
-    /// Subscribes to frames from now on.
+    /// Follows one room's frames while the returned guard lives.
+    pub fn watch(&self, room_id: Id) -> Watch {
+        *self.interest.rooms().entry(room_id).or_insert(0) += 1;
+        Watch {
+            interest: self.interest.clone(),
+            room: Some(room_id),
+        }
+    }
+
+    /// Follows every room's frames while the returned guard lives.
+    pub fn watch_everything(&self) -> Watch {
+        self.interest
+            .everything
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Watch {
+            interest: self.interest.clone(),
+            room: None,
+        }
+    }
+
+    /// Subscribes to frames from now on: those of the rooms someone watches ([`Frames::watch`]).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
         self.sender.subscribe()
     }

@@ -116,7 +116,8 @@ struct ClientState {
     secret: Option<String>,
     /// Each channel with the event log position it was subscribed at: older events, still on
     /// their way, are not news to it.
-    subscriptions: HashMap<String, (Topic, i64)>,
+    /// The guard keeps the channel's rooms' frames rendered.
+    subscriptions: HashMap<String, (Topic, i64, Option<crate::frames::Watch>)>,
     queue: VecDeque<Value>,
     last_seen: Instant,
     /// Counts connects, so that a held connect learns a newer one replaced it.
@@ -258,14 +259,14 @@ impl Engine {
                 let candidates: Vec<(String, Topic)> = s
                     .subscriptions
                     .iter()
-                    .filter(|(_, (t, after))| {
+                    .filter(|(_, (t, after, _))| {
                         (frame.seq == 0 || frame.seq > *after)
                             && match *t {
                                 Topic::UserRooms(u) => Some(u) == viewer,
                                 t => t.room() == Some(frame.room_id),
                             }
                     })
-                    .map(|(c, (t, _))| (c.clone(), *t))
+                    .map(|(c, (t, _, _))| (c.clone(), *t))
                     .collect();
                 if candidates.is_empty() {
                     continue;
@@ -288,7 +289,7 @@ impl Engine {
                 client
                     .state()
                     .subscriptions
-                    .retain(|_, (t, _)| t.room() != Some(frame.room_id));
+                    .retain(|_, (t, _, _)| t.room() != Some(frame.room_id));
             }
             if !out.is_empty() {
                 self.enqueue(&client, out);
@@ -632,6 +633,12 @@ impl Engine {
             }
             Topic::Ping => {}
         }
+        // Watched before the position is read: every later event is rendered.
+        let watch = match (topic, topic.room()) {
+            (_, Some(room)) => Some(self.state.frames.watch(room)),
+            (Topic::UserRooms(_), None) => Some(self.state.frames.watch_everything()),
+            _ => None,
+        };
         // Read before the room list below, so that nothing between the two is missed.
         let after = self
             .state
@@ -667,7 +674,8 @@ impl Engine {
         if s.subscriptions.len() >= SUBSCRIPTIONS_MAX && !s.subscriptions.contains_key(channel) {
             return Err(format!("403:{channel}:Too many subscriptions"));
         }
-        s.subscriptions.insert(channel.to_string(), (topic, after));
+        s.subscriptions
+            .insert(channel.to_string(), (topic, after, watch));
         Ok(())
     }
 

@@ -63,6 +63,8 @@ async fn open(
     state.chat.room(&caller.0, room_id).await?;
     let viewer = caller.0.user.as_ref().map(|u| u.id);
     let frames = state.frames.subscribe();
+    // Watched before the position is read: every later event of the room is rendered.
+    let watch = state.frames.watch(room_id);
     // Events logged before the stream opened may still be on their way to the live frames;
     // they are not new to this client.
     let opened_at = state
@@ -77,6 +79,7 @@ async fn open(
         ticker: tokio::time::Interval,
         chat: Chat,
         actor: Actor,
+        _watch: crate::frames::Watch,
     }
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.reset();
@@ -85,6 +88,7 @@ async fn open(
         ticker,
         chat: state.chat.clone(),
         actor: caller.0,
+        _watch: watch,
     };
     let body = futures_util::stream::unfold(feed, move |mut feed| async move {
         loop {

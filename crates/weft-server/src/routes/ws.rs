@@ -63,6 +63,8 @@ struct Session {
     state: AppState,
     actor: Actor,
     rooms: HashMap<Id, i64>,
+    /// Keeps the subscribed rooms' frames rendered (see [`crate::frames::Watch`]).
+    watches: HashMap<Id, crate::frames::Watch>,
 }
 
 impl Session {
@@ -105,6 +107,7 @@ impl Session {
             Ok(_) => (true, true),
             Err(e) => {
                 self.rooms.remove(&room_id);
+                self.watches.remove(&room_id);
                 let open = send_json(
                     socket,
                     json!({ "type": "error", "roomId": room_id, "error": e.to_string() }),
@@ -177,6 +180,10 @@ impl Session {
                     )
                     .await;
                 }
+                // Watched before the position is read: every later event is rendered.
+                self.watches
+                    .entry(room_id)
+                    .or_insert_with(|| self.state.frames.watch(room_id));
                 let now = match self.state.chat.store().last_event_seq().await {
                     Ok(seq) => seq,
                     Err(e) => {
@@ -204,6 +211,7 @@ impl Session {
             }
             ClientMessage::Unsubscribe { room_id } => {
                 self.rooms.remove(&room_id);
+                self.watches.remove(&room_id);
                 send_json(socket, json!({ "type": "unsubscribed", "roomId": room_id })).await
             }
             ClientMessage::Typing { room_id } => {
@@ -237,6 +245,7 @@ async fn session(state: AppState, actor: Actor, mut socket: WebSocket) {
         state,
         actor,
         rooms: HashMap::new(),
+        watches: HashMap::new(),
     };
     loop {
         tokio::select! {

@@ -669,3 +669,47 @@ async fn losing_access_stops_live_delivery() {
         ]
     );
 }
+
+/// Frames are rendered only for rooms someone follows: a message in a room nobody watches is
+/// never read back or serialised, and following a room brings its frames (and only from
+/// then on).
+#[tokio::test]
+async fn frames_are_rendered_only_for_watched_rooms() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let followed = server
+        .room(&alice, "acme/general", RoomKind::Public)
+        .await;
+    let quiet = server.room(&alice, "acme/quiet", RoomKind::Public).await;
+    let frames = weft_server::Frames::start(server.chat.clone());
+    let mut feed = frames.subscribe();
+    async fn next_message(
+        feed: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<weft_server::Frame>>,
+    ) -> (Id, Value) {
+        loop {
+            let frame = timeout(Duration::from_secs(5), feed.recv())
+                .await
+                .expect("a frame in time")
+                .expect("the feed is open");
+            if frame.resource == "chatMessages" && frame.operation == "create" {
+                return (frame.room_id, frame.model["text"].clone());
+            }
+        }
+    }
+    let watch = frames.watch(followed);
+    server.say(&alice, quiet, "nobody follows this room").await;
+    server.say(&alice, followed, "someone follows this one").await;
+    assert_eq!(
+        next_message(&mut feed).await,
+        (followed, json!("someone follows this one")),
+        "the unwatched room's earlier message was not rendered"
+    );
+    drop(watch);
+    server.say(&alice, followed, "nobody follows it any more").await;
+    let _quiet = frames.watch(quiet);
+    server.say(&alice, quiet, "now followed").await;
+    assert_eq!(
+        next_message(&mut feed).await,
+        (quiet, json!("now followed"))
+    );
+}
