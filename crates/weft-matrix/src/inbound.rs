@@ -12,14 +12,12 @@ use crate::translate::{self, IncomingText};
 use crate::{Bridge, BridgeError, Identities, VIRTUAL_KIND};
 
 /// Plain messages of one AS transaction, checked and rendered, waiting to be written together
-/// (with their mappings and, at the end, the transaction id) in one store transaction: one
-/// commit per transaction rather than two per event.
+/// (at the end with the transaction id) in one store transaction: one commit per transaction
+/// rather than two per event.
 #[derive(Default)]
 struct PendingPosts {
     posts: Vec<PreparedPost>,
-    /// `(event id, Matrix room id)` of each post, in the same order.
-    events: Vec<(String, String)>,
-    /// The event ids above, to see when a later event relates to one not yet written.
+    /// The posts' event ids, to see when a later event relates to one not yet written.
     event_ids: HashSet<String>,
     /// Matrix room → weft room, looked up once per transaction.
     rooms: HashMap<String, Option<Id>>,
@@ -41,10 +39,9 @@ enum Plan {
 impl Bridge {
     /// Applies a transaction's events exactly once; an error leaves it to be retried.
     ///
-    /// Runs of plain messages are written in one store transaction together with their
-    /// mappings, and the transaction id is recorded in the last write, so a crash at any
-    /// point leaves either nothing or everything up to a point that a retry (deduplicated by
-    /// event id) completes.
+    /// Runs of plain messages are written in one store transaction, and the transaction id
+    /// is recorded in the last write, so a crash at any point leaves either nothing or
+    /// everything up to a point that a retry (deduplicated by event id) completes.
     pub(crate) async fn apply_transaction(
         &self,
         txn_id: &str,
@@ -64,12 +61,8 @@ impl Bridge {
             }
             let outcome = match plan {
                 Ok(Plan::Post(post)) => {
-                    let ids = (
-                        event["event_id"].as_str().unwrap_or_default().to_string(),
-                        event["room_id"].as_str().unwrap_or_default().to_string(),
-                    );
-                    pending.event_ids.insert(ids.0.clone());
-                    pending.events.push(ids);
+                    let event_id = event["event_id"].as_str().unwrap_or_default();
+                    pending.event_ids.insert(event_id.to_string());
                     pending.posts.push(*post);
                     Ok(())
                 }
@@ -147,7 +140,7 @@ impl Bridge {
         Ok(Plan::Post(Box::new(post)))
     }
 
-    /// Writes the pending posts and their mappings in one store transaction, with the AS
+    /// Writes the pending posts in one store transaction, with the AS
     /// transaction id when it is the last write of the transaction.
     async fn write_pending(
         &self,
@@ -158,30 +151,17 @@ impl Bridge {
             return Ok(());
         }
         let posts = std::mem::take(&mut pending.posts);
-        let events = std::mem::take(&mut pending.events);
         pending.event_ids.clear();
         let txn = txn_id.map(str::to_string);
         let count = posts.len();
+        // No mapping rows: each message carries its event id as its unique external key,
+        // which is what lookups by event id find (`Store::weft_ref_for`), and what makes a
+        // replay a no-op.
         self.chat()
             .store()
             .write(move |tx| {
                 Box::pin(async move {
-                    let written = Chat::write_posts(tx, posts).await?;
-                    // `None`: applied before (a replay under another transaction id).
-                    let mappings: Vec<(&str, &str, String)> = written
-                        .iter()
-                        .zip(&events)
-                        .filter_map(|(view, (event_id, matrix_room))| {
-                            let view = view.as_ref()?;
-                            Some((
-                                event_id.as_str(),
-                                matrix_room.as_str(),
-                                view.message.id.to_hex(),
-                            ))
-                        })
-                        .collect();
-                    tx.insert_matrix_events("message", Direction::Inbound, &mappings)
-                        .await?;
+                    Chat::write_posts(tx, posts).await?;
                     if let Some(txn) = txn {
                         tx.insert_matrix_transaction(&txn).await?;
                     }
@@ -333,9 +313,6 @@ impl Bridge {
             .await?;
         let mut pending = PendingPosts::default();
         pending.posts.push(post);
-        pending
-            .events
-            .push((event_id.to_string(), matrix_room.to_string()));
         self.write_pending(&mut pending, None).await
     }
 

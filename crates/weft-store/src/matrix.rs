@@ -107,8 +107,14 @@ impl Store {
         weft_ref: &str,
         kind: &str,
     ) -> Result<Option<(String, String)>> {
+        // A message that came from Matrix carries its event id as its external key (there is
+        // no mapping row for it): see `WriteTx::insert_matrix_events`.
         let row = sqlx::query(
-            "SELECT matrix_event_id, matrix_room_id FROM matrix_events WHERE weft_ref = $1 AND kind = $2 LIMIT 1",
+            "SELECT matrix_event_id, matrix_room_id FROM matrix_events WHERE weft_ref = $1 AND kind = $2 \
+             UNION ALL \
+             SELECT m.external_ref, r.matrix_room_id FROM messages m JOIN matrix_rooms r ON r.room_id = m.room_id \
+             WHERE m.id = $1 AND $2 = 'message' AND m.external_ref LIKE '$%' \
+             LIMIT 1",
         )
         .bind(weft_ref)
         .bind(kind)
@@ -120,11 +126,14 @@ impl Store {
 
     /// What weft thing a Matrix event carries: `(kind, weft_ref)`.
     pub async fn weft_ref_for(&self, matrix_event_id: &str) -> Result<Option<(String, String)>> {
-        let row =
-            sqlx::query("SELECT kind, weft_ref FROM matrix_events WHERE matrix_event_id = $1")
-                .bind(matrix_event_id)
-                .fetch_optional(self.pool())
-                .await?;
+        let row = sqlx::query(
+            "SELECT kind, weft_ref FROM matrix_events WHERE matrix_event_id = $1 \
+             UNION ALL SELECT 'message', id FROM messages WHERE external_ref = $1 \
+             LIMIT 1",
+        )
+        .bind(matrix_event_id)
+        .fetch_optional(self.pool())
+        .await?;
         row.map(|r| Ok((r.try_get("kind")?, r.try_get("weft_ref")?)))
             .transpose()
     }

@@ -677,9 +677,7 @@ async fn losing_access_stops_live_delivery() {
 async fn frames_are_rendered_only_for_watched_rooms() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let followed = server
-        .room(&alice, "acme/general", RoomKind::Public)
-        .await;
+    let followed = server.room(&alice, "acme/general", RoomKind::Public).await;
     let quiet = server.room(&alice, "acme/quiet", RoomKind::Public).await;
     let frames = weft_server::Frames::start(server.chat.clone());
     let mut feed = frames.subscribe();
@@ -698,14 +696,18 @@ async fn frames_are_rendered_only_for_watched_rooms() {
     }
     let watch = frames.watch(followed);
     server.say(&alice, quiet, "nobody follows this room").await;
-    server.say(&alice, followed, "someone follows this one").await;
+    server
+        .say(&alice, followed, "someone follows this one")
+        .await;
     assert_eq!(
         next_message(&mut feed).await,
         (followed, json!("someone follows this one")),
         "the unwatched room's earlier message was not rendered"
     );
     drop(watch);
-    server.say(&alice, followed, "nobody follows it any more").await;
+    server
+        .say(&alice, followed, "nobody follows it any more")
+        .await;
     let _quiet = frames.watch(quiet);
     server.say(&alice, quiet, "now followed").await;
     assert_eq!(

@@ -811,6 +811,45 @@ pub async fn matrix_mappings_round_trip(store: &Store) {
         .await
         .expect("alias");
     assert_eq!(alias_room.map(|x| x.id), Some(r.id));
+
+    // A message that came from Matrix has no mapping row: its external key is its event id,
+    // and the lookups both ways find it there. Other external keys are not event ids.
+    let mut from_matrix = message(r.id, a.id, "from Matrix", None);
+    from_matrix.external_ref = Some("$inbound:hs".into());
+    let mut keyed = message(r.id, a.id, "with another key", None);
+    keyed.external_ref = Some("bot-retry-1".into());
+    let (inbound_id, keyed_id) = (from_matrix.id, keyed.id);
+    store
+        .write(move |tx| {
+            Box::pin(async move { tx.insert_messages(&[from_matrix, keyed]).await.map(|_| ()) })
+        })
+        .await
+        .expect("messages");
+    assert_eq!(
+        store.weft_ref_for("$inbound:hs").await.expect("ref"),
+        Some(("message".into(), inbound_id.to_hex()))
+    );
+    assert_eq!(
+        store
+            .matrix_event_for(&inbound_id.to_hex(), "message")
+            .await
+            .expect("event"),
+        Some(("$inbound:hs".into(), "!abc:hs".into()))
+    );
+    assert_eq!(
+        store
+            .matrix_event_for(&inbound_id.to_hex(), "reaction")
+            .await
+            .expect("event"),
+        None
+    );
+    assert_eq!(
+        store
+            .matrix_event_for(&keyed_id.to_hex(), "message")
+            .await
+            .expect("event"),
+        None
+    );
 }
 
 pub async fn users_are_found_by_part_of_their_name(store: &Store) {
