@@ -60,6 +60,27 @@ def test_replayed_transaction_applies_once(room, maria, uid):
     assert found[0]["virtualUser"]["externalId"] == maria.user_id
 
 
+def test_one_bad_event_does_not_block_its_transaction(room, maria, uid):
+    """A message weft refuses (longer than 4,096 characters) is reported and skipped; the
+    messages around it in the same transaction are applied, in order."""
+    def message(n: int, body: str) -> dict:
+        return {
+            "type": "m.room.message",
+            "event_id": f"$e2e-bad-{n}-{uid}",
+            "room_id": room.matrix_id,
+            "sender": maria.user_id,
+            "origin_server_ts": int(time.time() * 1000),
+            "content": {"msgtype": "m.text", "body": body},
+        }
+    events = [message(1, f"before {uid}"), message(2, "x" * 5000), message(3, f"after {uid}")]
+    r = room.stack.appservice_request("PUT", f"/transactions/e2e-bad-{uid}", json={"events": events})
+    assert r.status_code == 200, r.text
+    texts = [m.get("text") for m in room.weft_history()]
+    assert f"before {uid}" in texts and f"after {uid}" in texts, texts[-5:]
+    assert texts.index(f"before {uid}") < texts.index(f"after {uid}")
+    assert "x" * 5000 not in texts
+
+
 def test_user_query(stack, alice):
     known = stack.appservice_request("GET", f"/users/{quote(stack.puppet(alice))}")
     assert known.status_code == 200, known.text

@@ -16,17 +16,26 @@ use crate::{Bridge, BridgeError, Identities, VIRTUAL_KIND};
 /// rather than two per event.
 #[derive(Default)]
 struct PendingPosts {
-    posts: Vec<PreparedPost>,
+    posts: Vec<PendingPost>,
     /// The posts' event ids, to see when a later event relates to one not yet written.
     event_ids: HashSet<String>,
     /// Matrix room → weft room, looked up once per transaction.
     rooms: HashMap<String, Option<Id>>,
 }
 
+/// A plain message on its way to the store.
+struct PendingPost {
+    event_id: String,
+    matrix_room: String,
+    /// Checking and rendering it, on any of the runtime's threads: the messages of a
+    /// transaction are prepared side by side while the rest is planned.
+    prepared: tokio::task::JoinHandle<Result<PreparedPost, BridgeError>>,
+}
+
 /// What to do with one incoming event.
 enum Plan {
     /// A plain new message: add it to the pending posts.
-    Post(Box<PreparedPost>),
+    Post(PendingPost),
     /// Nothing to bridge (our own echo, an unbridged room, an event already applied).
     Skip,
     /// Relates to a message still pending: write the pending posts, then plan again.
@@ -61,9 +70,8 @@ impl Bridge {
             }
             let outcome = match plan {
                 Ok(Plan::Post(post)) => {
-                    let event_id = event["event_id"].as_str().unwrap_or_default();
-                    pending.event_ids.insert(event_id.to_string());
-                    pending.posts.push(*post);
+                    pending.event_ids.insert(post.event_id.clone());
+                    pending.posts.push(post);
                     Ok(())
                 }
                 Ok(Plan::Skip) => Ok(()),
@@ -82,20 +90,31 @@ impl Bridge {
                 Err(e) => {
                     let event_id = event["event_id"].as_str().unwrap_or_default();
                     let room_id = event["room_id"].as_str().unwrap_or_default();
-                    tracing::warn!(%event_id, %room_id, error = %e, "a Matrix event could not be bridged");
-                    let weft_room = store.room_for_matrix(room_id).await?;
-                    let note = format!("inbound {event_id}: {e}");
-                    store
-                        .write(move |tx| {
-                            Box::pin(
-                                async move { tx.insert_matrix_failure(0, weft_room, &note).await },
-                            )
-                        })
-                        .await?;
+                    self.record_failure(event_id, room_id, &e).await?;
                 }
             }
         }
         self.write_pending(&mut pending, Some(txn_id)).await
+    }
+
+    /// Logs and records an event that could not be bridged. Storage trouble is not such an
+    /// event: it fails the transaction, so that the homeserver retries it.
+    async fn record_failure(
+        &self,
+        event_id: &str,
+        matrix_room: &str,
+        error: &BridgeError,
+    ) -> Result<(), BridgeError> {
+        tracing::warn!(%event_id, room_id = %matrix_room, %error, "a Matrix event could not be bridged");
+        let store = self.chat().store();
+        let weft_room = store.room_for_matrix(matrix_room).await?;
+        let note = format!("inbound {event_id}: {error}");
+        store
+            .write(move |tx| {
+                Box::pin(async move { tx.insert_matrix_failure(0, weft_room, &note).await })
+            })
+            .await?;
+        Ok(())
     }
 
     /// Decides how to apply an event; prepares plain messages for the pending batch.
@@ -134,10 +153,17 @@ impl Bridge {
         if target.is_some_and(|t| pending.event_ids.contains(t)) {
             return Ok(Plan::AfterPending);
         }
-        let post = self
-            .prepare_message(room_id, event_id, sender, incoming)
-            .await?;
-        Ok(Plan::Post(Box::new(post)))
+        let bridge = self.clone();
+        let (id, from) = (event_id.to_string(), sender.to_string());
+        let prepared =
+            tokio::spawn(
+                async move { bridge.prepare_message(room_id, &id, &from, incoming).await },
+            );
+        Ok(Plan::Post(PendingPost {
+            event_id: event_id.to_string(),
+            matrix_room: matrix_room.to_string(),
+            prepared,
+        }))
     }
 
     /// Writes the pending posts in one store transaction, with the AS
@@ -150,8 +176,35 @@ impl Bridge {
         if pending.posts.is_empty() && txn_id.is_none() {
             return Ok(());
         }
-        let posts = std::mem::take(&mut pending.posts);
+        let mut posts = Vec::with_capacity(pending.posts.len());
+        for post in std::mem::take(&mut pending.posts) {
+            let prepared = match post.prepared.await {
+                Ok(prepared) => prepared,
+                Err(e) => Err(BridgeError::Config(format!(
+                    "preparing the message failed: {e}"
+                ))),
+            };
+            match prepared {
+                Ok(prepared) => posts.push(prepared),
+                Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.record_failure(&post.event_id, &post.matrix_room, &e)
+                        .await?
+                }
+            }
+        }
         pending.event_ids.clear();
+        self.write_prepared(posts, txn_id).await
+    }
+
+    /// Writes prepared posts in one store transaction, with the AS transaction id if given.
+    async fn write_prepared(
+        &self,
+        posts: Vec<PreparedPost>,
+        txn_id: Option<&str>,
+    ) -> Result<(), BridgeError> {
         let txn = txn_id.map(str::to_string);
         let count = posts.len();
         // No mapping rows: each message carries its event id as its unique external key,
@@ -311,9 +364,7 @@ impl Bridge {
         let post = self
             .prepare_message(room_id, event_id, sender, incoming)
             .await?;
-        let mut pending = PendingPosts::default();
-        pending.posts.push(post);
-        self.write_pending(&mut pending, None).await
+        self.write_prepared(vec![post], None).await
     }
 
     /// Reads a message's text, turning pills of weft users' puppets into their usernames;
