@@ -23,7 +23,7 @@ use weft_store::Store;
 pub use error::{ChatError, Result};
 pub use files::{Download, Upload, file_url};
 pub use live::Live;
-pub use messages::{MessageQuery, NewPost, PostAs, PreparedPost, UnreadItems};
+pub use messages::{MessageQuery, NewPost, PostAs, PostLookups, PreparedPost, UnreadItems};
 pub use people::PEOPLE_PAGE_MAX;
 pub use rooms::{NewRoom, RoomPatch, RoomSummary};
 pub use users::{NewUser, TOKEN_CACHE_TTL};

@@ -44,6 +44,14 @@ pub struct NewPost {
     pub external_ref: Option<String>,
 }
 
+/// What writing posts reads first: the external keys already taken and the stored virtual
+/// users, by `(kind, external id)` (see [`Chat::look_up_for_posts`]).
+#[derive(Debug, Default)]
+pub struct PostLookups {
+    taken: HashSet<String>,
+    virtual_users: HashMap<(String, String), VirtualUser>,
+}
+
 /// A post that passed every check and is rendered, ready for [`Chat::write_post`].
 #[derive(Debug, Clone)]
 pub struct PreparedPost {
@@ -318,13 +326,48 @@ impl Chat {
             .iter()
             .filter_map(|p| p.new.external_ref.as_deref())
             .collect();
-        let mut taken = if keys.is_empty() {
+        let claims: Vec<(&str, &str)> = posts
+            .iter()
+            .filter_map(|p| p.as_virtual.as_ref())
+            .map(|c| (c.kind.as_str(), c.external_id.as_str()))
+            .collect();
+        let lookups = Chat::look_up_for_posts(tx, &keys, &claims).await?;
+        Chat::write_posts_with(tx, posts, lookups).await
+    }
+
+    /// What [`Chat::write_posts`] reads before it writes, for posts with these external keys
+    /// and virtual users (`(kind, external id)`). A bridge that knows them before its posts
+    /// are ready reads them first, inside the same transaction, and then calls
+    /// [`Chat::write_posts_with`].
+    pub async fn look_up_for_posts(
+        tx: &mut WriteTx,
+        external_refs: &[&str],
+        virtual_users: &[(&str, &str)],
+    ) -> weft_store::Result<PostLookups> {
+        let taken = if external_refs.is_empty() {
             HashSet::new()
         } else {
-            tx.taken_external_refs(&keys).await?
+            tx.taken_external_refs(external_refs).await?
         };
-        let virtual_users = known_virtual_users(tx, &posts).await?;
-        let mut virtual_users = virtual_users;
+        let virtual_users = known_virtual_users(tx, virtual_users).await?;
+        Ok(PostLookups {
+            taken,
+            virtual_users,
+        })
+    }
+
+    /// [`Chat::write_posts`] with its lookups done beforehand in the same transaction
+    /// ([`Chat::look_up_for_posts`]); keys and virtual users missing from them are treated
+    /// as new.
+    pub async fn write_posts_with(
+        tx: &mut WriteTx,
+        posts: Vec<PreparedPost>,
+        lookups: PostLookups,
+    ) -> weft_store::Result<Vec<Option<MessageView>>> {
+        let PostLookups {
+            mut taken,
+            mut virtual_users,
+        } = lookups;
         let mut answers: Vec<Option<(NewMessage, Option<Profile>)>> =
             Vec::with_capacity(posts.len());
         let mut to_store = Vec::new();
@@ -860,13 +903,13 @@ async fn virtual_author(
 /// The stored virtual users the posts claim to be, looked up together.
 async fn known_virtual_users(
     tx: &mut WriteTx,
-    posts: &[PreparedPost],
+    claims: &[(&str, &str)],
 ) -> weft_store::Result<HashMap<(String, String), VirtualUser>> {
     let mut by_kind: HashMap<&str, Vec<&str>> = HashMap::new();
-    for claim in posts.iter().filter_map(|p| p.as_virtual.as_ref()) {
-        let ids = by_kind.entry(claim.kind.as_str()).or_default();
-        if !ids.contains(&claim.external_id.as_str()) {
-            ids.push(claim.external_id.as_str());
+    for (kind, external_id) in claims {
+        let ids = by_kind.entry(kind).or_default();
+        if !ids.contains(external_id) {
+            ids.push(external_id);
         }
     }
     let mut known = HashMap::new();

@@ -27,6 +27,8 @@ struct PendingPosts {
 struct PendingPost {
     event_id: String,
     matrix_room: String,
+    room_id: Id,
+    sender: String,
     /// Checking and rendering it, on any of the runtime's threads: the messages of a
     /// transaction are prepared side by side while the rest is planned.
     prepared: tokio::task::JoinHandle<Result<PreparedPost, BridgeError>>,
@@ -153,15 +155,18 @@ impl Bridge {
         if target.is_some_and(|t| pending.event_ids.contains(t)) {
             return Ok(Plan::AfterPending);
         }
+        // Who it is comes first, here: finding a new sender's name may ask the homeserver,
+        // which must not happen while the write below waits for the prepared messages.
+        let who = self.post_as(sender).await;
         let bridge = self.clone();
-        let (id, from) = (event_id.to_string(), sender.to_string());
+        let id = event_id.to_string();
         let prepared =
-            tokio::spawn(
-                async move { bridge.prepare_message(room_id, &id, &from, incoming).await },
-            );
+            tokio::spawn(async move { bridge.prepare_message(room_id, &id, who, incoming).await });
         Ok(Plan::Post(PendingPost {
             event_id: event_id.to_string(),
             matrix_room: matrix_room.to_string(),
+            room_id,
+            sender: sender.to_string(),
             prepared,
         }))
     }
@@ -176,27 +181,65 @@ impl Bridge {
         if pending.posts.is_empty() && txn_id.is_none() {
             return Ok(());
         }
-        let mut posts = Vec::with_capacity(pending.posts.len());
-        for post in std::mem::take(&mut pending.posts) {
-            let prepared = match post.prepared.await {
-                Ok(prepared) => prepared,
-                Err(e) => Err(BridgeError::Config(format!(
-                    "preparing the message failed: {e}"
-                ))),
-            };
-            match prepared {
-                Ok(prepared) => posts.push(prepared),
-                Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.record_failure(&post.event_id, &post.matrix_room, &e)
-                        .await?
-                }
-            }
-        }
+        let posts = std::mem::take(&mut pending.posts);
         pending.event_ids.clear();
-        self.write_prepared(posts, txn_id).await
+        let txn = txn_id.map(str::to_string);
+        let count = posts.len();
+        // The write starts while the messages are still being prepared: what it reads first
+        // (event ids already applied, the senders' virtual users) needs only their ids.
+        // No mapping rows: each message carries its event id as its unique external key,
+        // which is what lookups by event id find (`Store::weft_ref_for`), and what makes a
+        // replay a no-op.
+        let refused = self
+            .chat()
+            .store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    let keys: Vec<&str> = posts.iter().map(|p| p.event_id.as_str()).collect();
+                    let senders: Vec<(&str, &str)> = posts
+                        .iter()
+                        .map(|p| (VIRTUAL_KIND, p.sender.as_str()))
+                        .collect();
+                    let lookups = Chat::look_up_for_posts(tx, &keys, &senders).await?;
+                    let mut prepared = Vec::with_capacity(posts.len());
+                    let mut refused = Vec::new();
+                    for post in posts {
+                        let outcome = match post.prepared.await {
+                            Ok(outcome) => outcome,
+                            Err(e) => Err(BridgeError::Config(format!(
+                                "preparing the message failed: {e}"
+                            ))),
+                        };
+                        match outcome {
+                            Ok(ready) => prepared.push(ready),
+                            // Storage trouble: fail the transaction so that the homeserver
+                            // retries it.
+                            Err(BridgeError::Store(e) | BridgeError::Chat(ChatError::Store(e))) => {
+                                return Err(e);
+                            }
+                            Err(e) => {
+                                let note = format!("inbound {}: {e}", post.event_id);
+                                tx.insert_matrix_failure(0, Some(post.room_id), &note)
+                                    .await?;
+                                refused.push((post.event_id, post.matrix_room, e));
+                            }
+                        }
+                    }
+                    Chat::write_posts_with(tx, prepared, lookups).await?;
+                    if let Some(txn) = txn {
+                        tx.insert_matrix_transaction(&txn).await?;
+                    }
+                    Ok(refused)
+                })
+            })
+            .await?;
+        for (event_id, room_id, error) in refused {
+            tracing::warn!(%event_id, %room_id, %error, "a Matrix event could not be bridged");
+        }
+        if count > 0 {
+            tracing::debug!(count, "applied Matrix messages");
+        }
+        Ok(())
     }
 
     /// Writes prepared posts in one store transaction, with the AS transaction id if given.
@@ -362,7 +405,7 @@ impl Bridge {
                 .await;
         }
         let post = self
-            .prepare_message(room_id, event_id, sender, incoming)
+            .prepare_message(room_id, event_id, self.post_as(sender).await, incoming)
             .await?;
         self.write_prepared(vec![post], None).await
     }
@@ -393,7 +436,7 @@ impl Bridge {
         &self,
         room_id: Id,
         event_id: &str,
-        sender: &str,
+        who: PostAs,
         incoming: IncomingText,
     ) -> Result<PreparedPost, BridgeError> {
         let parent = match incoming
@@ -408,7 +451,7 @@ impl Bridge {
             text: incoming.text,
             status: incoming.status,
             parent_id: parent,
-            as_virtual: Some(self.post_as(sender).await),
+            as_virtual: Some(who),
             external_ref: Some(event_id.to_string()),
             ..NewPost::default()
         };
