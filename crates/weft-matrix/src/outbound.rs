@@ -47,15 +47,17 @@ pub(crate) async fn run(bridge: Bridge) {
     let mut saved = cursor;
     let mut last_save = Instant::now();
     loop {
-        let events = match store.events_after(cursor, BATCH).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the event log");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if events.is_empty() {
+        // What came from Matrix is never sent back: those entries are skipped unread.
+        let (events, scanned_to) =
+            match store.events_after_except(cursor, BATCH, VIRTUAL_KIND).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the event log");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+        let Some(scanned_to) = scanned_to else {
             // Idle. Once nothing has come for a while, save how far we got; not at once,
             // or every transaction the homeserver pushes would cost a second commit.
             tokio::select! {
@@ -68,11 +70,12 @@ pub(crate) async fn run(bridge: Bridge) {
                 }
             }
             continue;
-        }
+        };
         for event in events {
             deliver_with_retries(&bridge, &event).await;
             cursor = event.seq;
         }
+        cursor = cursor.max(scanned_to);
         // Messages and reactions saved the cursor with their mapping as they went. The rest
         // (mostly changes that came from Matrix, which need nothing sent) is saved when the
         // sender has been idle for a second or once a second under load, not after every

@@ -37,6 +37,45 @@ impl Store {
             .collect()
     }
 
+    /// [`Store::events_after`] without the entries from `origin`, whose payloads are not even
+    /// read; also answers the sequence number of the last entry looked at (`None` if there
+    /// was none), so that a follower that ignores that origin (the Matrix sender ignores what
+    /// came from Matrix) still moves past them.
+    pub async fn events_after_except(
+        &self,
+        after_seq: i64,
+        limit: i64,
+        origin: &str,
+    ) -> Result<(Vec<LoggedEvent>, Option<i64>)> {
+        let rows = sqlx::query(
+            "SELECT seq, CASE WHEN origin = $3 THEN NULL ELSE payload END AS payload, origin, at \
+             FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .bind(origin)
+        .fetch_all(self.pool())
+        .await?;
+        let mut last = None;
+        let mut events = Vec::new();
+        for r in &rows {
+            let seq: i64 = r.try_get("seq")?;
+            last = Some(seq);
+            let Some(payload) = r.try_get::<Option<String>, _>("payload")? else {
+                continue;
+            };
+            let event: Event = serde_json::from_str(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
+            events.push(LoggedEvent {
+                seq,
+                at: r.try_get("at")?,
+                origin: Origin(r.try_get("origin")?),
+                event,
+            });
+        }
+        Ok((events, last))
+    }
+
     /// The sequence number of the newest log entry (0 when empty).
     pub async fn last_event_seq(&self) -> Result<i64> {
         last_seq(self.pool()).await

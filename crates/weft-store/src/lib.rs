@@ -112,7 +112,10 @@ impl Store {
             Dialect::Sqlite => (8, 1),
             Dialect::Postgres => (16, 2),
         };
+        // The writer's SQLite connection lives in this process and cannot go stale; pinging it
+        // before every batch was one more hand-over to its thread per commit.
         let write_pool = pool_options(dialect, writers)
+            .test_before_acquire(dialect != Dialect::Sqlite)
             .connect_with(options.clone())
             .await?;
         match dialect {

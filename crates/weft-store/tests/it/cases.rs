@@ -1319,3 +1319,55 @@ where
 {
     job
 }
+
+pub async fn followers_can_skip_an_origin_unread(store: &Store) {
+    let author = user("skipper");
+    let r = setup(store, &[&author]).await;
+    let before = store.last_event_seq().await.expect("seq");
+    let room_id = r.id;
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                for origin in ["matrix", "local", "matrix", "local", "matrix"] {
+                    let event = Event::RoomUpdated { room_id };
+                    let origin = if origin == "local" {
+                        Origin::local()
+                    } else {
+                        Origin(origin.into())
+                    };
+                    tx.append(&origin, &event).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .expect("events");
+    let all = store.events_after(before, 100).await.expect("all");
+    assert_eq!(all.len(), 5);
+    let (kept, last) = store
+        .events_after_except(before, 100, "matrix")
+        .await
+        .expect("except");
+    assert_eq!(
+        last,
+        Some(all[4].seq),
+        "the skipped entries still count as looked at"
+    );
+    assert_eq!(
+        kept.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![all[1].seq, all[3].seq]
+    );
+    assert!(kept.iter().all(|e| e.origin != Origin("matrix".into())));
+    let (none, nothing) = store
+        .events_after_except(all[4].seq, 100, "matrix")
+        .await
+        .expect("after the end");
+    assert!(none.is_empty());
+    assert_eq!(nothing, None);
+    let (limited, upto) = store
+        .events_after_except(before, 3, "matrix")
+        .await
+        .expect("limited");
+    assert_eq!(limited.len(), 1);
+    assert_eq!(upto, Some(all[2].seq));
+}

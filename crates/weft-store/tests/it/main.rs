@@ -124,6 +124,7 @@ conformance!(
     batched_writes_store_every_row,
     messages_and_their_log_entries_are_written_together,
     replayable_jobs_that_fail_leave_their_neighbours,
+    followers_can_skip_an_origin_unread,
 );
 
 /// PostgreSQL only: instances sharing one database learn of each other's commits.
