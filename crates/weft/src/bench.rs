@@ -608,12 +608,21 @@ async fn matrix_inbound(
         }))
         .collect();
     put("members".into(), members).await?;
-    // Shaped like the events Synapse pushes.
+    // Shaped like the events Synapse pushes, with event ids like its (43 characters that look
+    // random: a hash), which land all over the index of message keys.
+    let hasher = std::hash::RandomState::new();
+    let event_id = |t: usize, i: usize| -> String {
+        use std::hash::BuildHasher;
+        let id: String = (0..3)
+            .map(|k| format!("{:016x}", hasher.hash_one((t, i, k))))
+            .collect();
+        format!("${}", &id[..43])
+    };
     let transaction = |t: usize| -> Vec<serde_json::Value> {
         (0..100)
             .map(|i| serde_json::json!({
                 "type": "m.room.message", "sender": format!("@u{}:remote.test", i % senders), "room_id": matrix_room,
-                "event_id": format!("$bench-{t}-{i}"), "origin_server_ts": 1_764_000_000_000_i64 + (t * 100 + i) as i64,
+                "event_id": event_id(t, i), "origin_server_ts": 1_764_000_000_000_i64 + (t * 100 + i) as i64,
                 "content": { "msgtype": "m.text", "body": format!("message {t}/{i} with **bold**") },
                 "unsigned": { "age": 12 },
             }))
