@@ -112,10 +112,7 @@ impl Store {
             Dialect::Sqlite => (8, 1),
             Dialect::Postgres => (16, 2),
         };
-        // The writer's SQLite connection lives in this process and cannot go stale; pinging it
-        // before every batch was one more hand-over to its thread per commit.
         let write_pool = pool_options(dialect, writers)
-            .test_before_acquire(dialect != Dialect::Sqlite)
             .connect_with(options.clone())
             .await?;
         match dialect {
@@ -282,7 +279,12 @@ fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(30));
     match dialect {
-        Dialect::Sqlite => options.after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn))),
+        // A SQLite connection lives in this process and cannot go stale: pinging it before
+        // every use (sqlx's default) doubled the hand-overs to its thread for every read and
+        // every commit.
+        Dialect::Sqlite => options
+            .test_before_acquire(false)
+            .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn))),
         Dialect::Postgres => options,
     }
 }
