@@ -58,15 +58,18 @@ impl Bridge {
         txn_id: &str,
         body: &Value,
     ) -> Result<(), BridgeError> {
-        let store = self.chat().store();
-        if store.matrix_transaction_seen(txn_id).await? {
-            return Ok(());
-        }
+        // Whether the transaction was applied before is asked only before the first write a
+        // replay would repeat: plain messages are deduplicated by event id anyway, and the
+        // last write records the transaction (or finds it recorded and writes nothing).
+        let mut known_new = false;
         self.apply_ephemeral(body).await;
         let mut pending = PendingPosts::default();
         for event in translate::transaction_events(body) {
             let mut plan = self.plan(event, &mut pending).await;
             if matches!(plan, Ok(Plan::AfterPending)) {
+                if !self.is_new(txn_id, &mut known_new).await? {
+                    return Ok(());
+                }
                 self.write_pending(&mut pending, None).await?;
                 plan = self.plan(event, &mut pending).await;
             }
@@ -78,6 +81,9 @@ impl Bridge {
                 }
                 Ok(Plan::Skip) => Ok(()),
                 Ok(Plan::Apply | Plan::AfterPending) => {
+                    if !self.is_new(txn_id, &mut known_new).await? {
+                        return Ok(());
+                    }
                     self.write_pending(&mut pending, None).await?;
                     self.apply_event(event).await
                 }
@@ -90,6 +96,9 @@ impl Bridge {
                     return Err(e);
                 }
                 Err(e) => {
+                    if !self.is_new(txn_id, &mut known_new).await? {
+                        return Ok(());
+                    }
                     let event_id = event["event_id"].as_str().unwrap_or_default();
                     let room_id = event["room_id"].as_str().unwrap_or_default();
                     self.record_failure(event_id, room_id, &e).await?;
@@ -97,6 +106,17 @@ impl Bridge {
             }
         }
         self.write_pending(&mut pending, Some(txn_id)).await
+    }
+
+    /// Whether an AS transaction has not been applied yet; asks the store once.
+    async fn is_new(&self, txn_id: &str, known_new: &mut bool) -> Result<bool, BridgeError> {
+        if !*known_new {
+            if self.chat().store().matrix_transaction_seen(txn_id).await? {
+                return Ok(false);
+            }
+            *known_new = true;
+        }
+        Ok(true)
     }
 
     /// Logs and records an event that could not be bridged. Storage trouble is not such an
@@ -195,6 +215,12 @@ impl Bridge {
             .store()
             .write(move |tx| {
                 Box::pin(async move {
+                    // The transaction's last write records it first: a replay writes nothing.
+                    if let Some(txn) = &txn
+                        && !tx.insert_matrix_transaction(txn).await?
+                    {
+                        return Ok(Vec::new());
+                    }
                     let keys: Vec<&str> = posts.iter().map(|p| p.event_id.as_str()).collect();
                     let senders: Vec<(&str, &str)> = posts
                         .iter()
@@ -226,9 +252,6 @@ impl Bridge {
                         }
                     }
                     Chat::write_posts_with(tx, prepared, lookups).await?;
-                    if let Some(txn) = txn {
-                        tx.insert_matrix_transaction(&txn).await?;
-                    }
                     Ok(refused)
                 })
             })
