@@ -61,7 +61,8 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     if args.seed_only {
         return seed_only(&args, config).await;
     }
-    let dir = tempfile_dir()?;
+    let scratch = ScratchDir::new()?;
+    let dir = scratch.0.clone();
     let mut config = config.clone();
     if config.database_url.is_none() {
         config.data_dir = dir.clone();
@@ -113,14 +114,10 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     }
     .await;
     let _ = child.kill().await;
-    let result = match result {
+    match result {
         Ok(()) if args.matrix_transactions > 0 => matrix_inbound(&args, &config, &dir).await,
         other => other,
-    };
-    if config.database_url.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
     }
-    result
 }
 
 /// `--seed-only`: the seeding alone, into the data the configuration names.
@@ -138,10 +135,22 @@ async fn seed_only(args: &BenchArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("weft-bench-{}", Id::generate()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// The benchmark's scratch folder (the SQLite data, the Matrix registration with its
+/// tokens), removed when the run ends, however it ends: on PostgreSQL it used to stay behind.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<ScratchDir> {
+        let dir = std::env::temp_dir().join(format!("weft-bench-{}", Id::generate()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -668,4 +677,19 @@ async fn matrix_inbound(
         bail!("the bridge stored {stored} messages for {events} events");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScratchDir;
+
+    #[test]
+    fn the_scratch_folder_goes_away_with_what_it_holds() {
+        let scratch = ScratchDir::new().expect("scratch folder");
+        let dir = scratch.0.clone();
+        std::fs::write(dir.join("registration.yaml"), "as_token: secret").expect("write");
+        assert!(dir.is_dir());
+        drop(scratch);
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
 }
