@@ -108,6 +108,28 @@ fn maths_to_matrix(html: &str) -> String {
     out
 }
 
+/// The `formatted_body` a weft message needs, or none when its HTML says nothing its body
+/// does not: a single paragraph of plain text. Element leaves such messages unformatted too,
+/// and every client (and Synapse's push rules) then has one string less to handle.
+pub fn formatted_body_if_needed(text: &str, html: &str, pills: &[Pill]) -> Option<String> {
+    let plain = !text.contains(['<', '>', '&', '\n'])
+        && html
+            .trim_end()
+            .strip_prefix("<p>")
+            .and_then(|rest| rest.strip_suffix("</p>"))
+            == Some(text);
+    (!plain).then(|| formatted_body(html, pills))
+}
+
+/// Adds `format` and `formatted_body` to `content` when there is one.
+fn with_formatted(mut content: Value, formatted: Option<&str>) -> Value {
+    if let Some(html) = formatted {
+        content["format"] = json!("org.matrix.custom.html");
+        content["formatted_body"] = json!(html);
+    }
+    content
+}
+
 /// The content of the Matrix event for a new weft message.
 /// `thread_root` is the Matrix event of the thread's first message, for replies.
 pub fn message_content(
@@ -116,14 +138,15 @@ pub fn message_content(
     thread_root: Option<&str>,
     permalink: &str,
 ) -> Value {
-    let mut content = json!({
-        "msgtype": if message.status { "m.emote" } else { "m.text" },
-        "body": message.text,
-        "format": "org.matrix.custom.html",
-        "formatted_body": formatted_body(&message.html, pills),
-        "m.mentions": { "user_ids": pills.iter().map(|p| p.mxid.clone()).collect::<Vec<_>>() },
-        "external_url": permalink,
-    });
+    let mut content = with_formatted(
+        json!({
+            "msgtype": if message.status { "m.emote" } else { "m.text" },
+            "body": message.text,
+            "m.mentions": { "user_ids": pills.iter().map(|p| p.mxid.clone()).collect::<Vec<_>>() },
+            "external_url": permalink,
+        }),
+        formatted_body_if_needed(&message.text, &message.html, pills).as_deref(),
+    );
     if let Some(root) = thread_root {
         // A thread reply, with the reply fallback for clients that do not show threads.
         content["m.relates_to"] = json!({
@@ -234,22 +257,25 @@ pub fn transaction_events(body: &Value) -> &[Value] {
 /// The content of the `m.replace` event for an edit of `original`.
 pub fn edit_content(message: &Message, pills: &[Pill], original: &str) -> Value {
     let msgtype = if message.status { "m.emote" } else { "m.text" };
-    let formatted = formatted_body(&message.html, pills);
-    json!({
-        "msgtype": msgtype,
-        "body": format!("* {}", message.text),
-        "format": "org.matrix.custom.html",
-        "formatted_body": format!("* {formatted}"),
-        "m.new_content": {
+    let formatted = formatted_body_if_needed(&message.text, &message.html, pills);
+    let new_content = with_formatted(
+        json!({
             "msgtype": msgtype,
             "body": message.text,
-            "format": "org.matrix.custom.html",
-            "formatted_body": formatted,
             "m.mentions": { "user_ids": pills.iter().map(|p| p.mxid.clone()).collect::<Vec<_>>() },
-        },
-        "m.mentions": {},
-        "m.relates_to": { "rel_type": "m.replace", "event_id": original },
-    })
+        }),
+        formatted.as_deref(),
+    );
+    with_formatted(
+        json!({
+            "msgtype": msgtype,
+            "body": format!("* {}", message.text),
+            "m.new_content": new_content,
+            "m.mentions": {},
+            "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+        }),
+        formatted.map(|html| format!("* {html}")).as_deref(),
+    )
 }
 
 /// The content of a reaction.
@@ -577,6 +603,41 @@ mod tests {
             formatted_body(html, &pills),
             "<p>hi <a href=\"https://matrix.to/#/@bob-1:s\">@bob</a></p>"
         );
+    }
+
+    #[test]
+    fn only_formatted_messages_get_a_formatted_body() {
+        let html_of = |text: &str| weft_render::render_markdown(text).html;
+        for plain in ["hello there", "ünïcödé 🎉 fine", "a \"quoted\" word"] {
+            assert_eq!(
+                formatted_body_if_needed(plain, &html_of(plain), &[]),
+                None,
+                "{plain}: {}",
+                html_of(plain)
+            );
+        }
+        for formatted in [
+            "**bold**",
+            "a & b",
+            "1 < 2",
+            "line\nbreak",
+            ":smile:",
+            "see https://example.org",
+            "`code`",
+        ] {
+            let html = html_of(formatted);
+            assert_eq!(
+                formatted_body_if_needed(formatted, &html, &[]),
+                Some(formatted_body(&html, &[])),
+                "{formatted}"
+            );
+        }
+        let html = "<p>hi <span class=\"mention\" data-link-type=\"mention\" data-screen-name=\"bob\">@bob</span></p>";
+        let pills = [Pill {
+            screen_name: "bob".into(),
+            mxid: "@bob-1:s".into(),
+        }];
+        assert!(formatted_body_if_needed("hi @bob", html, &pills).is_some());
     }
 
     #[test]
