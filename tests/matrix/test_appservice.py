@@ -5,6 +5,7 @@ the state of a bridged room as a Matrix client reads it."""
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from urllib.parse import quote
 
@@ -58,6 +59,43 @@ def test_replayed_transaction_applies_once(room, maria, uid):
     found = [m for m in room.weft_history() if m.get("text") == text]
     assert len(found) == 1, found
     assert found[0]["virtualUser"]["externalId"] == maria.user_id
+
+
+def recorded_transactions(stack, *txn_ids: str) -> set[str]:
+    """The transaction ids weft has recorded as applied, read from its database."""
+    db = sqlite3.connect(stack.weft.data_dir / "weft.db", timeout=10)
+    try:
+        marks = ",".join("?" * len(txn_ids))
+        rows = db.execute(
+            f"SELECT txn_id FROM matrix_transactions WHERE txn_id IN ({marks})", txn_ids)
+        return {row[0] for row in rows}
+    finally:
+        db.close()
+
+
+def test_transactions_that_change_nothing_are_not_recorded(room, alice, maria, uid):
+    """The homeserver pushes weft's own messages back to it; such a transaction changes
+    nothing, and recording it would cost a commit for every message weft sends. A replay of
+    it still changes nothing; a transaction that applied something is recorded."""
+    stack = room.stack
+    echo = {
+        "type": "m.room.message",
+        "event_id": f"$e2e-echo-{uid}",
+        "room_id": room.matrix_id,
+        "sender": stack.puppet(alice),
+        "origin_server_ts": int(time.time() * 1000),
+        "content": {"msgtype": "m.text", "body": f"echo {uid}"},
+    }
+    applied = {**echo, "event_id": f"$e2e-applied-{uid}", "sender": maria.user_id,
+               "content": {"msgtype": "m.text", "body": f"applied {uid}"}}
+    echo_txn, applied_txn = f"e2e-echo-{uid}", f"e2e-applied-{uid}"
+    for txn, events in ((echo_txn, [echo]), (echo_txn, [echo]), (applied_txn, [applied])):
+        r = stack.appservice_request("PUT", f"/transactions/{txn}", json={"events": events})
+        assert r.status_code == 200, r.text
+    assert recorded_transactions(stack, echo_txn, applied_txn) == {applied_txn}
+    texts = [m.get("text") for m in room.weft_history()]
+    assert f"echo {uid}" not in texts, texts[-5:]
+    assert texts.count(f"applied {uid}") == 1, texts[-5:]
 
 
 def test_one_bad_event_does_not_block_its_transaction(room, maria, uid):

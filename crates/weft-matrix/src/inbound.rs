@@ -105,6 +105,13 @@ impl Bridge {
                 }
             }
         }
+        if pending.posts.is_empty() && !known_new {
+            // Nothing was written (only echoes of weft's own events, events of unbridged
+            // rooms, ephemeral events): a replay would write nothing either, so recording the
+            // transaction would only cost a commit, and the homeserver pushes one such
+            // transaction back for every message weft sends.
+            return Ok(());
+        }
         self.write_pending(&mut pending, Some(txn_id)).await
     }
 
