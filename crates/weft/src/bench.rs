@@ -325,6 +325,8 @@ async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
             .await?;
         written += n;
     }
+    // A server that grew to this size has statistics; a bulk load has none until analysed.
+    chat.store().refresh_statistics().await?;
     weft_store::close(chat.store().clone()).await;
     Ok(Fixture {
         room_id: room.id,

@@ -75,6 +75,44 @@ impl Guard {
     }
 }
 
+/// PostgreSQL only: after a bulk load the planner has no statistics until the store refreshes
+/// them (with autovacuum off it never would), and plans a big room's first reads as if it
+/// held a handful of messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_are_refreshed() {
+    use sqlx::Row;
+    let (store, guard) = postgres().await;
+    let Guard::Database { admin_url, name } = &guard else {
+        panic!("a PostgreSQL store has a database guard");
+    };
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/{name}"))
+        .await
+        .expect("connect to the test database");
+    let analysed = async |conn: &mut sqlx::AnyConnection| -> bool {
+        // -1 until the table is first analysed (PostgreSQL 14 and later).
+        let row =
+            sqlx::query("SELECT reltuples::float8 AS n FROM pg_class WHERE relname = 'messages'")
+                .fetch_one(conn)
+                .await
+                .expect("read pg_class");
+        row.try_get::<f64, _>("n").expect("reltuples") >= 0.0
+    };
+    assert!(
+        !analysed(&mut conn).await,
+        "a new database has no statistics yet"
+    );
+    store
+        .refresh_statistics()
+        .await
+        .expect("refresh statistics");
+    assert!(analysed(&mut conn).await, "the messages table was analysed");
+    drop(conn);
+    guard.finish(store).await;
+}
+
 /// Declares each case once per database.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
