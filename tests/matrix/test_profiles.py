@@ -40,3 +40,31 @@ async def test_matrix_rename_reaches_weft(stack, alice, uid):
             timeout=DELIVERY_TIMEOUT, what="the virtual user's new display name in weft")
     finally:
         await mia.close()
+
+
+async def test_member_event_about_someone_else_renames_nobody(stack, alice, uid):
+    """An invite (or kick, or ban) is an `m.room.member` event whose content carries the
+    *target's* profile; a hostile Matrix user can put any name there. Only a member event whose
+    state_key is its sender may rename that sender, so nobody can take "Alice (admin)"."""
+    user_id = stack.synapse.register_user(f"moe{uid}", MATRIX_PASSWORD)
+    moe = await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, "Moe Honest")
+    try:
+        room = await bridge_room(stack, f"forged-name-{uid}", [alice], [moe])
+        await moe.send_text(room.matrix_id, f"before {uid}")
+        before = await room.weft_wait(lambda m: m.get("text") == f"before {uid}",
+                                      "moe's first message")
+        assert before["virtualUser"]["displayName"] == "Moe Honest"
+        victim = stack.synapse.register_user(f"victim{uid}", MATRIX_PASSWORD)
+        await moe.check(
+            moe.client.room_put_state(
+                room.matrix_id, "m.room.member",
+                {"membership": "invite", "displayname": "Alice (admin)"}, state_key=victim),
+            "an invite carrying a forged name")
+        await moe.send_text(room.matrix_id, f"after {uid}")
+        after = await room.weft_wait(lambda m: m.get("text") == f"after {uid}",
+                                     "moe's message after the invite")
+        assert after["virtualUser"]["displayName"] == "Moe Honest", after["virtualUser"]
+        assert alice.api.message(room.weft_id, before["id"])["virtualUser"]["displayName"] \
+            == "Moe Honest"
+    finally:
+        await moe.close()

@@ -182,9 +182,7 @@ impl Bridge {
         if target.is_some_and(|t| pending.event_ids.contains(t)) {
             return Ok(Plan::AfterPending);
         }
-        // Who it is comes first, here: finding a new sender's name may ask the homeserver,
-        // which must not happen while the write below waits for the prepared messages.
-        let who = self.post_as(sender).await;
+        let who = self.post_as(sender);
         let bridge = self.clone();
         let id = event_id.to_string();
         let prepared =
@@ -315,25 +313,17 @@ impl Bridge {
         let content = &event["content"];
         match event["type"].as_str().unwrap_or_default() {
             "m.room.member" => {
-                let Some(name) = content["displayname"].as_str() else {
+                // Only a member event about its own sender names that sender: one about
+                // someone else (invite, kick, ban) carries the target's profile.
+                if event["state_key"].as_str() != Some(sender) || content["membership"] != "join" {
                     return Ok(());
-                };
-                let previous = self
-                    .inner
-                    .names
-                    .lock()
-                    .await
-                    .insert(sender.to_string(), name.to_string());
-                if previous.as_deref() != Some(name) {
-                    let who = weft_chat::PostAs {
-                        kind: VIRTUAL_KIND.into(),
-                        external_id: sender.to_string(),
-                        display_name: name.to_string(),
-                        avatar_url: None,
-                    };
-                    self.chat().update_virtual_user(self.actor(), who).await?;
                 }
-                Ok(())
+                match content["displayname"].as_str() {
+                    Some(name) if !name.trim().is_empty() => {
+                        self.rename_virtual_user(sender, name).await
+                    }
+                    _ => Ok(()),
+                }
             }
             "m.room.message" => {
                 self.apply_message(room_id, matrix_room, event_id, sender, content)
@@ -349,7 +339,7 @@ impl Bridge {
                 let Some(message_id) = self.weft_message(target).await? else {
                     return Ok(());
                 };
-                let who = self.post_as(sender).await;
+                let who = self.post_as(sender);
                 self.chat()
                     .react(self.actor(), room_id, message_id, key, true, Some(who))
                     .await?;
@@ -370,7 +360,7 @@ impl Bridge {
                 let Some((kind, weft_ref)) = store.weft_ref_for(redacts).await? else {
                     return Ok(());
                 };
-                let who = self.post_as(sender).await;
+                let who = self.post_as(sender);
                 match kind.as_str() {
                     "message" => {
                         let id = parse_id(&weft_ref)?;
@@ -422,7 +412,7 @@ impl Bridge {
             )));
         };
         if let Some(original) = &incoming.replaces {
-            let who = self.post_as(sender).await;
+            let who = self.post_as(sender);
             return self
                 .apply_edit(
                     room_id,
@@ -435,7 +425,7 @@ impl Bridge {
                 .await;
         }
         let post = self
-            .prepare_message(room_id, event_id, self.post_as(sender).await, incoming)
+            .prepare_message(room_id, event_id, self.post_as(sender), incoming)
             .await?;
         self.write_prepared(vec![post], None).await
     }
@@ -523,7 +513,7 @@ impl Bridge {
         let post = NewPost {
             text: file.caption.unwrap_or_default(),
             parent_id: parent,
-            as_virtual: Some(self.post_as(sender).await),
+            as_virtual: Some(self.post_as(sender)),
             external_ref: Some(event_id.to_string()),
             ..NewPost::default()
         };
@@ -609,35 +599,6 @@ impl Bridge {
                 Ok(Some(parse_id(&weft_ref)?))
             }
             _ => Ok(None),
-        }
-    }
-
-    /// The virtual user a Matrix user posts as, with their current display name.
-    async fn post_as(&self, mxid: &str) -> PostAs {
-        let cached = self.inner.names.lock().await.get(mxid).cloned();
-        let display_name = match cached {
-            Some(name) => name,
-            None => {
-                let name = self
-                    .hs()
-                    .display_name(mxid)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| mxid.to_string());
-                self.inner
-                    .names
-                    .lock()
-                    .await
-                    .insert(mxid.to_string(), name.clone());
-                name
-            }
-        };
-        PostAs {
-            kind: VIRTUAL_KIND.into(),
-            external_id: mxid.to_string(),
-            display_name,
-            avatar_url: None,
         }
     }
 

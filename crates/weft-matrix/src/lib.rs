@@ -20,6 +20,7 @@ pub mod config;
 pub mod homeserver;
 pub mod ids;
 mod inbound;
+mod names;
 mod outbound;
 pub mod translate;
 mod typing;
@@ -68,7 +69,7 @@ struct Inner {
     ids: Identities,
     hs: Homeserver,
     actor: Actor,
-    names: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
+    names: names::Names,
     /// Weft rooms known to be bridged. A mapping never changes once made (racing instances
     /// agree on one row), so it is remembered; "not bridged" is not, since that can change.
     mapped_rooms:
