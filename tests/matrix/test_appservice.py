@@ -169,3 +169,19 @@ async def test_room_created_on_demand(stack, maria):
         return room_id in [c["room_id"] for c in r.json().get("chunk", [])]
 
     await await_until(published, timeout=DELIVERY_TIMEOUT, what="the room in the directory")
+
+
+async def test_messages_after_a_homeserver_restart_arrive(room, maria, uid):
+    """Synapse numbers its transactions from 1 again after a restart: a transaction whose id
+    weft saw before the restart is a new one when it carries other events, and must be
+    applied, not acknowledged as a replay."""
+    for i in range(4):  # transactions of their own before the restart, each recorded
+        await maria.send_text(room.matrix_id, f"before restart {i} {uid}")
+        await room.weft_wait(lambda m, i=i: m["text"] == f"before restart {i} {uid}",
+                             f"message {i} before the restart")
+    room.stack.synapse.stop()
+    room.stack.synapse.start()
+    for i in range(4):
+        await maria.send_text(room.matrix_id, f"after restart {i} {uid}")
+        await room.weft_wait(lambda m, i=i: m["text"] == f"after restart {i} {uid}",
+                             f"message {i} after the restart", timeout=30)

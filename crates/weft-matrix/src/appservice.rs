@@ -68,8 +68,17 @@ async fn transaction(
     Path(txn_id): Path<String>,
     Json(body): Json<Value>,
 ) -> Response {
+    let started = std::time::Instant::now();
+    tracing::debug!(txn_id, "applying a Matrix transaction");
     match bridge.apply_transaction(&txn_id, &body).await {
-        Ok(()) => Json(json!({})).into_response(),
+        Ok(()) => {
+            tracing::debug!(
+                txn_id,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "applied a Matrix transaction"
+            );
+            Json(json!({})).into_response()
+        }
         Err(e) => {
             // Not answered 200: the homeserver sends the same transaction again later.
             tracing::error!(txn_id, error = %e, "could not apply a Matrix transaction; it will be retried");

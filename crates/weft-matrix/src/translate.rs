@@ -254,6 +254,25 @@ pub fn transaction_events(body: &Value) -> &[Value] {
         .unwrap_or_default()
 }
 
+/// What identifies an AS transaction for deduplication: its id *and* the events it carries.
+///
+/// The spec asks homeservers for a transaction id unique per application service
+/// (<https://spec.matrix.org/latest/application-service-api/#pushing-events>), but Synapse
+/// numbers transactions from 1 again after a restart (seen with its SQLite store): keyed on
+/// the id alone, every transaction after a restart looked like one already applied, and its
+/// events were acknowledged and lost. A retry of a transaction carries the same events, so
+/// the id plus a digest of the event ids tells a retry from a new transaction.
+pub fn transaction_key(txn_id: &str, body: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for event in transaction_events(body) {
+        digest.update(event["event_id"].as_str().unwrap_or_default().as_bytes());
+        digest.update(b"\n");
+    }
+    let hash = digest.finalize();
+    format!("{txn_id}:{}", hex::encode(&hash[..12]))
+}
+
 /// The content of the `m.replace` event for an edit of `original`.
 pub fn edit_content(message: &Message, pills: &[Pill], original: &str) -> Value {
     let msgtype = if message.status { "m.emote" } else { "m.text" };
@@ -590,6 +609,20 @@ fn link_destination(href: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_reused_transaction_id_with_other_events_is_another_transaction() {
+        let first = json!({ "events": [{ "event_id": "$a" }, { "event_id": "$b" }] });
+        let retry =
+            json!({ "events": [{ "event_id": "$a" }, { "event_id": "$b" }], "ephemeral": [] });
+        let after_restart = json!({ "events": [{ "event_id": "$c" }] });
+        assert_eq!(transaction_key("7", &first), transaction_key("7", &retry));
+        assert_ne!(
+            transaction_key("7", &first),
+            transaction_key("7", &after_restart)
+        );
+        assert_ne!(transaction_key("7", &first), transaction_key("8", &first));
+    }
     use super::*;
 
     #[test]
