@@ -591,10 +591,12 @@ class Weft:
     # Admin CLI helpers -------------------------------------------------------------------
 
     def create_user(self, username: str, *, display_name: str | None = None,
-                    password: str = "correct horse battery") -> "WeftUser":
+                    password: str = "correct horse battery", admin: bool = False) -> "WeftUser":
         args = ["user", "create", username, "--password", password]
         if display_name:
             args += ["--display-name", display_name]
+        if admin:
+            args.append("--admin")
         user_id = self.cli_ok(*args)
         token = self.cli_ok("token", "create", username)
         api = WeftApi(self.url, token)
@@ -919,6 +921,39 @@ class MatrixUser:
             if not resp.chunk or not resp.end or resp.end == token:
                 return out
             token = resp.end
+
+    def client_api(self, method: str, path: str, expect: Iterable[int] = (200,),
+                   **kw) -> Any:
+        """A raw client-server API call as this user (for what matrix-nio lacks); returns the
+        JSON body, or raises unless the status is one of `expect`."""
+        kw.setdefault("timeout", 15)
+        r = requests.request(method, f"{self.homeserver_url}{path}",
+                             headers={"Authorization": f"Bearer {self.access_token}"}, **kw)
+        if r.status_code not in tuple(expect):
+            raise AssertionError(f"{method} {path} -> {r.status_code} {r.text[:500]}")
+        return r.json() if r.content else None
+
+    def directory_lists(self, room_id: str) -> bool:
+        """Whether the homeserver's public room directory lists the room."""
+        since = None
+        while True:
+            params = {"limit": 500, **({"since": since} if since else {})}
+            page = self.client_api("GET", "/_matrix/client/v3/publicRooms", params=params)
+            if any(r.get("room_id") == room_id for r in page.get("chunk", [])):
+                return True
+            since = page.get("next_batch")
+            if not since:
+                return False
+
+    def alias_target(self, alias: str) -> str | None:
+        """The room an alias points to, or None if it points nowhere."""
+        r = requests.get(f"{self.homeserver_url}/_matrix/client/v3/directory/room/"
+                         f"{quote(alias, safe='')}",
+                         headers={"Authorization": f"Bearer {self.access_token}"}, timeout=15)
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, f"alias {alias} -> {r.status_code} {r.text[:300]}"
+        return r.json()["room_id"]
 
     async def room_state(self, room_id: str, etype: str, state_key: str = "") -> dict | None:
         import nio

@@ -527,6 +527,7 @@ impl Chat {
     /// Changes a room's settings (admins only).
     pub async fn update_room(&self, actor: &Actor, room_id: Id, patch: RoomPatch) -> Result<Room> {
         let mut room = self.require_admin(actor, room_id).await?;
+        let was_public = room.kind == RoomKind::Public;
         if let Some(name) = patch.name {
             validate::short_text("room name", &name, 128)?;
             room.name = name;
@@ -554,12 +555,20 @@ impl Chat {
         }
         let stored = room.clone();
         let origin = actor.origin.clone();
+        let public = room.kind == RoomKind::Public;
         self.store()
             .write(move |tx| {
                 Box::pin(async move {
                     tx.update_room(&stored).await?;
                     tx.append(&origin, &Event::RoomUpdated { room_id: stored.id })
                         .await?;
+                    if public != was_public {
+                        let event = Event::RoomPrivacyChanged {
+                            room_id: stored.id,
+                            public,
+                        };
+                        tx.append(&origin, &event).await?;
+                    }
                     Ok(())
                 })
             })

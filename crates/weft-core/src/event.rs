@@ -97,6 +97,16 @@ pub enum Event {
         /// Room.
         room_id: Id,
     },
+    /// A room became public or stopped being public. Logged beside [`Event::RoomUpdated`]
+    /// and, unlike it, carrying the new state: whoever follows the log late (a bridge's
+    /// sender) must know what was true at this point of the log, not only what is true now,
+    /// or messages posted while the room was private could leave it once it is public again.
+    RoomPrivacyChanged {
+        /// Room.
+        room_id: Id,
+        /// Whether the room is public from here on.
+        public: bool,
+    },
     /// A room was deleted.
     RoomDeleted {
         /// Room.
@@ -145,6 +155,7 @@ impl Event {
                 | Event::MemberLeft { .. }
                 | Event::MemberBanned { .. }
                 | Event::RoomUpdated { .. }
+                | Event::RoomPrivacyChanged { .. }
                 | Event::RoomDeleted { .. }
         )
     }
@@ -164,6 +175,7 @@ impl Event {
             | MemberBanned { room_id, .. }
             | RoomCreated { room_id }
             | RoomUpdated { room_id }
+            | RoomPrivacyChanged { room_id, .. }
             | RoomDeleted { room_id }
             | ReadAdvanced { room_id, .. }
             | Typing { room_id, .. } => Some(*room_id),
@@ -186,6 +198,7 @@ impl Event {
             MemberBanned { .. } => "memberBanned",
             RoomCreated { .. } => "roomCreated",
             RoomUpdated { .. } => "roomUpdated",
+            RoomPrivacyChanged { .. } => "roomPrivacyChanged",
             RoomDeleted { .. } => "roomDeleted",
             GroupCreated { .. } => "groupCreated",
             UserCreated { .. } => "userCreated",
@@ -256,6 +269,10 @@ mod tests {
                 who: Author::Virtual(room_id),
             },
             Event::UserCreated { user_id: room_id },
+            Event::RoomPrivacyChanged {
+                room_id,
+                public: false,
+            },
         ];
         for event in events {
             let json = serde_json::to_value(&event).expect("serialises");

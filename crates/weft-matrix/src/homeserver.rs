@@ -244,6 +244,89 @@ impl Homeserver {
         .map(|_| ())
     }
 
+    /// Takes a room out of the homeserver's public room directory.
+    pub async fn unpublish(&self, room_id: &str) -> Result<(), HsError> {
+        self.call(
+            Method::PUT,
+            &[
+                "_matrix",
+                "client",
+                "v3",
+                "directory",
+                "list",
+                "room",
+                room_id,
+            ],
+            None,
+            Some(json!({ "visibility": "private" })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Points an alias at a room; an alias that already points there is fine.
+    ///
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3directoryroomroomalias>.
+    pub async fn create_alias(&self, alias: &str, room_id: &str) -> Result<(), HsError> {
+        let created = self
+            .call(
+                Method::PUT,
+                &["_matrix", "client", "v3", "directory", "room", alias],
+                None,
+                Some(json!({ "room_id": room_id })),
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(409) => match self.resolve_alias(alias).await {
+                Ok(current) if current == room_id => Ok(()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes an alias; one that is already gone is fine.
+    pub async fn delete_alias(&self, alias: &str) -> Result<(), HsError> {
+        match self
+            .call(
+                Method::DELETE,
+                &["_matrix", "client", "v3", "directory", "room", alias],
+                None,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A room's state event as the bridge bot sees it; `None` if the room has none.
+    pub async fn state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        key: &str,
+    ) -> Result<Option<Value>, HsError> {
+        match self
+            .call(
+                Method::GET,
+                &[
+                    "_matrix", "client", "v3", "rooms", room_id, "state", event_type, key,
+                ],
+                None,
+                None,
+            )
+            .await
+        {
+            Ok(content) => Ok(Some(content)),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Joins `mxid` to a room.
     pub async fn join(&self, room_id: &str, mxid: &str) -> Result<(), HsError> {
         self.call(

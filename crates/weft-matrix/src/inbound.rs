@@ -8,6 +8,7 @@ use weft_chat::{Chat, ChatError, NewPost, PostAs, PreparedPost};
 use weft_core::{Id, Room, RoomKind, User};
 use weft_store::{Direction, MatrixRoom};
 
+use crate::refusals::Verdict;
 use crate::translate::{self, IncomingText};
 use crate::{Bridge, BridgeError, Identities, VIRTUAL_KIND};
 
@@ -61,6 +62,8 @@ impl Bridge {
         // Whether the transaction was applied before is asked only before the first write a
         // replay would repeat: plain messages are deduplicated by event id anyway, and the
         // last write records the transaction (or finds it recorded and writes nothing).
+        let key = translate::transaction_key(txn_id, body);
+        let txn_id = key.as_str();
         let mut known_new = false;
         self.apply_ephemeral(body).await;
         let mut pending = PendingPosts::default();
@@ -89,20 +92,16 @@ impl Bridge {
                 }
                 Err(e) => Err(e),
             };
-            match outcome {
-                Ok(()) => {}
-                // Storage trouble: fail the transaction so that the homeserver retries it.
-                Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
+            if let Err(e) = outcome {
+                let event_id = event["event_id"].as_str().unwrap_or_default();
+                if self.verdict(event_id, &e) == Verdict::Retry {
+                    // Not answered 200: the homeserver sends the transaction again.
                     return Err(e);
                 }
-                Err(e) => {
-                    if !self.is_new(txn_id, &mut known_new).await? {
-                        return Ok(());
-                    }
-                    let event_id = event["event_id"].as_str().unwrap_or_default();
-                    let room_id = event["room_id"].as_str().unwrap_or_default();
-                    self.record_failure(event_id, room_id, &e).await?;
+                if !self.is_new(txn_id, &mut known_new).await? {
+                    return Ok(());
                 }
+                self.record_failure(event, &e).await?;
             }
         }
         if pending.posts.is_empty() && !known_new {
@@ -128,13 +127,12 @@ impl Bridge {
 
     /// Logs and records an event that could not be bridged. Storage trouble is not such an
     /// event: it fails the transaction, so that the homeserver retries it.
-    async fn record_failure(
-        &self,
-        event_id: &str,
-        matrix_room: &str,
-        error: &BridgeError,
-    ) -> Result<(), BridgeError> {
-        tracing::warn!(%event_id, room_id = %matrix_room, %error, "a Matrix event could not be bridged");
+    async fn record_failure(&self, event: &Value, error: &BridgeError) -> Result<(), BridgeError> {
+        let event_id = event["event_id"].as_str().unwrap_or_default();
+        let matrix_room = event["room_id"].as_str().unwrap_or_default();
+        let sender = event["sender"].as_str().unwrap_or_default();
+        tracing::warn!(%event_id, room_id = %matrix_room, %sender, %error, "a Matrix event could not be bridged");
+        self.tell_sender(matrix_room, event_id, sender, error);
         let store = self.chat().store();
         let weft_room = store.room_for_matrix(matrix_room).await?;
         let note = format!("inbound {event_id}: {error}");
@@ -144,6 +142,22 @@ impl Bridge {
             })
             .await?;
         Ok(())
+    }
+
+    /// The weft room of a bridged Matrix room (`None` if it is not bridged), refused when it
+    /// is not public any more: from then on nothing from Matrix reaches it.
+    async fn open_room(&self, matrix_room: &str) -> Result<Option<Id>, BridgeError> {
+        let store = self.chat().store();
+        let Some(room_id) = store.room_for_matrix(matrix_room).await? else {
+            return Ok(None);
+        };
+        match store.room(room_id).await? {
+            Some(room) if room.kind == RoomKind::Public => Ok(Some(room_id)),
+            Some(_) => Err(BridgeError::Refused(
+                "this room is private on weft now, so nothing from Matrix reaches it".into(),
+            )),
+            None => Err(BridgeError::Refused("this room was deleted on weft".into())),
+        }
     }
 
     /// Decides how to apply an event; prepares plain messages for the pending batch.
@@ -160,7 +174,7 @@ impl Bridge {
         let room_id = match pending.rooms.get(matrix_room) {
             Some(known) => *known,
             None => {
-                let found = self.chat().store().room_for_matrix(matrix_room).await?;
+                let found = self.open_room(matrix_room).await?;
                 pending.rooms.insert(matrix_room.to_string(), found);
                 found
             }
@@ -252,7 +266,7 @@ impl Bridge {
                                 let note = format!("inbound {}: {e}", post.event_id);
                                 tx.insert_matrix_failure(0, Some(post.room_id), &note)
                                     .await?;
-                                refused.push((post.event_id, post.matrix_room, e));
+                                refused.push((post.event_id, post.matrix_room, post.sender, e));
                             }
                         }
                     }
@@ -261,8 +275,9 @@ impl Bridge {
                 })
             })
             .await?;
-        for (event_id, room_id, error) in refused {
-            tracing::warn!(%event_id, %room_id, %error, "a Matrix event could not be bridged");
+        for (event_id, room_id, sender, error) in refused {
+            tracing::warn!(%event_id, %room_id, %sender, %error, "a Matrix event could not be bridged");
+            self.tell_sender(&room_id, &event_id, &sender, &error);
         }
         if count > 0 {
             tracing::debug!(count, "applied Matrix messages");
@@ -307,11 +322,17 @@ impl Bridge {
             return Ok(());
         }
         let store = self.chat().store();
-        let Some(room_id) = store.room_for_matrix(matrix_room).await? else {
-            return Ok(());
+        let event_type = event["type"].as_str().unwrap_or_default();
+        let room_id = match self.open_room(matrix_room).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Ok(()),
+            // What people say is refused, and they are told; state changes and redactions
+            // in a room that is closed change nothing in weft.
+            Err(e) if matches!(event_type, "m.room.message" | "m.reaction") => return Err(e),
+            Err(_) => return Ok(()),
         };
         let content = &event["content"];
-        match event["type"].as_str().unwrap_or_default() {
+        match event_type {
             "m.room.member" => {
                 // Only a member event about its own sender names that sender: one about
                 // someone else (invite, kick, ban) carries the target's profile.
@@ -337,7 +358,9 @@ impl Bridge {
                     return Ok(());
                 };
                 let Some(message_id) = self.weft_message(target).await? else {
-                    return Ok(());
+                    return Err(BridgeError::Refused(
+                        "it reacts to a message weft does not have".into(),
+                    ));
                 };
                 let who = self.post_as(sender);
                 self.chat()
@@ -406,8 +429,8 @@ impl Bridge {
                     .apply_file(room_id, matrix_room, event_id, sender, content, file)
                     .await;
             }
-            return Err(BridgeError::Config(format!(
-                "{} messages from Matrix are not bridged",
+            return Err(BridgeError::Refused(format!(
+                "{} messages are not bridged to weft",
                 content["msgtype"].as_str().unwrap_or("unknown")
             )));
         };
@@ -546,7 +569,9 @@ impl Bridge {
         who: PostAs,
     ) -> Result<(), BridgeError> {
         let Some(message_id) = self.weft_message(original).await? else {
-            return Ok(());
+            return Err(BridgeError::Refused(
+                "it edits a message weft does not have".into(),
+            ));
         };
         match self
             .chat()
@@ -689,6 +714,7 @@ impl Bridge {
             room_id: room.id,
             matrix_room_id,
             alias,
+            open: true,
         };
         let row = mapped.clone();
         store

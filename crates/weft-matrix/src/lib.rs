@@ -22,6 +22,8 @@ pub mod ids;
 mod inbound;
 mod names;
 mod outbound;
+mod privacy;
+mod refusals;
 pub mod translate;
 mod typing;
 
@@ -55,6 +57,9 @@ pub enum BridgeError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] weft_store::StoreError),
+    /// Weft refuses a Matrix event for a reason its sender is told.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The running bridge, shared by the AS endpoints and the outbound sender.
@@ -70,8 +75,11 @@ struct Inner {
     hs: Homeserver,
     actor: Actor,
     names: names::Names,
-    /// Weft rooms known to be bridged. A mapping never changes once made (racing instances
-    /// agree on one row), so it is remembered; "not bridged" is not, since that can change.
+    refusals: refusals::Refusals,
+    /// Weft rooms known to be bridged. A mapping's rooms never change once made (racing
+    /// instances agree on one row), so it is remembered; "not bridged" is not, since that can
+    /// change. Whether it is open changes only by the outbound sender, which holds the lease
+    /// and forgets this when it takes it.
     mapped_rooms:
         std::sync::Mutex<std::collections::HashMap<weft_core::Id, weft_store::MatrixRoom>>,
 }
@@ -128,6 +136,7 @@ impl Bridge {
                 hs,
                 actor,
                 names: Default::default(),
+                refusals: Default::default(),
                 mapped_rooms: Default::default(),
             }),
         })
@@ -147,6 +156,17 @@ impl Bridge {
             self.mapped_rooms().insert(room_id, mapped.clone());
         }
         Ok(found)
+    }
+
+    /// Remembers a room's mapping as the sender just wrote it.
+    pub(crate) fn remember_mapped_room(&self, mapped: weft_store::MatrixRoom) {
+        self.mapped_rooms().insert(mapped.room_id, mapped);
+    }
+
+    /// Forgets every remembered mapping. The sender does this when it takes its lease: while
+    /// another instance held it, that one may have opened or closed rooms.
+    pub(crate) fn forget_mapped_rooms(&self) {
+        self.mapped_rooms().clear();
     }
 
     fn mapped_rooms(

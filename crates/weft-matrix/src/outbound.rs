@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use weft_core::{Author, Event, LoggedEvent, MessageView, Profile, RoomKind};
 use weft_store::Direction;
 
+use crate::privacy::Closing;
 use crate::translate::{self, Pill};
 use crate::{Bridge, BridgeError, VIRTUAL_KIND};
 
@@ -31,6 +32,7 @@ pub(crate) async fn run(bridge: Bridge) {
             }
         }
     };
+    bridge.forget_mapped_rooms();
     let mut committed = store.committed();
     // First start: begin at the present; history is not replayed into Matrix.
     let mut cursor = loop {
@@ -202,6 +204,34 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
     let Some(mapped) = bridge.mapped_room(room_id).await? else {
         return Ok(());
     };
+    // Privacy first: see `privacy.rs` for why the sender acts on the log's order.
+    match &event.event {
+        Event::RoomPrivacyChanged { public: false, .. } if mapped.open => {
+            return bridge
+                .close_matrix_room(event, &mapped, Closing::MadePrivate)
+                .await;
+        }
+        Event::RoomDeleted { .. } if mapped.open => {
+            return bridge
+                .close_matrix_room(event, &mapped, Closing::Deleted)
+                .await;
+        }
+        Event::RoomPrivacyChanged { public: true, .. } if !mapped.open => {
+            let public_now = store
+                .room(room_id)
+                .await?
+                .is_some_and(|r| r.kind == RoomKind::Public);
+            // Public here but private again now: a later change in the log says so.
+            if public_now {
+                return bridge.reopen_matrix_room(event, &mapped).await;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    if !bridge.may_send_to(&mapped).await? {
+        return Ok(());
+    }
     let matrix_room = mapped.matrix_room_id.as_str();
     match &event.event {
         Event::MessageCreated { message_id, .. } => {
@@ -367,9 +397,6 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             let Some(room) = store.room(room_id).await? else {
                 return Ok(());
             };
-            if room.kind != RoomKind::Public {
-                return Ok(());
-            }
             let content = serde_json::json!({ "topic": room.topic });
             bridge
                 .hs()

@@ -46,9 +46,14 @@ async fn show_on_matrix(bridge: &Bridge, logged: &Arc<LoggedEvent>) {
     }
     let outcome = async {
         let store = bridge.chat().store();
-        let Some(mapped) = bridge.mapped_room(room_id).await? else {
+        // Read afresh: this runs on every instance, not only the sender's, and must never
+        // show typing in a room that is closed.
+        let Some(mapped) = store.matrix_room(room_id).await? else {
             return Ok(());
         };
+        if !bridge.may_send_to(&mapped).await? {
+            return Ok(());
+        }
         let Some(user) = store.user(user_id).await? else {
             return Ok(());
         };

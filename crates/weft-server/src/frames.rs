@@ -316,6 +316,7 @@ async fn build_with(
             ("typing", "create", model)
         }
         Event::RoomCreated { .. }
+        | Event::RoomPrivacyChanged { .. }
         | Event::GroupCreated { .. }
         | Event::UserCreated { .. }
         | Event::UserUpdated { .. } => {

@@ -16,6 +16,9 @@ pub struct MatrixRoom {
     pub matrix_room_id: String,
     /// Its canonical alias.
     pub alias: String,
+    /// Whether the Matrix room is open to weft's messages: false from the point of the log
+    /// where the weft room stopped being public (or was deleted).
+    pub open: bool,
 }
 
 /// Which way a mapped event travelled.
@@ -40,7 +43,7 @@ impl Store {
     /// The Matrix room of a weft room, if it is bridged.
     pub async fn matrix_room(&self, room_id: Id) -> Result<Option<MatrixRoom>> {
         let row = sqlx::query(
-            "SELECT room_id, matrix_room_id, alias FROM matrix_rooms WHERE room_id = $1",
+            "SELECT room_id, matrix_room_id, alias, is_open FROM matrix_rooms WHERE room_id = $1",
         )
         .bind(room_id.to_hex())
         .fetch_optional(self.pool())
@@ -50,6 +53,7 @@ impl Store {
                 room_id: rows::id(&r, "room_id")?,
                 matrix_room_id: r.try_get("matrix_room_id")?,
                 alias: r.try_get("alias")?,
+                open: r.try_get::<i64, _>("is_open")? != 0,
             })
         })
         .transpose()
@@ -170,6 +174,16 @@ impl WriteTx {
         .execute(&mut *self.conn)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Opens or closes the Matrix side of a bridged room (see [`MatrixRoom::open`]).
+    pub async fn set_matrix_room_open(&mut self, room_id: Id, open: bool) -> Result<()> {
+        sqlx::query("UPDATE matrix_rooms SET is_open = $2 WHERE room_id = $1")
+            .bind(room_id.to_hex())
+            .bind(i64::from(open))
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
     }
 
     /// Records a registered puppet and the display name it was given.

@@ -574,6 +574,7 @@ async fn matrix_inbound(
         room_id: room.id,
         matrix_room_id: matrix_room.into(),
         alias: "#bench:bench.test".into(),
+        open: true,
     };
     chat.store()
         .write(move |tx| Box::pin(async move { tx.insert_matrix_room(&mapped).await }))

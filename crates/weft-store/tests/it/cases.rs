@@ -743,6 +743,7 @@ pub async fn matrix_mappings_round_trip(store: &Store) {
         room_id: r.id,
         matrix_room_id: "!abc:hs".into(),
         alias: "#c_r:hs".into(),
+        open: true,
     };
     let (m1, m2) = (
         mapped.clone(),
@@ -787,7 +788,23 @@ pub async fn matrix_mappings_round_trip(store: &Store) {
         (true, false, false, true, false),
         "one mapping per room, event and transaction"
     );
-    assert_eq!(store.matrix_room(r.id).await.expect("room"), Some(mapped));
+    assert_eq!(
+        store.matrix_room(r.id).await.expect("room"),
+        Some(mapped.clone())
+    );
+    let room_id = r.id;
+    store
+        .write(move |tx| Box::pin(async move { tx.set_matrix_room_open(room_id, false).await }))
+        .await
+        .expect("close");
+    assert_eq!(
+        store.matrix_room(r.id).await.expect("room"),
+        Some(MatrixRoom {
+            open: false,
+            ..mapped.clone()
+        }),
+        "a closed room reads back closed"
+    );
     assert_eq!(
         store.room_for_matrix("!abc:hs").await.expect("lookup"),
         Some(r.id)

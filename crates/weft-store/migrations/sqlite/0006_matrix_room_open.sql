@@ -1,0 +1,4 @@
+-- Whether the Matrix side of a bridged room is open: closed when the weft room stops being
+-- public or is deleted, so that nothing more is sent to it; opened again when it is public
+-- again. Written only by the outbound sender, in log order.
+ALTER TABLE matrix_rooms ADD COLUMN is_open BIGINT NOT NULL DEFAULT 1;
