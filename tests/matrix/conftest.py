@@ -15,6 +15,8 @@ Fixture API (see the report in the commit that added this rig, or read on):
   joined through weft's API and maria and matt joined on Matrix by its alias.
 - `uid` (per test): a short random string to make texts unique.
 - `make_stack` (per test): builds extra stacks (e.g. with a tampered config); stopped after.
+  `make_stack(proxied=True)` puts a `harness.FaultProxy` between weft and Synapse
+  (`stack.proxy.fail(method, path_pattern, status, times)`).
 - `DELIVERY_TIMEOUT`: seconds a bridged change may take to show on the other side
   (env WEFT_E2E_TIMEOUT, default 10).
 """
@@ -171,8 +173,9 @@ def make_stack(tmp_path_factory, weft_binary):
     """Builds extra stacks (prepared, not started); all are stopped after the test."""
     made: list[Stack] = []
 
-    def make() -> Stack:
-        s = Stack(tmp_path_factory.mktemp("spare"), binary=weft_binary, python=sys.executable)
+    def make(proxied: bool = False) -> Stack:
+        s = Stack(tmp_path_factory.mktemp("spare"), binary=weft_binary, python=sys.executable,
+                  proxied=proxied)
         made.append(s)
         return s.prepare()
 

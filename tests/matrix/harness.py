@@ -1010,6 +1010,96 @@ def tiny_png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (200, 
 # A whole stack: Synapse with weft as its application service
 
 
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 between weft and Synapse that passes every request on,
+    except those a test asked to fail: `fail(method, path_pattern, status, times)` answers the
+    next `times` matching requests with `status` (and a Matrix error body) instead. `hits`
+    counts the failures it served, so a test can show the fault really happened."""
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+
+        self.upstream = upstream.rstrip("/")
+        self.rules: list[dict] = []
+        self.hits: dict[str, int] = {}
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rule = proxy._take(self.command, self.path)
+                if rule is not None:
+                    data = json.dumps({"errcode": rule["errcode"],
+                                       "error": "injected by the test proxy"}).encode()
+                    self.send_response(rule["status"])
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length", "connection")}
+                try:
+                    r = requests.request(self.command, proxy.upstream + self.path,
+                                         headers=headers, data=body, timeout=60,
+                                         allow_redirects=False)
+                except requests.RequestException:
+                    self.send_response(502)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection",
+                                         "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _handle
+
+        self.server = http.server.ThreadingHTTPServer((LOCALHOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self.server.server_address[1]}"
+
+    def fail(self, method: str, path_pattern: str, status: int, times: int = 1,
+             errcode: str = "M_UNKNOWN") -> str:
+        """Fails the next `times` requests matching; returns the rule's name for `hits`."""
+        name = f"{method} {path_pattern} {status}"
+        with self.lock:
+            self.rules.append({"method": method, "pattern": re.compile(path_pattern),
+                               "status": status, "left": times, "errcode": errcode,
+                               "name": name})
+        return name
+
+    def _take(self, method: str, path: str) -> dict | None:
+        with self.lock:
+            for rule in self.rules:
+                if rule["left"] > 0 and rule["method"] == method and rule["pattern"].search(path):
+                    rule["left"] -= 1
+                    self.hits[rule["name"]] = self.hits.get(rule["name"], 0) + 1
+                    return rule
+        return None
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Stack:
     """Synapse plus a weft server registered with it as an application service.
 
@@ -1019,9 +1109,11 @@ class Stack:
     answer; `stop()` stops both."""
 
     def __init__(self, workdir: Path, *, binary: Path, python: str = sys.executable,
-                 server_name: str = "weft.test"):
+                 server_name: str = "weft.test", proxied: bool = False):
         self.workdir = workdir
         self.server_name = server_name
+        self.proxied = proxied
+        self.proxy: FaultProxy | None = None
         self.registration_path = workdir / "registration.yaml"
         self.weft = Weft(workdir / "weft", binary=binary)
         self.synapse = Synapse(workdir / "synapse", registration=self.registration_path,
@@ -1029,9 +1121,11 @@ class Stack:
 
     def prepare(self) -> "Stack":
         self.weft.workdir.mkdir(parents=True, exist_ok=True)
+        if self.proxied and self.proxy is None:
+            self.proxy = FaultProxy(self.synapse.url)
         self.weft.generate_registration(
             server_name=self.server_name,
-            homeserver_url=self.synapse.url,
+            homeserver_url=self.proxy.url if self.proxy else self.synapse.url,
             output=self.registration_path,
         )
         if not self.registration_path.is_file():
@@ -1051,6 +1145,9 @@ class Stack:
     def stop(self) -> None:
         self.weft.stop()
         self.synapse.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
 
     @property
     def registration(self) -> dict:
@@ -1061,6 +1158,18 @@ class Stack:
 
     def alias(self, community: str, room: str) -> str:
         return f"#{community}_{room}:{self.server_name}"
+
+    def synapse_request(self, method: str, path: str, *, as_user: str | None = None,
+                        **kw) -> requests.Response:
+        """Calls Synapse's client-server API with the AS token, as `as_user` if given (what
+        weft itself does, for a test to act behind weft's back)."""
+        params = dict(kw.pop("params", {}) or {})
+        if as_user:
+            params["user_id"] = as_user
+        kw.setdefault("timeout", 15)
+        return requests.request(
+            method, f"{self.synapse.url}{path}", params=params,
+            headers={"Authorization": f"Bearer {self.registration['as_token']}"}, **kw)
 
     def appservice_request(self, method: str, path: str, *, token: str | None = "hs",
                            **kw) -> requests.Response:

@@ -74,6 +74,8 @@ async def test_private_then_public_again(stack, alice, uid):
         "a notice replying to the refused message")
     assert not any(m["text"] == f"from matrix while private {uid}"
                    for m in room.weft_history(alice.api))
+    failures = stack.weft.cli_ok("matrix", "failures")
+    assert refused in failures and "private on weft" in failures, failures
 
     set_security(owner, room, "PUBLIC")
     await room.matrix_wait(maria, lambda e: is_notice(e, "public on weft again"),

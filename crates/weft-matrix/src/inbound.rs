@@ -131,7 +131,8 @@ impl Bridge {
         let event_id = event["event_id"].as_str().unwrap_or_default();
         let matrix_room = event["room_id"].as_str().unwrap_or_default();
         let sender = event["sender"].as_str().unwrap_or_default();
-        tracing::warn!(%event_id, room_id = %matrix_room, %sender, %error, "a Matrix event could not be bridged");
+        let failures_total = self.count_failure();
+        tracing::warn!(%event_id, room_id = %matrix_room, %sender, %error, failures_total, "a Matrix event could not be bridged");
         self.tell_sender(matrix_room, event_id, sender, error);
         let store = self.chat().store();
         let weft_room = store.room_for_matrix(matrix_room).await?;
@@ -276,7 +277,8 @@ impl Bridge {
             })
             .await?;
         for (event_id, room_id, sender, error) in refused {
-            tracing::warn!(%event_id, %room_id, %sender, %error, "a Matrix event could not be bridged");
+            let failures_total = self.count_failure();
+            tracing::warn!(%event_id, %room_id, %sender, %error, failures_total, "a Matrix event could not be bridged");
             self.tell_sender(&room_id, &event_id, &sender, &error);
         }
         if count > 0 {
@@ -770,6 +772,39 @@ impl Bridge {
             .write(move |tx| Box::pin(async move { tx.insert_matrix_member(&r, &m).await }))
             .await?;
         Ok(())
+    }
+
+    /// Sends an event as a puppet that should be in the room. A puppet that is not (it left,
+    /// or was kicked) makes the homeserver answer 403: it joins again and the event is sent
+    /// once more; if it cannot join (banned), the 403 stands and is permanent.
+    pub(crate) async fn send_as_member(
+        &self,
+        matrix_room_id: &str,
+        event_type: &str,
+        txn_id: &str,
+        content: &Value,
+        mxid: &str,
+    ) -> Result<String, BridgeError> {
+        match self
+            .hs()
+            .send(matrix_room_id, event_type, txn_id, content, mxid)
+            .await
+        {
+            Err(e) if e.status == Some(403) && mxid != self.ids().bot() => {
+                tracing::info!(matrix_room_id, %mxid, error = %e, "a puppet was refused; joining the room again");
+                let (r, m) = (matrix_room_id.to_string(), mxid.to_string());
+                self.chat()
+                    .store()
+                    .write(move |tx| Box::pin(async move { tx.delete_matrix_member(&r, &m).await }))
+                    .await?;
+                self.ensure_joined(matrix_room_id, mxid).await?;
+                Ok(self
+                    .hs()
+                    .send(matrix_room_id, event_type, txn_id, content, mxid)
+                    .await?)
+            }
+            sent => Ok(sent?),
+        }
     }
 
     /// Weft's address as the homeserver knows it (from the registration), for permalinks.

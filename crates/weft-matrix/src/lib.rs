@@ -76,6 +76,8 @@ struct Inner {
     actor: Actor,
     names: names::Names,
     refusals: refusals::Refusals,
+    /// Permanent failures recorded so far (`weft matrix failures` lists them).
+    failures: std::sync::atomic::AtomicI64,
     /// Weft rooms known to be bridged. A mapping's rooms never change once made (racing
     /// instances agree on one row), so it is remembered; "not bridged" is not, since that can
     /// change. Whether it is open changes only by the outbound sender, which holds the lease
@@ -120,6 +122,13 @@ impl Bridge {
             origin: Origin(VIRTUAL_KIND.into()),
             system: false,
         };
+        let failures = chat.store().matrix_failure_count().await?;
+        if failures > 0 {
+            tracing::warn!(
+                failures_total = failures,
+                "the Matrix bridge has recorded permanent failures; `weft matrix failures` lists them"
+            );
+        }
         let ids = Identities::new(
             &config.settings.server_name,
             &config.registration.sender_localpart,
@@ -137,6 +146,7 @@ impl Bridge {
                 actor,
                 names: Default::default(),
                 refusals: Default::default(),
+                failures: failures.into(),
                 mapped_rooms: Default::default(),
             }),
         })
@@ -225,6 +235,14 @@ impl Bridge {
             })
             .await?;
         Ok(())
+    }
+
+    /// Counts one more permanent failure; answers the total, for the log line that says so.
+    pub(crate) fn count_failure(&self) -> i64 {
+        self.inner
+            .failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
     }
 
     pub(crate) fn chat(&self) -> &Chat {

@@ -130,7 +130,8 @@ async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
             }
             Err(e) => {
                 let room = event.event.room_id();
-                tracing::error!(seq = event.seq, room_id = ?room, error = %e, "could not bridge an event to Matrix");
+                let failures_total = bridge.count_failure();
+                tracing::error!(seq = event.seq, room_id = ?room, error = %e, failures_total, "could not bridge an event to Matrix; recorded as a permanent failure");
                 let (seq, note) = (event.seq, e.to_string());
                 let _ = bridge
                     .chat()
@@ -281,8 +282,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 "sending to Matrix"
             );
             let event_id = bridge
-                .hs()
-                .send(
+                .send_as_member(
                     matrix_room,
                     "m.room.message",
                     &txn(event),
@@ -316,8 +316,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             let pills = pills(bridge, &view).await?;
             let content = translate::edit_content(&view.message, &pills, &original);
             bridge
-                .hs()
-                .send(
+                .send_as_member(
                     matrix_room,
                     "m.room.message",
                     &txn(event),
@@ -360,8 +359,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             bridge.ensure_joined(matrix_room, &sender).await?;
             let content = translate::reaction_content(&target, emoji);
             let event_id = bridge
-                .hs()
-                .send(matrix_room, "m.reaction", &txn(event), &content, &sender)
+                .send_as_member(matrix_room, "m.reaction", &txn(event), &content, &sender)
                 .await?;
             record_sent(
                 bridge,
@@ -444,8 +442,7 @@ async fn send_files(
             translate::file_content(attachment, &mxc, caption.as_deref(), thread_root, permalink);
         let txn_id = format!("{}-{index}", txn(event));
         let event_id = bridge
-            .hs()
-            .send(matrix_room, "m.room.message", &txn_id, &content, sender)
+            .send_as_member(matrix_room, "m.room.message", &txn_id, &content, sender)
             .await?;
         if index == 0 {
             bridge

@@ -25,7 +25,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 use tokio::sync::watch;
 
 pub use access::ACCESS_CACHE_TTL;
-pub use matrix::{Direction, MatrixRoom};
+pub use matrix::{Direction, MatrixFailure, MatrixRoom};
 pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
 pub use rooms::RoomWithMembership;
 pub use writer::{BoxFuture, WriteTx};

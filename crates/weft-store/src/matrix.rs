@@ -21,6 +21,19 @@ pub struct MatrixRoom {
     pub open: bool,
 }
 
+/// Something the bridge could not carry, for operators to see (`weft matrix failures`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixFailure {
+    /// The weft log entry that could not be sent (0 for an inbound Matrix event).
+    pub event_seq: i64,
+    /// The weft room concerned, if known.
+    pub room_id: Option<Id>,
+    /// What went wrong; inbound ones start with `inbound <event id>:`.
+    pub error: String,
+    /// When.
+    pub at: weft_core::Millis,
+}
+
 /// Which way a mapped event travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -151,6 +164,35 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// The most recent failures the bridge recorded, newest first.
+    pub async fn matrix_failures(&self, limit: i64) -> Result<Vec<MatrixFailure>> {
+        let rows = sqlx::query(
+            "SELECT event_seq, room_id, error, at FROM matrix_failures ORDER BY at DESC, event_seq DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let room: Option<String> = r.try_get("room_id")?;
+                Ok(MatrixFailure {
+                    event_seq: r.try_get("event_seq")?,
+                    room_id: room.and_then(|h| h.parse().ok()),
+                    error: r.try_get("error")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many failures the bridge has recorded.
+    pub async fn matrix_failure_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM matrix_failures")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// How far the outbound sender has read the event log (`None` before its first run).
     pub async fn matrix_cursor(&self) -> Result<Option<i64>> {
         let row = sqlx::query("SELECT last_seq FROM matrix_cursor WHERE id = 1")
@@ -207,6 +249,16 @@ impl WriteTx {
     /// Records that a puppet joined a Matrix room.
     pub async fn insert_matrix_member(&mut self, matrix_room_id: &str, mxid: &str) -> Result<()> {
         sqlx::query("INSERT INTO matrix_members (matrix_room_id, mxid) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(matrix_room_id)
+            .bind(mxid)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets that a puppet is in a Matrix room (it left, or was kicked).
+    pub async fn delete_matrix_member(&mut self, matrix_room_id: &str, mxid: &str) -> Result<()> {
+        sqlx::query("DELETE FROM matrix_members WHERE matrix_room_id = $1 AND mxid = $2")
             .bind(matrix_room_id)
             .bind(mxid)
             .execute(&mut *self.conn)

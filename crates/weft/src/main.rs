@@ -88,6 +88,13 @@ enum MatrixCommand {
     },
     /// Checks both directions between weft (running) and the homeserver.
     Ping,
+    /// Lists what the bridge could not carry and gave up on, newest first: one line each,
+    /// with when, the weft room and why. Transient failures are retried, never listed.
+    Failures {
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +324,23 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
             Ok(())
         }
         MatrixCommand::Ping => ping(config).await,
+        MatrixCommand::Failures { limit } => {
+            let chat = open(config).await?;
+            let store = chat.store();
+            let failures = store.matrix_failures(limit.max(1)).await?;
+            let total = store.matrix_failure_count().await?;
+            for f in &failures {
+                let room = f.room_id.map(|r| r.to_hex()).unwrap_or_else(|| "-".into());
+                let seq = if f.event_seq > 0 {
+                    format!("log {}", f.event_seq)
+                } else {
+                    "from Matrix".into()
+                };
+                println!("{}\t{room}\t{seq}\t{}", weft_core::iso8601(f.at), f.error);
+            }
+            eprintln!("{total} permanent failure(s) recorded");
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,55 @@
+"""Transient failures are retried, never acknowledged and dropped: a media download that fails
+once arrives when the homeserver sends the transaction again; a puppet that is not in the
+room any more (it left, or was kicked) joins again and its message arrives."""
+
+from __future__ import annotations
+
+from conftest import MATRIX_PASSWORD, bridge_room
+from harness import MatrixUser, await_until, is_message, tiny_png
+
+
+async def test_media_download_that_fails_once_arrives(make_stack, uid):
+    stack = make_stack(proxied=True)
+    stack.start()
+    alice = stack.weft.create_user(f"alice{uid}")
+    user_id = stack.synapse.register_user(f"mira{uid}", MATRIX_PASSWORD)
+    mira = await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, "Mira")
+    try:
+        room = await bridge_room(stack, f"flaky-media-{uid}", [alice], [mira])
+        png = tiny_png(5, 3, (1, 2, 3))
+        mxc = await mira.upload(png, "image/png", f"flaky-{uid}.png")
+        rule = stack.proxy.fail("GET", r"/_matrix/client/v1/media/download/", 502, times=1)
+        await mira.send(room.matrix_id, {
+            "msgtype": "m.image", "body": f"flaky-{uid}.png", "url": mxc,
+            "info": {"mimetype": "image/png", "size": len(png)},
+        })
+        message = await room.weft_wait(
+            lambda m: any(a.get("name") == f"flaky-{uid}.png" for a in m.get("attachments", [])),
+            "the image, once the homeserver sent its transaction again", timeout=60,
+            api=alice.api)
+        assert stack.proxy.hits.get(rule) == 1, "the download never failed: the test proved nothing"
+        assert alice.api.download(message["attachments"][0]["url"]) == png
+        assert stack.weft.cli_ok("matrix", "failures") == "", "a retried download was recorded as a failure"
+    finally:
+        await mira.close()
+
+
+async def test_puppet_that_left_rejoins_and_the_message_arrives(room, stack, alice, maria, uid):
+    alice.api.send(room.weft_id, f"first {uid}")
+    await room.matrix_wait(maria, lambda e: is_message(e) and e["content"]["body"] == f"first {uid}",
+                           "alice's first message")
+    puppet = stack.puppet(alice)
+    # The puppet leaves behind weft's back (as a kick would make it): weft still believes it
+    # is in the room, and the homeserver refuses its next message with 403.
+    r = stack.synapse_request("POST", f"/_matrix/client/v3/rooms/{room.matrix_id}/leave",
+                              as_user=puppet, json={})
+    assert r.status_code == 200, r.text
+    alice.api.send(room.weft_id, f"second {uid}")
+    await room.matrix_wait(maria, lambda e: is_message(e) and e["content"]["body"] == f"second {uid}",
+                           "alice's message after her puppet left", timeout=30)
+
+    async def joined():
+        member = await maria.room_state(room.matrix_id, "m.room.member", puppet)
+        return member and member.get("membership") == "join"
+
+    await await_until(joined, what="the puppet to be back in the room")
