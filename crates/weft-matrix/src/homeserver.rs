@@ -327,6 +327,32 @@ impl Homeserver {
         }
     }
 
+    /// Bans, unbans or kicks `target` from a room as `actor` (the bridge bot), with a reason
+    /// the room's members see. `action` is `ban`, `unban` or `kick`.
+    ///
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#banning-users-in-a-room>.
+    pub async fn moderate(
+        &self,
+        action: &str,
+        room_id: &str,
+        target: &str,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<(), HsError> {
+        let mut body = json!({ "user_id": target });
+        if let Some(reason) = reason {
+            body["reason"] = json!(reason);
+        }
+        self.call(
+            Method::POST,
+            &["_matrix", "client", "v3", "rooms", room_id, action],
+            Some(actor),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Joins `mxid` to a room.
     pub async fn join(&self, room_id: &str, mxid: &str) -> Result<(), HsError> {
         self.call(
@@ -386,21 +412,26 @@ impl Homeserver {
         .map(|_| ())
     }
 
-    /// Redacts an event as `mxid`.
+    /// Redacts an event as `mxid`, with a reason if given.
     pub async fn redact(
         &self,
         room_id: &str,
         event_id: &str,
         txn_id: &str,
         mxid: &str,
+        reason: Option<&str>,
     ) -> Result<(), HsError> {
+        let body = match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        };
         self.call(
             Method::PUT,
             &[
                 "_matrix", "client", "v3", "rooms", room_id, "redact", event_id, txn_id,
             ],
             Some(mxid),
-            Some(json!({})),
+            Some(body),
         )
         .await
         .map(|_| ())

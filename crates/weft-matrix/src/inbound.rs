@@ -395,6 +395,19 @@ impl Bridge {
                             .await
                         {
                             Ok(()) | Err(ChatError::NotFound(_)) => Ok(()),
+                            // Someone else's message: a Matrix moderator's redaction, which
+                            // counts only if the room's power levels allow it.
+                            Err(ChatError::Forbidden(_)) => {
+                                if !self.may_redact_others(matrix_room, sender).await? {
+                                    return Err(BridgeError::Refused(
+                                        "only the room's moderators may remove other people's messages".into(),
+                                    ));
+                                }
+                                match self.chat().delete(self.actor(), room_id, id, None).await {
+                                    Ok(()) | Err(ChatError::NotFound(_)) => Ok(()),
+                                    Err(e) => Err(e.into()),
+                                }
+                            }
                             Err(e) => Err(e.into()),
                         }
                     }
@@ -685,6 +698,12 @@ impl Bridge {
             "channel": { "id": uri, "displayname": room.name, "external_url": permalink },
         });
         let state_key = format!("weft://{uri}");
+        let staff: serde_json::Map<String, Value> = self
+            .staff_levels(room.id)
+            .await?
+            .into_iter()
+            .map(|(mxid, level)| (mxid, json!(level)))
+            .collect();
         let body = json!({
             "room_alias_name": localpart,
             "name": uri,
@@ -697,7 +716,10 @@ impl Bridge {
                 { "type": "uk.half-shot.bridge", "state_key": state_key, "content": info },
             ],
             // Room version 12: the creator (the bot) is not listed; it administers by creation.
-            "power_level_content_override": { "users_default": 0, "events_default": 0, "invite": 0 },
+            // Weft's moderators and admins hold power from the start (see moderation.rs).
+            "power_level_content_override": {
+                "users_default": 0, "events_default": 0, "invite": 0, "users": staff,
+            },
         });
         let matrix_room_id = match self.hs().create_room(body).await {
             Ok(id) => {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod homeserver;
 pub mod ids;
 mod inbound;
+mod moderation;
 mod names;
 mod outbound;
 mod privacy;

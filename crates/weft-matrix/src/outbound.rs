@@ -336,7 +336,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             // The author's puppet may redact its own event; the bot redacts anything.
             bridge
                 .hs()
-                .redact(matrix_room, &target, &txn(event), &bridge.ids().bot())
+                .redact(matrix_room, &target, &txn(event), &bridge.ids().bot(), None)
                 .await?;
             Ok(())
         }
@@ -387,7 +387,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             let sender = bridge.ids().puppet(&user);
             bridge
                 .hs()
-                .redact(matrix_room, &target, &txn(event), &sender)
+                .redact(matrix_room, &target, &txn(event), &sender, None)
                 .await?;
             Ok(())
         }
@@ -406,7 +406,8 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                     &bridge.ids().bot(),
                 )
                 .await?;
-            Ok(())
+            // Role changes log RoomUpdated too.
+            bridge.sync_power_levels(&mapped).await
         }
         _ => Ok(()),
     }

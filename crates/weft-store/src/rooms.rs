@@ -154,6 +154,25 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// The members of a room who are moderators or admins, with their roles.
+    pub async fn room_staff(&self, room_id: Id) -> Result<Vec<(User, Role)>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username, u.display_name, u.avatar_url, u.site_admin, u.created_at, m.role AS m_role \
+             FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 AND m.role <> 'member'",
+        )
+        .bind(room_id.to_hex())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("m_role")?;
+                let role = Role::parse(&role)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?;
+                Ok((rows::user(r)?, role))
+            })
+            .collect()
+    }
+
     /// A page of a room's members with their roles, by username; `q` filters by name prefix.
     pub async fn members(
         &self,

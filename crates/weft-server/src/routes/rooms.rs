@@ -19,6 +19,10 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room_id}", get(one).put(update).delete(remove))
         .route("/rooms/{room_id}/users", get(members))
         .route("/rooms/{room_id}/users/{user_id}", delete(remove_member))
+        .route(
+            "/rooms/{room_id}/users/{user_id}/role",
+            axum::routing::put(set_role),
+        )
         .route("/rooms/{room_id}/bans", axum::routing::post(ban))
         .route("/rooms/{room_id}/bans/{username}", delete(unban))
 }
@@ -201,4 +205,31 @@ async fn unban(
         .unban(&caller.0, parse_id(&room_id, "room id")?, user.id)
         .await?;
     Ok(Json(json!({ "success": true })))
+}
+
+#[derive(Deserialize)]
+struct RoleBody {
+    role: String,
+}
+
+/// Gives a member a role (`member`, `moderator`, `admin`; room admins only). A weft
+/// extension: Gitter had no API for it.
+async fn set_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((room_id, user_id)): Path<(String, String)>,
+    Body(body): Body<RoleBody>,
+) -> ApiResult<Json<Value>> {
+    let role = weft_core::Role::parse(&body.role.to_ascii_lowercase())
+        .ok_or_else(|| crate::ApiError::bad_request("role must be member, moderator or admin"))?;
+    state
+        .chat
+        .set_role(
+            &caller.0,
+            parse_id(&room_id, "room id")?,
+            parse_id(&user_id, "user id")?,
+            role,
+        )
+        .await?;
+    Ok(Json(json!({ "success": true, "role": role.as_str() })))
 }

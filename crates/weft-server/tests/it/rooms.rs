@@ -643,3 +643,42 @@ async fn moderators_cannot_remove_or_ban_admins() {
         .await;
     assert_eq!(member_names(&list), ["alice", "mo"]);
 }
+
+#[tokio::test]
+async fn room_admins_give_roles_through_the_api() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let mo = server.user("mo").await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.join(&mo, "acme/general").await;
+    let path = format!("/v1/rooms/{room}/users/{}/role", mo.user.id);
+
+    let (status, body) = server
+        .put(Some(&mo.token), &path, json!({ "role": "admin" }))
+        .await;
+    assert_eq!(status, 403, "a member cannot promote themselves: {body}");
+    let (status, body) = server
+        .put(Some(&alice.token), &path, json!({ "role": "overlord" }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("moderator")),
+        "{body}"
+    );
+    let (status, body) = server
+        .put(Some(&alice.token), &path, json!({ "role": "moderator" }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, users) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
+        .await;
+    let role = users
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|u| u["username"] == "mo")
+        .map(|u| u["role"].clone());
+    assert_eq!(role, Some(json!("moderator")));
+}
