@@ -4,6 +4,7 @@ the state of a bridged room as a Matrix client reads it."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import time
@@ -185,3 +186,32 @@ async def test_messages_after_a_homeserver_restart_arrive(room, maria, uid):
         await maria.send_text(room.matrix_id, f"after restart {i} {uid}")
         await room.weft_wait(lambda m, i=i: m["text"] == f"after restart {i} {uid}",
                              f"message {i} after the restart", timeout=30)
+
+
+def test_a_transaction_over_three_megabytes_is_applied(stack, room, uid):
+    """A homeserver transaction holds up to 100 events of up to 64 KiB: one refused for its
+    size would be refused on every retry and stop all inbound traffic."""
+    sender = f"@big{uid}:{stack.server_name}"
+    big = {"blob": "x" * 50_000}
+    events = [{"type": "org.example.large", "room_id": room.matrix_id, "sender": sender,
+               "event_id": f"$large-{uid}-{i}", "origin_server_ts": 1, "content": big}
+              for i in range(60)]
+    events.append({"type": "m.room.message", "room_id": room.matrix_id, "sender": sender,
+                   "event_id": f"$after-{uid}", "origin_server_ts": 1,
+                   "content": {"msgtype": "m.text", "body": f"after the large ones {uid}"}})
+    body = json.dumps({"events": events})
+    assert len(body) > 3_000_000
+    r = stack.appservice_request("PUT", f"/transactions/large-{uid}", data=body,
+                                 headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    texts = [m["text"] for m in room.weft_history()]
+    assert f"after the large ones {uid}" in texts
+
+
+def test_bad_json_gets_m_not_json(stack, uid):
+    r = stack.appservice_request("PUT", f"/transactions/broken-{uid}", data=b'{"events": [',
+                                 headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and errcode(r) == "M_NOT_JSON", r.text
+    r = stack.appservice_request("PUT", f"/transactions/array-{uid}", data=b"[]",
+                                 headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and errcode(r) == "M_BAD_JSON", r.text

@@ -3,7 +3,8 @@
 //!
 //! Spec: <https://spec.matrix.org/latest/application-service-api/>.
 
-use axum::extract::{Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
@@ -15,6 +16,13 @@ use subtle::ConstantTimeEq;
 
 use crate::Bridge;
 
+/// The largest request body the AS endpoints read. A homeserver sends up to 100 events of up
+/// to 64 KiB each plus up to 100 ephemeral events per transaction (over 12 MiB at the very
+/// worst); a transaction refused for its size is refused on every retry, and since the
+/// homeserver retries its oldest transaction before any other, all inbound traffic would
+/// stop. So: the worst case with room to spare.
+pub const MAX_TRANSACTION_BYTES: usize = 32 * 1024 * 1024;
+
 /// The AS routes, authenticated with the homeserver's token.
 pub fn router(bridge: Bridge) -> Router {
     Router::new()
@@ -24,6 +32,7 @@ pub fn router(bridge: Bridge) -> Router {
         .route("/_matrix/app/v1/ping", post(ping))
         .route("/_matrix/app/{*rest}", axum::routing::any(unrecognized))
         .layer(middleware::from_fn_with_state(bridge.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(MAX_TRANSACTION_BYTES))
         .with_state(bridge)
 }
 
@@ -63,11 +72,24 @@ async fn unrecognized() -> Response {
     )
 }
 
+/// A transaction body: a JSON object, or the Matrix error code and message saying why not.
+fn transaction_body(bytes: &[u8]) -> Result<Value, (&'static str, String)> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(body) if body.is_object() => Ok(body),
+        Ok(_) => Err(("M_BAD_JSON", "a transaction is a JSON object".into())),
+        Err(e) => Err(("M_NOT_JSON", format!("the body is not JSON: {e}"))),
+    }
+}
+
 async fn transaction(
     State(bridge): State<Bridge>,
     Path(txn_id): Path<String>,
-    Json(body): Json<Value>,
+    bytes: Bytes,
 ) -> Response {
+    let body = match transaction_body(&bytes) {
+        Ok(body) => body,
+        Err((errcode, why)) => return matrix_error(StatusCode::BAD_REQUEST, errcode, &why),
+    };
     let started = std::time::Instant::now();
     tracing::debug!(txn_id, "applying a Matrix transaction");
     match bridge.apply_transaction(&txn_id, &body).await {
@@ -127,4 +149,17 @@ async fn query_alias(State(bridge): State<Bridge>, Path(alias): Path<String>) ->
 
 async fn ping() -> Response {
     Json(json!({})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_bodies_get_matrix_error_codes() {
+        let code = |bytes: &[u8]| transaction_body(bytes).err().map(|(code, _)| code);
+        assert_eq!(code(b"{\"events\": ["), Some("M_NOT_JSON"));
+        assert_eq!(code(b"[1, 2]"), Some("M_BAD_JSON"));
+        assert_eq!(code(b"{\"events\": []}"), None);
+    }
 }
