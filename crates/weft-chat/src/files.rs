@@ -95,7 +95,7 @@ impl Chat {
         };
         // Fail early (before storing bytes) if the caller may not post here.
         let (_, standing) = self.room_with_standing(actor, room_id).await?;
-        self.poster(actor, &standing, post.as_virtual.as_ref())
+        self.poster(actor, room_id, &standing, post.as_virtual.as_ref())
             .await?;
         let file = StoredFile {
             id: Id::generate(),

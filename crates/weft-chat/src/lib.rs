@@ -9,6 +9,7 @@ mod error;
 mod files;
 mod live;
 mod messages;
+mod moderation;
 mod people;
 mod post_queue;
 mod rooms;

@@ -105,6 +105,7 @@ impl Chat {
     pub(crate) async fn poster(
         &self,
         actor: &Actor,
+        room_id: Id,
         standing: &(Option<Membership>, bool),
         as_virtual: Option<&PostAs>,
     ) -> Result<Author> {
@@ -121,6 +122,7 @@ impl Chat {
                     "virtualUser needs type and externalId".into(),
                 ));
             }
+            self.refuse_if_banned(room_id, Some(v)).await?;
             // Bridges speak for people elsewhere in rooms they can read (checked by the
             // caller); the virtual user's own id is settled when the post is written.
             return Ok(Author::Virtual(Id::generate()));
@@ -252,7 +254,7 @@ impl Chat {
         }
         validate::message_text(&text)?;
         let author = self
-            .poster(actor, &standing, post.as_virtual.as_ref())
+            .poster(actor, room_id, &standing, post.as_virtual.as_ref())
             .await?;
         let parent_id = match post.parent_id {
             Some(pid) => {
@@ -368,6 +370,22 @@ impl Chat {
             mut taken,
             mut virtual_users,
         } = lookups;
+        // Checked when each post was prepared, and again here: a ban committed in between
+        // must still win. The writer then writes each post alone (see `post_queue`), or a
+        // bridge's transaction comes again and meets the ban at preparation.
+        let claims: Vec<(Id, &str, &str)> = posts
+            .iter()
+            .filter_map(|p| {
+                p.as_virtual
+                    .as_ref()
+                    .map(|c| (p.new.room_id, c.kind.as_str(), c.external_id.as_str()))
+            })
+            .collect();
+        if !claims.is_empty() && !tx.virtual_bans_among(&claims).await?.is_empty() {
+            return Err(rejected(ChatError::Forbidden(
+                "you are banned from this room".into(),
+            )));
+        }
         let mut answers: Vec<Option<(NewMessage, Option<Profile>)>> =
             Vec::with_capacity(posts.len());
         let mut to_store = Vec::new();
@@ -598,6 +616,7 @@ impl Chat {
         text: &str,
         as_virtual: Option<PostAs>,
     ) -> Result<MessageView> {
+        self.refuse_if_banned(room_id, as_virtual.as_ref()).await?;
         let room = self.room(actor, room_id).await?;
         let view = self.message(actor, room_id, message_id).await?;
         if !self.is_author(actor, &view, as_virtual.as_ref()).await? {
@@ -650,27 +669,40 @@ impl Chat {
 
     /// Deletes a message: its author, or a moderator. A thread parent with replies stays as a
     /// placeholder.
+    ///
+    /// A bridge deletes as a moderator when it names no author (`as_virtual` is `None`): it
+    /// has checked that the other network's moderators may (see `moderation`).
     pub async fn delete(
         &self,
         actor: &Actor,
         room_id: Id,
         message_id: Id,
         as_virtual: Option<PostAs>,
+        reason: Option<String>,
     ) -> Result<()> {
         let me = actor.require_user()?;
+        self.refuse_if_banned(room_id, as_virtual.as_ref()).await?;
         let view = self.message(actor, room_id, message_id).await?;
-        if !self.is_author(actor, &view, as_virtual.as_ref()).await? {
+        let mut moderator = None;
+        let bridge_moderates = actor.is_bridge() && as_virtual.is_none();
+        if !bridge_moderates && !self.is_author(actor, &view, as_virtual.as_ref()).await? {
             let (membership, banned) = self.standing(actor, room_id).await?;
-            if !permission::can_moderate(Standing {
-                user: Some(me),
-                membership: membership.as_ref(),
-                banned,
-            }) {
+            if as_virtual.is_some()
+                || !permission::can_moderate(Standing {
+                    user: Some(me),
+                    membership: membership.as_ref(),
+                    banned,
+                })
+            {
                 return Err(ChatError::Forbidden(
                     "you can only delete your own messages".into(),
                 ));
             }
+            moderator = Some(me.id);
         }
+        let reason = reason
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.chars().take(512).collect::<String>());
         let origin = actor.origin.clone();
         self.store()
             .write(move |tx| {
@@ -688,6 +720,8 @@ impl Chat {
                         &Event::MessageDeleted {
                             room_id,
                             message_id,
+                            moderator,
+                            reason: reason.clone(),
                         },
                     )
                     .await?;
@@ -728,7 +762,9 @@ impl Chat {
                 "a deleted message cannot be reacted to".into(),
             ));
         }
-        let author = self.poster(actor, &standing, as_virtual.as_ref()).await?;
+        let author = self
+            .poster(actor, room_id, &standing, as_virtual.as_ref())
+            .await?;
         let origin = actor.origin.clone();
         self.store()
             .write(move |tx| {
@@ -865,6 +901,9 @@ impl Chat {
             ));
         }
         self.room(actor, room_id).await?;
+        if self.refuse_if_banned(room_id, Some(who)).await.is_err() {
+            return Ok(()); // Banned: not announced.
+        }
         let Some(known) = self
             .store()
             .virtual_user_by_external_id(&who.kind, &who.external_id)
@@ -949,6 +988,7 @@ fn written_message(new: NewMessage, seq: i64) -> Message {
         version: 1,
         reactions: Vec::new(),
         read_by: 0,
+        undelivered: None,
     }
 }
 

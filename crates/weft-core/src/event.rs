@@ -36,6 +36,19 @@ pub enum Event {
         room_id: Id,
         /// Deleted message.
         message_id: Id,
+        /// The moderator who deleted someone else's message (none when its author did).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moderator: Option<Id>,
+        /// Why, as the moderator said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A message could not reach another network (a bridge gave up on it for good).
+    MessageUndelivered {
+        /// Room.
+        room_id: Id,
+        /// The message.
+        message_id: Id,
     },
     /// A thread parent's reply count changed.
     ThreadUpdated {
@@ -79,6 +92,12 @@ pub enum Event {
         room_id: Id,
         /// Former member.
         user_id: Id,
+        /// The moderator who removed them (none when they left, or a bridge removed them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moderator: Option<Id>,
+        /// Why, as the moderator said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A user was banned from a room.
     MemberBanned {
@@ -86,6 +105,52 @@ pub enum Event {
         room_id: Id,
         /// Banned user.
         user_id: Id,
+        /// The moderator who banned them (none when a bridge did).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moderator: Option<Id>,
+        /// Why, as the moderator said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A user's ban from a room was lifted.
+    MemberUnbanned {
+        /// Room.
+        room_id: Id,
+        /// The user.
+        user_id: Id,
+    },
+    /// Somebody from another network (a virtual user) was banned from a room.
+    VirtualBanned {
+        /// Room.
+        room_id: Id,
+        /// The virtual user.
+        virtual_id: Id,
+        /// The moderator who banned them (none when a bridge did).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moderator: Option<Id>,
+        /// Why, as the moderator said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A virtual user's ban from a room was lifted.
+    VirtualUnbanned {
+        /// Room.
+        room_id: Id,
+        /// The virtual user.
+        virtual_id: Id,
+    },
+    /// A moderator removed a virtual user from a room (they may come back, unlike a ban).
+    VirtualKicked {
+        /// Room.
+        room_id: Id,
+        /// The virtual user.
+        virtual_id: Id,
+        /// The moderator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moderator: Option<Id>,
+        /// Why, as the moderator said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A room was created.
     RoomCreated {
@@ -154,6 +219,9 @@ impl Event {
             Event::MemberJoined { .. }
                 | Event::MemberLeft { .. }
                 | Event::MemberBanned { .. }
+                | Event::MemberUnbanned { .. }
+                | Event::VirtualBanned { .. }
+                | Event::VirtualUnbanned { .. }
                 | Event::RoomUpdated { .. }
                 | Event::RoomPrivacyChanged { .. }
                 | Event::RoomDeleted { .. }
@@ -167,12 +235,17 @@ impl Event {
             MessageCreated { room_id, .. }
             | MessageEdited { room_id, .. }
             | MessageDeleted { room_id, .. }
+            | MessageUndelivered { room_id, .. }
             | ThreadUpdated { room_id, .. }
             | ReactionAdded { room_id, .. }
             | ReactionRemoved { room_id, .. }
             | MemberJoined { room_id, .. }
             | MemberLeft { room_id, .. }
             | MemberBanned { room_id, .. }
+            | MemberUnbanned { room_id, .. }
+            | VirtualBanned { room_id, .. }
+            | VirtualUnbanned { room_id, .. }
+            | VirtualKicked { room_id, .. }
             | RoomCreated { room_id }
             | RoomUpdated { room_id }
             | RoomPrivacyChanged { room_id, .. }
@@ -190,12 +263,17 @@ impl Event {
             MessageCreated { .. } => "messageCreated",
             MessageEdited { .. } => "messageEdited",
             MessageDeleted { .. } => "messageDeleted",
+            MessageUndelivered { .. } => "messageUndelivered",
             ThreadUpdated { .. } => "threadUpdated",
             ReactionAdded { .. } => "reactionAdded",
             ReactionRemoved { .. } => "reactionRemoved",
             MemberJoined { .. } => "memberJoined",
             MemberLeft { .. } => "memberLeft",
             MemberBanned { .. } => "memberBanned",
+            MemberUnbanned { .. } => "memberUnbanned",
+            VirtualBanned { .. } => "virtualBanned",
+            VirtualUnbanned { .. } => "virtualUnbanned",
+            VirtualKicked { .. } => "virtualKicked",
             RoomCreated { .. } => "roomCreated",
             RoomUpdated { .. } => "roomUpdated",
             RoomPrivacyChanged { .. } => "roomPrivacyChanged",
@@ -273,6 +351,48 @@ mod tests {
                 room_id,
                 public: false,
             },
+            Event::MessageDeleted {
+                room_id,
+                message_id: room_id,
+                moderator: Some(room_id),
+                reason: Some("spam".into()),
+            },
+            Event::MessageUndelivered {
+                room_id,
+                message_id: room_id,
+            },
+            Event::MemberLeft {
+                room_id,
+                user_id: room_id,
+                moderator: None,
+                reason: None,
+            },
+            Event::MemberBanned {
+                room_id,
+                user_id: room_id,
+                moderator: Some(room_id),
+                reason: None,
+            },
+            Event::MemberUnbanned {
+                room_id,
+                user_id: room_id,
+            },
+            Event::VirtualBanned {
+                room_id,
+                virtual_id: room_id,
+                moderator: None,
+                reason: Some("spam".into()),
+            },
+            Event::VirtualUnbanned {
+                room_id,
+                virtual_id: room_id,
+            },
+            Event::VirtualKicked {
+                room_id,
+                virtual_id: room_id,
+                moderator: Some(room_id),
+                reason: None,
+            },
         ];
         for event in events {
             let json = serde_json::to_value(&event).expect("serialises");
@@ -280,5 +400,22 @@ mod tests {
             let back: Event = serde_json::from_value(json).expect("parses");
             assert_eq!(back, event);
         }
+    }
+
+    #[test]
+    fn entries_logged_before_moderators_were_recorded_still_parse() {
+        let room_id = Id::generate();
+        let old =
+            serde_json::json!({ "type": "memberBanned", "roomId": room_id, "userId": room_id });
+        let parsed: Event = serde_json::from_value(old).expect("an old entry parses");
+        assert_eq!(
+            parsed,
+            Event::MemberBanned {
+                room_id,
+                user_id: room_id,
+                moderator: None,
+                reason: None
+            }
+        );
     }
 }

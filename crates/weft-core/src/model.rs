@@ -268,6 +268,17 @@ pub struct Message {
     pub reactions: Vec<ReactionCount>,
     /// How many members have read it (filled on reads).
     pub read_by: i64,
+    /// Set when a bridge gave up carrying it to another network.
+    pub undelivered: Option<Undelivered>,
+}
+
+/// A message that a bridge could not carry to its network, for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undelivered {
+    /// The network (a bridge's name, such as `matrix`).
+    pub network: String,
+    /// Why, in words for the people in the room.
+    pub reason: String,
 }
 
 /// A personal access token's record (the secret itself is never stored).

@@ -391,7 +391,7 @@ impl Bridge {
                         let id = parse_id(&weft_ref)?;
                         match self
                             .chat()
-                            .delete(self.actor(), room_id, id, Some(who))
+                            .delete(self.actor(), room_id, id, Some(who), None)
                             .await
                         {
                             Ok(()) | Err(ChatError::NotFound(_)) => Ok(()),
@@ -403,7 +403,12 @@ impl Bridge {
                                         "only the room's moderators may remove other people's messages".into(),
                                     ));
                                 }
-                                match self.chat().delete(self.actor(), room_id, id, None).await {
+                                let reason = content["reason"].as_str().map(str::to_string);
+                                match self
+                                    .chat()
+                                    .delete(self.actor(), room_id, id, None, reason)
+                                    .await
+                                {
                                     Ok(()) | Err(ChatError::NotFound(_)) => Ok(()),
                                     Err(e) => Err(e.into()),
                                 }

@@ -244,7 +244,7 @@ async fn build_with(
                 None => message_json(*message_id, false).await?,
             },
         ),
-        Event::MessageEdited { message_id, .. } => (
+        Event::MessageEdited { message_id, .. } | Event::MessageUndelivered { message_id, .. } => (
             "chatMessages",
             "update",
             message_json(*message_id, true).await?,
@@ -291,6 +291,9 @@ async fn build_with(
         Event::MemberLeft { user_id, .. } | Event::MemberBanned { user_id, .. } => {
             ("users", "remove", json!({ "id": user_id }))
         }
+        Event::VirtualBanned { virtual_id, .. } | Event::VirtualKicked { virtual_id, .. } => {
+            ("users", "remove", json!({ "id": virtual_id }))
+        }
         Event::RoomUpdated { .. } => (
             "room",
             "update",
@@ -317,6 +320,8 @@ async fn build_with(
         }
         Event::RoomCreated { .. }
         | Event::RoomPrivacyChanged { .. }
+        | Event::MemberUnbanned { .. }
+        | Event::VirtualUnbanned { .. }
         | Event::GroupCreated { .. }
         | Event::UserCreated { .. }
         | Event::UserUpdated { .. } => {

@@ -43,9 +43,9 @@ pub fn virtual_user(v: &VirtualUser) -> Value {
     })
 }
 
-/// A virtual user standing in `fromUser`, so clients that only read `fromUser` still show who
-/// wrote the message.
-fn virtual_from_user(v: &VirtualUser) -> Value {
+/// A virtual user where Gitter shows a user: standing in `fromUser`, so clients that only
+/// read `fromUser` still show who wrote the message, and in ban lists.
+pub fn virtual_as_user(v: &VirtualUser) -> Value {
     json!({
         "id": v.id,
         "username": v.external_id,
@@ -76,7 +76,7 @@ pub fn message(view: &MessageView, viewer: Option<&User>, last_read_seq: Option<
     let unread = matches!(last_read_seq, Some(seq) if m.seq > seq) && !mine;
     let (from_user, virtual_user_json) = match &view.author {
         Some(Profile::User(u)) => (user(u), Value::Null),
-        Some(Profile::Virtual(v)) => (virtual_from_user(v), virtual_user(v)),
+        Some(Profile::Virtual(v)) => (virtual_as_user(v), virtual_user(v)),
         None => (Value::Null, Value::Null),
     };
     let mut out = json!({
@@ -128,6 +128,9 @@ pub fn message(view: &MessageView, viewer: Option<&User>, last_read_seq: Option<
     }
     if m.deleted {
         out["deleted"] = json!(true);
+    }
+    if let Some(mark) = &m.undelivered {
+        out["undelivered"] = json!({ "network": mark.network, "reason": mark.reason });
     }
     out
 }

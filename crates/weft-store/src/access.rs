@@ -9,8 +9,8 @@
 //! insert, keeps a read that raced with an invalidation from putting stale data back. Entries
 //! also expire after [`ACCESS_CACHE_TTL`], a backstop for changes that leave no event.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use weft_core::{Id, Membership, Room};
@@ -26,6 +26,9 @@ const MAX_ENTRIES: usize = 100_000;
 /// A membership (if any) and whether a ban stands.
 type Standing = (Option<Membership>, bool);
 
+/// The virtual users (`(kind, external id)`) banned from one room.
+pub(crate) type VirtualBans = Arc<HashSet<(String, String)>>;
+
 #[derive(Default)]
 pub(crate) struct AccessCache {
     inner: Mutex<Entries>,
@@ -36,6 +39,7 @@ struct Entries {
     generation: u64,
     rooms: HashMap<Id, (Room, Instant)>,
     standings: HashMap<(Id, Id), (Standing, Instant)>,
+    virtual_bans: HashMap<Id, (VirtualBans, Instant)>,
 }
 
 impl AccessCache {
@@ -49,6 +53,7 @@ impl AccessCache {
         entries.generation += 1;
         entries.rooms.clear();
         entries.standings.clear();
+        entries.virtual_bans.clear();
     }
 
     fn generation(&self) -> u64 {
@@ -90,7 +95,47 @@ impl AccessCache {
     }
 }
 
+impl AccessCache {
+    fn virtual_bans(&self, room_id: Id) -> Option<VirtualBans> {
+        let entries = self.entries();
+        let (bans, at) = entries.virtual_bans.get(&room_id)?;
+        (at.elapsed() < ACCESS_CACHE_TTL).then(|| bans.clone())
+    }
+
+    fn put_virtual_bans(&self, generation: u64, room_id: Id, bans: VirtualBans) {
+        let mut entries = self.entries();
+        if entries.generation != generation {
+            return;
+        }
+        if entries.virtual_bans.len() >= MAX_ENTRIES {
+            entries.virtual_bans.clear();
+        }
+        entries.virtual_bans.insert(room_id, (bans, Instant::now()));
+    }
+}
+
 impl Store {
+    /// Whether the virtual user `(kind, external_id)` is banned from the room. Cached per
+    /// room, like standings: every message a bridge brings in asks.
+    pub async fn is_virtual_banned(
+        &self,
+        room_id: Id,
+        kind: &str,
+        external_id: &str,
+    ) -> Result<bool> {
+        let bans = match self.access.virtual_bans(room_id) {
+            Some(bans) => bans,
+            None => {
+                let generation = self.access.generation();
+                let bans: VirtualBans = Arc::new(self.load_virtual_bans(room_id).await?);
+                self.access
+                    .put_virtual_bans(generation, room_id, bans.clone());
+                bans
+            }
+        };
+        Ok(bans.contains(&(kind.to_string(), external_id.to_string())))
+    }
+
     /// A room by id, from the access cache when it can be trusted.
     pub async fn room(&self, id: Id) -> Result<Option<Room>> {
         if let Some(room) = self.access.room(id) {

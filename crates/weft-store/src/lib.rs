@@ -12,6 +12,7 @@ mod communities;
 mod events;
 mod matrix;
 mod messages;
+mod moderation;
 mod rooms;
 mod rows;
 mod users;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 pub use access::ACCESS_CACHE_TTL;
 pub use matrix::{Direction, MatrixFailure, MatrixRoom};
 pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
+pub use moderation::Ban;
 pub use rooms::RoomWithMembership;
 pub use writer::{BoxFuture, WriteTx};
 

@@ -86,7 +86,7 @@ pub struct MessagePage {
 macro_rules! message_select {
     () => {
         "SELECT m.seq, m.id, m.room_id, m.author_kind, m.author_id, m.text, m.html, m.status, m.parent_id, \
-         m.thread_count, m.sent, m.edited_at, m.deleted, m.mentions, m.issues, m.urls, m.attachments, m.version, \
+         m.thread_count, m.sent, m.edited_at, m.deleted, m.mentions, m.issues, m.urls, m.attachments, m.version, m.undelivered, \
          u.username AS u_username, u.display_name AS u_display_name, u.avatar_url AS u_avatar_url, \
          u.site_admin AS u_site_admin, u.created_at AS u_created_at, \
          v.kind AS v_kind, v.external_id AS v_external_id, v.display_name AS v_display_name, v.avatar_url AS v_avatar_url \
@@ -118,6 +118,9 @@ fn message_view(row: &AnyRow) -> Result<MessageView> {
         version: row.try_get("version")?,
         reactions: Vec::new(),
         read_by: 0,
+        undelivered: row
+            .try_get::<Option<String>, _>("undelivered")?
+            .and_then(|json| serde_json::from_str(&json).ok()),
     };
     Ok(MessageView {
         message,

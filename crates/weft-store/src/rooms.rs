@@ -364,6 +364,7 @@ impl WriteTx {
             "DELETE FROM read_marks WHERE room_id = $1",
             "DELETE FROM memberships WHERE room_id = $1",
             "DELETE FROM bans WHERE room_id = $1",
+            "DELETE FROM virtual_bans WHERE room_id = $1",
             "DELETE FROM rooms WHERE id = $1",
         ] {
             sqlx::query(sql).bind(&id).execute(&mut *self.conn).await?;
@@ -444,13 +445,22 @@ impl WriteTx {
     }
 
     /// Bans a user from a room (removing their membership).
-    pub async fn insert_ban(&mut self, room_id: Id, user_id: Id, at: i64) -> Result<()> {
+    pub async fn insert_ban(
+        &mut self,
+        room_id: Id,
+        user_id: Id,
+        at: i64,
+        by: Option<Id>,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.access_changed = true;
         self.delete_membership(room_id, user_id).await?;
-        sqlx::query("INSERT INTO bans (room_id, user_id, banned_at) VALUES ($1, $2, $3) ON CONFLICT (room_id, user_id) DO NOTHING")
+        sqlx::query("INSERT INTO bans (room_id, user_id, banned_at, banned_by, reason) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO NOTHING")
             .bind(room_id.to_hex())
             .bind(user_id.to_hex())
             .bind(at)
+            .bind(by.map(|b| b.to_hex()))
+            .bind(reason.map(str::to_string))
             .execute(&mut *self.conn)
             .await?;
         Ok(())

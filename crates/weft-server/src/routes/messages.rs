@@ -245,6 +245,8 @@ async fn edit(
 struct AsVirtualQuery {
     virtual_type: Option<String>,
     virtual_external_id: Option<String>,
+    /// Why a moderator deletes the message (a weft extension; bridges pass it on).
+    reason: Option<String>,
 }
 
 impl AsVirtualQuery {
@@ -265,9 +267,10 @@ async fn remove(
     Query(as_virtual): Query<AsVirtualQuery>,
 ) -> ApiResult<StatusCode> {
     let (room_id, message_id) = ids(&room_id, &message_id)?;
+    let reason = as_virtual.reason.clone();
     state
         .chat
-        .delete(&caller.0, room_id, message_id, as_virtual.post_as())
+        .delete(&caller.0, room_id, message_id, as_virtual.post_as(), reason)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

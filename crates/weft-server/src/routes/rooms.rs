@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
             "/rooms/{room_id}/users/{user_id}/role",
             axum::routing::put(set_role),
         )
-        .route("/rooms/{room_id}/bans", axum::routing::post(ban))
+        .route("/rooms/{room_id}/bans", get(bans).post(ban))
         .route("/rooms/{room_id}/bans/{username}", delete(unban))
 }
 
@@ -159,37 +159,87 @@ async fn members(
     )))
 }
 
+#[derive(Deserialize, Default)]
+struct ReasonQuery {
+    reason: Option<String>,
+}
+
+/// Removes a member (a user id), or a Matrix user's virtual user (its id: the bridge
+/// removes them from the Matrix room).
 async fn remove_member(
     State(state): State<AppState>,
     caller: Caller,
     Path((room_id, user_id)): Path<(String, String)>,
+    Query(query): Query<ReasonQuery>,
 ) -> ApiResult<Json<Value>> {
-    state
+    let room_id = parse_id(&room_id, "room id")?;
+    let user_id = parse_id(&user_id, "user id")?;
+    let is_virtual = state
         .chat
-        .remove_member(
-            &caller.0,
-            parse_id(&room_id, "room id")?,
-            parse_id(&user_id, "user id")?,
-        )
-        .await?;
+        .store()
+        .virtual_user(user_id)
+        .await
+        .map_err(weft_chat::ChatError::from)?
+        .is_some();
+    if is_virtual {
+        state
+            .chat
+            .kick_virtual(&caller.0, room_id, user_id, query.reason)
+            .await?;
+    } else {
+        state
+            .chat
+            .remove_member(&caller.0, room_id, user_id, query.reason)
+            .await?;
+    }
     Ok(Json(json!({ "success": true })))
 }
 
 #[derive(Deserialize)]
 struct BanBody {
     username: String,
+    reason: Option<String>,
 }
 
+/// A Matrix ID (`@localpart:server`), which names a Matrix user rather than a weft username.
+fn matrix_id(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('@')?;
+    let (local, server) = rest.split_once(':')?;
+    (!local.is_empty() && !server.is_empty()).then_some(name)
+}
+
+/// The network name of Matrix users' virtual users (the bridge's `VIRTUAL_KIND`).
+const MATRIX_KIND: &str = "matrix";
+
+/// Bans a weft user by username, or a Matrix user by Matrix ID (whether weft has met them or
+/// not).
 async fn ban(
     State(state): State<AppState>,
     caller: Caller,
     Path(room_id): Path<String>,
     Body(body): Body<BanBody>,
 ) -> ApiResult<Json<Value>> {
+    let room_id = parse_id(&room_id, "room id")?;
+    if let Some(mxid) = matrix_id(&body.username) {
+        let id = state
+            .chat
+            .ban_virtual(&caller.0, room_id, MATRIX_KIND, mxid, body.reason)
+            .await?;
+        let user = state
+            .chat
+            .store()
+            .virtual_user(id)
+            .await
+            .map_err(weft_chat::ChatError::from)?
+            .ok_or(weft_chat::ChatError::NotFound("user"))?;
+        return Ok(Json(
+            json!({ "success": true, "user": wire::virtual_as_user(&user) }),
+        ));
+    }
     let user = state.chat.user_by_username(&body.username).await?;
     state
         .chat
-        .ban(&caller.0, parse_id(&room_id, "room id")?, user.id)
+        .ban(&caller.0, room_id, user.id, body.reason)
         .await?;
     Ok(Json(json!({ "success": true, "user": wire::user(&user) })))
 }
@@ -199,12 +249,52 @@ async fn unban(
     caller: Caller,
     Path((room_id, username)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    let room_id = parse_id(&room_id, "room id")?;
+    if let Some(mxid) = matrix_id(&username) {
+        let user = state
+            .chat
+            .store()
+            .virtual_user_by_external_id(MATRIX_KIND, mxid)
+            .await
+            .map_err(weft_chat::ChatError::from)?
+            .ok_or(weft_chat::ChatError::NotFound("ban"))?;
+        state
+            .chat
+            .unban_virtual(&caller.0, room_id, user.id)
+            .await?;
+        return Ok(Json(json!({ "success": true })));
+    }
     let user = state.chat.user_by_username(&username).await?;
-    state
-        .chat
-        .unban(&caller.0, parse_id(&room_id, "room id")?, user.id)
-        .await?;
+    state.chat.unban(&caller.0, room_id, user.id).await?;
     Ok(Json(json!({ "success": true })))
+}
+
+/// The room's bans in Gitter's shape, Matrix users included (moderators only).
+async fn bans(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_id(&room_id, "room id")?;
+    let bans = state.chat.bans(&caller.0, room_id).await?;
+    let mut out = Vec::with_capacity(bans.len());
+    for ban in &bans {
+        let banned_by = match ban.banned_by {
+            Some(id) => state.chat.user(id).await.ok().map(|u| wire::user(&u)),
+            None => None,
+        };
+        let user = match &ban.who {
+            weft_core::Profile::User(u) => wire::user(u),
+            weft_core::Profile::Virtual(v) => wire::virtual_as_user(v),
+        };
+        out.push(json!({
+            "user": user,
+            "bannedBy": banned_by,
+            "dateBanned": weft_core::iso8601(ban.banned_at),
+            "reason": ban.reason,
+        }));
+    }
+    Ok(Json(Value::Array(out)))
 }
 
 #[derive(Deserialize)]

@@ -191,7 +191,7 @@ async fn leave(
     let id = own_id(&caller, &user_id)?;
     state
         .chat
-        .remove_member(&caller.0, parse_id(&room_id, "room id")?, id)
+        .remove_member(&caller.0, parse_id(&room_id, "room id")?, id, None)
         .await?;
     Ok(Json(json!({ "success": true })))
 }

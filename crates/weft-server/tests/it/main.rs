@@ -10,6 +10,7 @@ mod faye;
 mod files;
 mod live;
 mod messages;
+mod moderation;
 mod people;
 mod rooms;
 mod web;

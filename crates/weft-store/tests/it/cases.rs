@@ -987,7 +987,9 @@ pub async fn cached_standing_follows_bans_roles_and_room_changes(store: &Store) 
         "a role change is seen by the next check"
     );
     store
-        .write(move |tx| Box::pin(async move { tx.insert_ban(room_id, user_id, 2).await }))
+        .write(move |tx| {
+            Box::pin(async move { tx.insert_ban(room_id, user_id, 2, None, None).await })
+        })
         .await
         .expect("ban");
     let (membership, banned) = store.standing(r.id, member.id).await.expect("standing");
@@ -1387,4 +1389,87 @@ pub async fn followers_can_skip_an_origin_unread(store: &Store) {
         .expect("limited");
     assert_eq!(limited.len(), 1);
     assert_eq!(upto, Some(all[2].seq));
+}
+
+pub async fn virtual_bans_round_trip(store: &Store) {
+    let a = user("moderator");
+    let r = setup(store, &[&a]).await;
+    let (room_id, by) = (r.id, a.id);
+    let (spam, other) = store
+        .write(move |tx| {
+            Box::pin(async move {
+                let (spam, _) = tx
+                    .upsert_virtual_user("matrix", "@spam:hs", None, None)
+                    .await?;
+                let (other, _) = tx
+                    .upsert_virtual_user("matrix", "@other:hs", None, None)
+                    .await?;
+                assert!(
+                    tx.insert_virtual_ban(room_id, spam.id, Some(by), Some("spam"))
+                        .await?
+                );
+                assert!(
+                    !tx.insert_virtual_ban(room_id, spam.id, Some(by), None)
+                        .await?,
+                    "banned once"
+                );
+                Ok((spam, other))
+            })
+        })
+        .await
+        .expect("ban");
+    assert!(
+        store
+            .is_virtual_banned(room_id, "matrix", "@spam:hs")
+            .await
+            .expect("check")
+    );
+    assert!(
+        !store
+            .is_virtual_banned(room_id, "matrix", "@other:hs")
+            .await
+            .expect("check")
+    );
+    let found = store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.virtual_bans_among(&[
+                    (room_id, "matrix", "@other:hs"),
+                    (room_id, "matrix", "@spam:hs"),
+                    (Id::generate(), "matrix", "@spam:hs"),
+                ])
+                .await
+            })
+        })
+        .await
+        .expect("bans among");
+    assert_eq!(
+        found,
+        vec![(room_id, "matrix".to_string(), "@spam:hs".to_string())]
+    );
+    let bans = store.bans(room_id).await.expect("list");
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].banned_by, Some(by));
+    assert_eq!(bans[0].reason.as_deref(), Some("spam"));
+    assert!(matches!(&bans[0].who, weft_core::Profile::Virtual(v) if v.id == spam.id));
+    let (spam_id, other_id) = (spam.id, other.id);
+    let lifted = store
+        .write(move |tx| {
+            Box::pin(async move {
+                Ok((
+                    tx.delete_virtual_ban(room_id, spam_id).await?,
+                    tx.delete_virtual_ban(room_id, other_id).await?,
+                ))
+            })
+        })
+        .await
+        .expect("unban");
+    assert_eq!(lifted, (true, false));
+    assert!(
+        !store
+            .is_virtual_banned(room_id, "matrix", "@spam:hs")
+            .await
+            .expect("check"),
+        "the cache forgets a lifted ban at once"
+    );
 }

@@ -155,6 +155,7 @@ conformance!(
     virtual_users_are_upserted,
     external_refs_are_unique,
     matrix_mappings_round_trip,
+    virtual_bans_round_trip,
     users_are_found_by_part_of_their_name,
     readers_are_the_members_read_by_counts,
     cached_standing_follows_bans_roles_and_room_changes,

@@ -1,0 +1,340 @@
+//! Moderation that reaches people of other networks: bans of Matrix users by Matrix ID, the
+//! ban list with both kinds of people, kicks of virtual users, bridges moderating on behalf of
+//! another network, reasons, and undelivered marks.
+
+use serde_json::json;
+use weft_core::RoomKind;
+
+use crate::harness::{TestServer, TestUser, id_of};
+
+const SPAMMER: &str = "@spammer:example.org";
+
+async fn post_as_matrix_user(
+    server: &TestServer,
+    bridge: &TestUser,
+    room: weft_core::Id,
+    who: &str,
+    text: &str,
+) -> (u16, serde_json::Value) {
+    server
+        .post(
+            Some(&bridge.token),
+            &format!("/v1/rooms/{room}/chatMessages"),
+            json!({ "text": text, "virtualUser": { "type": "matrix", "externalId": who, "displayName": "Spam" } }),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_matrix_id_is_banned_before_weft_has_met_them_and_listed_with_weft_users() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.join(&bob, "acme/general").await;
+    server.join(&bridge, "acme/general").await;
+
+    let (status, body) = server
+        .post(
+            Some(&bob.token),
+            &format!("/v1/rooms/{room}/bans"),
+            json!({ "username": SPAMMER }),
+        )
+        .await;
+    assert_eq!(status, 403, "a plain member cannot ban: {body}");
+
+    let (status, body) = server
+        .post(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/bans"),
+            json!({ "username": SPAMMER, "reason": "link spam" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["username"], SPAMMER);
+
+    let (status, body) = post_as_matrix_user(&server, &bridge, room, SPAMMER, "buy now").await;
+    assert_eq!(
+        status, 403,
+        "a banned Matrix user's message must be refused: {body}"
+    );
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("banned")),
+        "{body}"
+    );
+    let (status, body) =
+        post_as_matrix_user(&server, &bridge, room, "@honest:example.org", "hi").await;
+    assert_eq!(status, 200, "others still post: {body}");
+
+    let (status, body) = server
+        .post(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/bans"),
+            json!({ "username": "bob", "reason": "rude" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, list) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/bans"))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let entries = list.as_array().expect("a list");
+    assert_eq!(entries.len(), 2, "{list}");
+    let names: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["user"]["username"].as_str())
+        .collect();
+    assert!(names.contains(&"bob") && names.contains(&SPAMMER), "{list}");
+    for entry in entries {
+        assert_eq!(entry["bannedBy"]["username"], "alice", "{entry}");
+        assert!(entry["dateBanned"].as_str().is_some(), "{entry}");
+    }
+    let spam = entries
+        .iter()
+        .find(|e| e["user"]["username"] == SPAMMER)
+        .expect("the Matrix user");
+    assert_eq!(spam["reason"], "link spam");
+    let (status, _) = server
+        .get(Some(&bob.token), &format!("/v1/rooms/{room}/bans"))
+        .await;
+    assert_eq!(status, 403, "only moderators see the ban list");
+
+    let encoded = SPAMMER.replace('@', "%40").replace(':', "%3A");
+    let (status, body) = server
+        .delete(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/bans/{encoded}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post_as_matrix_user(&server, &bridge, room, SPAMMER, "sorry").await;
+    assert_eq!(status, 200, "unbanned, they may post again: {body}");
+}
+
+#[tokio::test]
+async fn bans_and_kicks_are_logged_with_moderator_and_reason() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.join(&bob, "acme/general").await;
+    server.join(&bridge, "acme/general").await;
+    let (_, said) =
+        post_as_matrix_user(&server, &bridge, room, "@visitor:example.org", "hello").await;
+    let virtual_id = said["fromUser"]["id"]
+        .as_str()
+        .expect("virtual id")
+        .to_string();
+    let from = server.chat.store().last_event_seq().await.expect("log");
+
+    let (status, body) = server
+        .delete(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/users/{virtual_id}?reason=off%20topic"),
+        )
+        .await;
+    assert_eq!(status, 200, "kicking a Matrix user: {body}");
+    let (status, body) = server
+        .delete(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/users/{}?reason=cool%20off", bob.user.id),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server
+        .chat
+        .unban(
+            &weft_chat::Actor::user(alice.user.clone()),
+            room,
+            bob.user.id,
+        )
+        .await
+        .expect_err("bob was removed, not banned");
+
+    let events = server
+        .chat
+        .store()
+        .events_after(from, 100)
+        .await
+        .expect("log");
+    let kinds: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(&e.event).expect("json"))
+        .collect();
+    let kicked = kinds
+        .iter()
+        .find(|e| e["type"] == "virtualKicked")
+        .expect("the kick is logged");
+    assert_eq!(kicked["moderator"], json!(alice.user.id));
+    assert_eq!(kicked["reason"], "off topic");
+    let left = kinds
+        .iter()
+        .find(|e| e["type"] == "memberLeft")
+        .expect("the removal is logged");
+    assert_eq!(left["moderator"], json!(alice.user.id));
+    assert_eq!(left["reason"], "cool off");
+}
+
+#[tokio::test]
+async fn a_bridge_moderates_for_its_network_but_never_a_site_admin() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let root = server.user_with("root", true, false).await;
+    let bob = server.user("bob").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.join(&bob, "acme/general").await;
+    server.join(&root, "acme/general").await;
+    let said = server.say(&bob, room, "rude words").await;
+    let bridge_actor = server
+        .chat
+        .authenticate_token(&bridge.token)
+        .await
+        .expect("bridge actor");
+    assert!(bridge_actor.is_bridge());
+
+    server
+        .chat
+        .delete(
+            &bridge_actor,
+            room,
+            id_of(&said).parse().expect("id"),
+            None,
+            Some("spam".into()),
+        )
+        .await
+        .expect("a bridge deletes on behalf of a Matrix moderator");
+    server
+        .chat
+        .ban(&bridge_actor, room, bob.user.id, None)
+        .await
+        .expect("a bridge bans on behalf of a Matrix moderator");
+    let err = server
+        .chat
+        .ban(&bridge_actor, room, root.user.id, None)
+        .await
+        .expect_err("never a site admin");
+    assert!(matches!(err, weft_chat::ChatError::Forbidden(_)), "{err}");
+    let plain = weft_chat::Actor::user(bob.user.clone());
+    assert!(
+        server
+            .chat
+            .mark_undelivered(
+                &plain,
+                room,
+                id_of(&said).parse().expect("id"),
+                "matrix",
+                "x"
+            )
+            .await
+            .is_err(),
+        "only bridges mark messages undelivered"
+    );
+}
+
+#[tokio::test]
+async fn an_undelivered_message_says_so_in_the_api() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    let said = server.say(&alice, room, "hello matrix").await;
+    let id = id_of(&said);
+    let bridge_actor = server
+        .chat
+        .authenticate_token(&bridge.token)
+        .await
+        .expect("bridge actor");
+    server
+        .chat
+        .mark_undelivered(
+            &bridge_actor,
+            room,
+            id.parse().expect("id"),
+            "matrix",
+            "the puppet is banned",
+        )
+        .await
+        .expect("marked");
+    let (status, message) = server
+        .get(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/chatMessages/{id}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        message["undelivered"],
+        json!({ "network": "matrix", "reason": "the puppet is banned" })
+    );
+    let (_, page) = server
+        .get(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/chatMessages"),
+        )
+        .await;
+    let listed = page
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| m["id"] == id)
+        .expect("the message is listed");
+    assert_eq!(listed["undelivered"]["network"], "matrix", "{listed}");
+}
+
+#[tokio::test]
+async fn a_ban_committed_between_preparing_and_writing_a_post_still_wins() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    let bridge_actor = server
+        .chat
+        .authenticate_token(&bridge.token)
+        .await
+        .expect("bridge actor");
+    let post = weft_chat::NewPost {
+        text: "prepared before the ban".into(),
+        as_virtual: Some(weft_chat::PostAs {
+            kind: "matrix".into(),
+            external_id: SPAMMER.into(),
+            display_name: "Spam".into(),
+            avatar_url: None,
+        }),
+        ..weft_chat::NewPost::default()
+    };
+    let prepared = server
+        .chat
+        .prepare_post(&bridge_actor, room, post)
+        .await
+        .expect("not banned yet");
+    server
+        .chat
+        .ban_virtual(
+            &weft_chat::Actor::user(alice.user.clone()),
+            room,
+            "matrix",
+            SPAMMER,
+            None,
+        )
+        .await
+        .expect("banned");
+    let written = server
+        .chat
+        .store()
+        .write(move |tx| Box::pin(weft_chat::Chat::write_posts(tx, vec![prepared])))
+        .await;
+    assert!(
+        written.is_err(),
+        "the ban must stop a post prepared before it"
+    );
+    let (_, page) = server
+        .get(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/chatMessages"),
+        )
+        .await;
+    assert_eq!(page.as_array().map(Vec::len), Some(0), "{page}");
+}
