@@ -714,6 +714,7 @@ impl Chat {
                     if current.message.deleted {
                         return Ok(());
                     }
+                    let external_ref = tx.external_ref_of(message_id).await?;
                     tx.delete_message(&current.message).await?;
                     tx.append(
                         &origin,
@@ -722,6 +723,7 @@ impl Chat {
                             message_id,
                             moderator,
                             reason: reason.clone(),
+                            external_ref,
                         },
                     )
                     .await?;

@@ -42,6 +42,10 @@ pub enum Event {
         /// Why, as the moderator said.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The message's key on the network it came from (a bridge's event id), which the
+        /// deleted row no longer holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_ref: Option<String>,
     },
     /// A message could not reach another network (a bridge gave up on it for good).
     MessageUndelivered {
@@ -356,6 +360,7 @@ mod tests {
                 message_id: room_id,
                 moderator: Some(room_id),
                 reason: Some("spam".into()),
+                external_ref: Some("$event".into()),
             },
             Event::MessageUndelivered {
                 room_id,

@@ -336,9 +336,12 @@ impl Bridge {
         let content = &event["content"];
         match event_type {
             "m.room.member" => {
-                // Only a member event about its own sender names that sender: one about
-                // someone else (invite, kick, ban) carries the target's profile.
-                if event["state_key"].as_str() != Some(sender) || content["membership"] != "join" {
+                // One about someone else is a moderator's act (or an invite); it carries the
+                // target's profile, never the sender's.
+                if event["state_key"].as_str() != Some(sender) {
+                    return self.moderate_from_matrix(room_id, event).await;
+                }
+                if content["membership"] != "join" {
                     return Ok(());
                 }
                 match content["displayname"].as_str() {

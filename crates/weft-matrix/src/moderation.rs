@@ -118,6 +118,186 @@ impl Bridge {
     }
 }
 
+/// What a Matrix room's members read as the reason of a weft moderator's act.
+fn reason_on_matrix(what: &str, moderator: Option<&str>, reason: Option<&str>) -> String {
+    let by = moderator.map(|m| format!(" by {m}")).unwrap_or_default();
+    match reason {
+        Some(r) => format!("{what} on weft{by}: {r}"),
+        None => format!("{what} on weft{by}"),
+    }
+}
+
+impl Bridge {
+    /// Repeats a weft moderator's act on Matrix as the bridge bot; `Ok(false)` if the event
+    /// is not a moderation act.
+    pub(crate) async fn moderate_on_matrix(
+        &self,
+        event: &weft_core::LoggedEvent,
+        matrix_room: &str,
+    ) -> Result<bool, BridgeError> {
+        use weft_core::Event;
+        let store = self.chat().store();
+        let bot = self.ids().bot();
+        let name_of = |id: Option<weft_core::Id>| async move {
+            match id {
+                Some(id) => store.user(id).await.ok().flatten().map(|u| u.username),
+                None => None,
+            }
+        };
+        let (action, target, why) = match &event.event {
+            Event::MemberBanned {
+                user_id,
+                moderator,
+                reason,
+                ..
+            } => {
+                let Some(user) = store.user(*user_id).await? else {
+                    return Ok(true);
+                };
+                let by = name_of(*moderator).await;
+                let why = reason_on_matrix("Banned", by.as_deref(), reason.as_deref());
+                ("ban", self.ids().puppet(&user), Some(why))
+            }
+            Event::MemberUnbanned { user_id, .. } => {
+                let Some(user) = store.user(*user_id).await? else {
+                    return Ok(true);
+                };
+                ("unban", self.ids().puppet(&user), None)
+            }
+            Event::MemberLeft {
+                user_id,
+                moderator: Some(moderator),
+                reason,
+                ..
+            } => {
+                let Some(user) = store.user(*user_id).await? else {
+                    return Ok(true);
+                };
+                let by = name_of(Some(*moderator)).await;
+                let why = reason_on_matrix("Removed", by.as_deref(), reason.as_deref());
+                ("kick", self.ids().puppet(&user), Some(why))
+            }
+            Event::VirtualBanned {
+                virtual_id,
+                moderator,
+                reason,
+                ..
+            }
+            | Event::VirtualKicked {
+                virtual_id,
+                moderator,
+                reason,
+                ..
+            } => {
+                let Some(person) = self.matrix_person(*virtual_id).await? else {
+                    return Ok(true);
+                };
+                let by = name_of(*moderator).await;
+                let (action, what) = if matches!(event.event, Event::VirtualBanned { .. }) {
+                    ("ban", "Banned")
+                } else {
+                    ("kick", "Removed")
+                };
+                let why = reason_on_matrix(what, by.as_deref(), reason.as_deref());
+                (action, person, Some(why))
+            }
+            Event::VirtualUnbanned { virtual_id, .. } => {
+                let Some(person) = self.matrix_person(*virtual_id).await? else {
+                    return Ok(true);
+                };
+                ("unban", person, None)
+            }
+            _ => return Ok(false),
+        };
+        match self
+            .hs()
+            .moderate(action, matrix_room, &target, why.as_deref(), &bot)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(matrix_room_id = %matrix_room, %target, action, seq = event.seq, "repeated a weft moderator's act on Matrix");
+                if action != "unban" {
+                    let (r, m) = (matrix_room.to_string(), target.clone());
+                    store
+                        .write(move |tx| {
+                            Box::pin(async move { tx.delete_matrix_member(&r, &m).await })
+                        })
+                        .await?;
+                }
+                Ok(true)
+            }
+            // Kicking someone who is not in the room, or unbanning someone who is not banned:
+            // nothing to do on Matrix.
+            Err(e) if e.status == Some(403) && action != "ban" => {
+                tracing::debug!(matrix_room_id = %matrix_room, %target, action, error = %e, "nothing to repeat on Matrix");
+                Ok(true)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The Matrix ID of a virtual user from Matrix; `None` for other networks'.
+    async fn matrix_person(
+        &self,
+        virtual_id: weft_core::Id,
+    ) -> Result<Option<String>, BridgeError> {
+        Ok(self
+            .chat()
+            .store()
+            .virtual_user(virtual_id)
+            .await?
+            .filter(|v| v.kind == crate::VIRTUAL_KIND)
+            .map(|v| v.external_id))
+    }
+
+    /// A Matrix moderator banned, kicked or unbanned someone (an `m.room.member` event about
+    /// another user; the homeserver checked the sender's power). Weft does the same: to the
+    /// weft user a puppet stands for, or to the Matrix user's virtual user.
+    pub(crate) async fn moderate_from_matrix(
+        &self,
+        room_id: weft_core::Id,
+        event: &Value,
+    ) -> Result<(), BridgeError> {
+        let target = event["state_key"].as_str().unwrap_or_default();
+        let content = &event["content"];
+        let membership = content["membership"].as_str().unwrap_or_default();
+        let before = event["unsigned"]["prev_content"]["membership"]
+            .as_str()
+            .unwrap_or_default();
+        let reason = content["reason"].as_str().map(str::to_string);
+        let puppet_of = self.ids().puppet_user_id(target);
+        let actor = self.actor();
+        let chat = self.chat();
+        let outcome = match (membership, before, puppet_of) {
+            ("ban", _, Some(user_id)) => chat.ban(actor, room_id, user_id, reason).await,
+            ("ban", _, None) => chat
+                .ban_virtual(actor, room_id, crate::VIRTUAL_KIND, target, reason)
+                .await
+                .map(|_| ()),
+            ("leave", "ban", Some(user_id)) => chat.unban(actor, room_id, user_id).await,
+            ("leave", "ban", None) => {
+                match chat
+                    .store()
+                    .virtual_user_by_external_id(crate::VIRTUAL_KIND, target)
+                    .await?
+                {
+                    Some(v) => chat.unban_virtual(actor, room_id, v.id).await,
+                    None => Ok(()),
+                }
+            }
+            // A kick of a weft user's puppet removes them from the weft room.
+            ("leave", _, Some(user_id)) => {
+                chat.remove_member(actor, room_id, user_id, reason).await
+            }
+            _ => Ok(()),
+        };
+        match outcome {
+            Ok(()) | Err(weft_chat::ChatError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

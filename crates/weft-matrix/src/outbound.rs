@@ -133,13 +133,37 @@ async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
                 let failures_total = bridge.count_failure();
                 tracing::error!(seq = event.seq, room_id = ?room, error = %e, failures_total, "could not bridge an event to Matrix; recorded as a permanent failure");
                 let (seq, note) = (event.seq, e.to_string());
-                let _ = bridge
+                if let Err(e) = bridge
                     .chat()
                     .store()
                     .write(move |tx| {
                         Box::pin(async move { tx.insert_matrix_failure(seq, room, &note).await })
                     })
-                    .await;
+                    .await
+                {
+                    tracing::error!(seq = event.seq, error = %e, "could not record a Matrix failure");
+                }
+                // A message that never reached Matrix says so where its author sees it.
+                if let Event::MessageCreated {
+                    room_id,
+                    message_id,
+                } = &event.event
+                {
+                    let reason = "it could not be delivered to Matrix";
+                    if let Err(e) = bridge
+                        .chat()
+                        .mark_undelivered(
+                            bridge.actor(),
+                            *room_id,
+                            *message_id,
+                            VIRTUAL_KIND,
+                            reason,
+                        )
+                        .await
+                    {
+                        tracing::error!(seq = event.seq, %message_id, error = %e, "could not mark a message undelivered");
+                    }
+                }
                 return;
             }
         }
@@ -326,17 +350,47 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 .await?;
             Ok(())
         }
-        Event::MessageDeleted { message_id, .. } => {
-            let Some((target, _)) = store
-                .matrix_event_for(&message_id.to_hex(), "message")
-                .await?
-            else {
-                return Ok(());
+        Event::MessageDeleted {
+            message_id,
+            moderator,
+            reason,
+            external_ref,
+            ..
+        } => {
+            // A message from Matrix is known by its event id, its external key: the row that
+            // held it is gone.
+            let target = match external_ref.as_deref().filter(|r| r.starts_with('$')) {
+                Some(event_id) => event_id.to_string(),
+                None => match store
+                    .matrix_event_for(&message_id.to_hex(), "message")
+                    .await?
+                {
+                    Some((event_id, _)) => event_id,
+                    None => return Ok(()),
+                },
             };
-            // The author's puppet may redact its own event; the bot redacts anything.
+            // The bot redacts anything; a moderator's delete says so, with its reason.
+            let why = match moderator {
+                Some(id) => {
+                    let by = store.user(*id).await?.map(|u| u.username);
+                    Some(match (by, reason) {
+                        (Some(by), Some(r)) => format!("Removed on weft by {by}: {r}"),
+                        (Some(by), None) => format!("Removed on weft by {by}"),
+                        (None, Some(r)) => format!("Removed on weft: {r}"),
+                        (None, None) => "Removed on weft by a moderator".to_string(),
+                    })
+                }
+                None => reason.clone(),
+            };
             bridge
                 .hs()
-                .redact(matrix_room, &target, &txn(event), &bridge.ids().bot(), None)
+                .redact(
+                    matrix_room,
+                    &target,
+                    &txn(event),
+                    &bridge.ids().bot(),
+                    why.as_deref(),
+                )
                 .await?;
             Ok(())
         }
@@ -409,7 +463,10 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             // Role changes log RoomUpdated too.
             bridge.sync_power_levels(&mapped).await
         }
-        _ => Ok(()),
+        _ => bridge
+            .moderate_on_matrix(event, matrix_room)
+            .await
+            .map(|_| ()),
     }
 }
 

@@ -669,6 +669,18 @@ impl WriteTx {
             .await
     }
 
+    /// The external key a message was posted under (a bridge's event id), if any.
+    pub async fn external_ref_of(&mut self, message_id: Id) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT external_ref FROM messages WHERE id = $1")
+            .bind(message_id.to_hex())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("external_ref")?,
+            None => None,
+        })
+    }
+
     /// Deletes a message. One whose thread has replies stays as an empty placeholder so the
     /// thread keeps its head; returns whether it became a placeholder.
     pub async fn delete_message(&mut self, message: &Message) -> Result<bool> {
