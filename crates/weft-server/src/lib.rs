@@ -23,7 +23,7 @@ use weft_chat::Chat;
 
 pub use error::{ApiError, ApiResult};
 pub use frames::{Frame, Frames};
-pub use ratelimit::RateLimiter;
+pub use ratelimit::{ClientKey, FAILURES_PER_MINUTE, MAX_TRACKED_CALLERS, RateLimiter};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]

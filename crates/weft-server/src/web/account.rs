@@ -105,6 +105,7 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::ClientKey>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let anonymous = Actor::anonymous();
@@ -112,6 +113,18 @@ pub async fn login(
         return forbidden(&anonymous);
     }
     let next = safe_next(form.next.as_deref());
+    // Wrong passwords count against the address, before the (deliberately slow) hash check.
+    if let Some(axum::Extension(client)) = &client
+        && !state.limiter.may_try_credentials(client)
+    {
+        return login_form(
+            &anonymous,
+            StatusCode::TOO_MANY_REQUESTS,
+            &form.username,
+            &next,
+            Some("Too many failed sign-ins from your address. Wait a minute and try again."),
+        );
+    }
     let user = match state
         .chat
         .authenticate_password(form.username.trim(), &form.password)
@@ -119,6 +132,9 @@ pub async fn login(
     {
         Ok(user) => user,
         Err(weft_chat::ChatError::Unauthorized) => {
+            if let Some(axum::Extension(client)) = &client {
+                state.limiter.record_failure(client);
+            }
             return login_form(
                 &anonymous,
                 StatusCode::UNAUTHORIZED,

@@ -528,3 +528,123 @@ async fn rate_limit_is_429_with_headers() {
         .collect();
     assert_eq!(texts, ["left 2", "left 1", "left 0"]);
 }
+
+/// Budgets belong to who a request proves to be: random tokens on each request are limited
+/// by address (they used to get a fresh budget each), a real user's budget is their own, and
+/// wrong passwords are limited per address before the password hash is checked.
+#[tokio::test]
+async fn rate_limits_follow_identities_not_the_strings_requests_carry() {
+    let server = TestServer::start_with(
+        ChatConfig::default(),
+        ServerConfig {
+            rate_limit_per_minute: 1000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let alice = server.user("alice").await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+
+    let mut limited_after = None;
+    for i in 0..(weft_server::FAILURES_PER_MINUTE + 5) {
+        let r = server
+            .http
+            .get(server.url(&format!("/v1/rooms/{room}/chatMessages")))
+            .bearer_auth(format!("random-guess-{i}"))
+            .send()
+            .await
+            .expect("sent");
+        if r.status().as_u16() == 429 {
+            limited_after = Some(i);
+            break;
+        }
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    assert_eq!(
+        limited_after,
+        Some(weft_server::FAILURES_PER_MINUTE),
+        "guessed tokens must run out of tries"
+    );
+    // Alice, on the same address, still has her own budget.
+    let (status, body) = server
+        .get(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/chatMessages"),
+        )
+        .await;
+    assert_eq!(
+        status, 429,
+        "the address is out of tries, whatever the token: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_users_budget_is_their_own() {
+    let server = TestServer::start_with(
+        ChatConfig::default(),
+        ServerConfig {
+            rate_limit_per_minute: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    for _ in 0..3 {
+        let (status, _) = server
+            .get(Some(&alice.token), &format!("/v1/rooms/{room}"))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}"))
+        .await;
+    assert_eq!(status, 429);
+    let (status, body) = server
+        .get(Some(&bob.token), &format!("/v1/rooms/{room}"))
+        .await;
+    assert_eq!(
+        status, 200,
+        "bob, on the same address, is not limited by alice: {body}"
+    );
+    // A second token of alice's shares her budget.
+    let (_, second) = server
+        .chat
+        .create_token(alice.user.id, "second", false)
+        .await
+        .expect("token");
+    let (status, _) = server
+        .get(Some(&second), &format!("/v1/rooms/{room}"))
+        .await;
+    assert_eq!(status, 429, "a new token does not buy a new budget");
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_limited_per_address() {
+    let server = TestServer::start_with(
+        ChatConfig::default(),
+        ServerConfig {
+            rate_limit_per_minute: 1000,
+            ..Default::default()
+        },
+    )
+    .await;
+    server.user("alice").await;
+    let mut statuses = Vec::new();
+    for _ in 0..(weft_server::FAILURES_PER_MINUTE + 2) {
+        let r = server
+            .http
+            .post(server.url("/login"))
+            .header("origin", &server.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=alice&password=wrong")
+            .send()
+            .await
+            .expect("sent");
+        statuses.push(r.status().as_u16());
+    }
+    let n = weft_server::FAILURES_PER_MINUTE as usize;
+    assert!(statuses[..n].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[n..].iter().all(|s| *s == 429), "{statuses:?}");
+}
