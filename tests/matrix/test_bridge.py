@@ -650,3 +650,20 @@ async def test_typing_matrix_to_weft(room, stack, alice, maria, uid):
                           what="Maria shown typing in weft")
     finally:
         stream.close()
+
+
+async def test_remote_images_in_matrix_html_are_never_loaded(room, alice, maria, uid):
+    """A remote `<img>` in a Matrix message would make every weft reader's browser tell its
+    sender who read it, and when: weft shows it as a link."""
+    await maria.send(room.matrix_id, {
+        "msgtype": "m.text", "body": f"look cat {uid}", "format": "org.matrix.custom.html",
+        "formatted_body": f'look <img src="https://tracker.invalid/p.png?{uid}" alt="cat"> {uid}',
+    })
+    await maria.send_text(room.matrix_id, f"plain ![x](https://tracker.invalid/q.png) {uid}")
+    html_msg = await room.weft_wait(lambda m: uid in m["text"] and "look" in m["text"],
+                                    "the message with an image", api=alice.api)
+    plain_msg = await room.weft_wait(lambda m: m["text"].startswith("plain"),
+                                     "the message with Markdown image syntax", api=alice.api)
+    for m in (html_msg, plain_msg):
+        assert "<img" not in m["html"], m["html"]
+        assert "tracker.invalid" in m["html"], m["html"]

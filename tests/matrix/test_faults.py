@@ -53,3 +53,32 @@ async def test_puppet_that_left_rejoins_and_the_message_arrives(room, stack, ali
         return member and member.get("membership") == "join"
 
     await await_until(joined, what="the puppet to be back in the room")
+
+
+async def test_a_file_larger_than_it_claims_is_refused_while_it_streams(make_stack, uid):
+    """The size a Matrix client declares is not trusted: weft stops reading a download once it
+    passes its upload limit, and tells the sender, instead of buffering the whole file."""
+    stack = make_stack()
+    stack.weft.extra_config = "max_upload_mb = 1"
+    stack.weft.write_config()
+    stack.start()
+    alice = stack.weft.create_user(f"alice{uid}")
+    user_id = stack.synapse.register_user(f"liar{uid}", MATRIX_PASSWORD)
+    liar = await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, "Liar")
+    try:
+        room = await bridge_room(stack, f"big-file-{uid}", [alice], [liar])
+        big = b"\0" * (3 * 1024 * 1024)
+        mxc = await liar.upload(big, "application/octet-stream", f"big-{uid}.bin")
+        sent = await liar.send(room.matrix_id, {
+            "msgtype": "m.file", "body": f"big-{uid}.bin", "url": mxc,
+            "info": {"mimetype": "application/octet-stream", "size": 100},
+        })
+        notice = await room.matrix_wait(
+            liar, lambda e: is_message(e, "m.notice")
+            and e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == sent,
+            "the bot's notice about the file")
+        assert "limit" in notice["content"]["body"], notice
+        assert not any(a.get("name") == f"big-{uid}.bin"
+                       for m in room.weft_history(alice.api) for a in m.get("attachments", []))
+    finally:
+        await liar.close()

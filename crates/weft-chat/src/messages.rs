@@ -170,14 +170,20 @@ impl Chat {
         }))
     }
 
-    /// Renders text and resolves its mentions to users.
+    /// Renders text and resolves its mentions to users; text from another network
+    /// (`from_elsewhere`, a virtual user's) shows its images as links.
     async fn render(
         &self,
         actor: &Actor,
         room: &Room,
         text: &str,
+        from_elsewhere: bool,
     ) -> Result<(String, Vec<MessageMention>, Vec<IssueRef>, Vec<String>)> {
-        let rendered = weft_render::render_markdown(text);
+        let rendered = if from_elsewhere {
+            weft_render::render_markdown_from_elsewhere(text)
+        } else {
+            weft_render::render_markdown(text)
+        };
         let mut mentions = Vec::with_capacity(rendered.mentions.len());
         for m in rendered.mentions {
             if m.screen_name == "/all" {
@@ -273,7 +279,9 @@ impl Chat {
             }
             None => None,
         };
-        let (html, mentions, issues, urls) = self.render(actor, &room, &text).await?;
+        let (html, mentions, issues, urls) = self
+            .render(actor, &room, &text, post.as_virtual.is_some())
+            .await?;
         let new = NewMessage {
             id: Id::generate(),
             room_id: room.id,
@@ -637,7 +645,9 @@ impl Chat {
         }
         let text = text.strip_prefix("/me ").unwrap_or(text).to_string();
         validate::message_text(&text)?;
-        let (html, mentions, issues, urls) = self.render(actor, &room, &text).await?;
+        let from_elsewhere = matches!(view.message.author, Author::Virtual(_));
+        let (html, mentions, issues, urls) =
+            self.render(actor, &room, &text, from_elsewhere).await?;
         let origin = actor.origin.clone();
         let message = view.message.clone();
         self.store()

@@ -113,7 +113,10 @@ impl Homeserver {
     }
 
     /// Downloads an `mxc://server/id` file through authenticated media; returns the bytes.
-    pub async fn download(&self, mxc: &str) -> Result<Vec<u8>, HsError> {
+    /// Stops as soon as the file is known to exceed `limit` bytes (its `Content-Length`, or
+    /// what arrived so far), so a huge file is never buffered: that error (`W_TOO_LARGE`,
+    /// status 413) is permanent.
+    pub async fn download(&self, mxc: &str, limit: u64) -> Result<Vec<u8>, HsError> {
         let (server, media_id) = mxc
             .strip_prefix("mxc://")
             .and_then(|rest| rest.split_once('/'))
@@ -129,7 +132,7 @@ impl Homeserver {
             ],
             None,
         );
-        let response = self
+        let mut response = self
             .http
             .get(url)
             .bearer_auth(&self.as_token)
@@ -142,11 +145,23 @@ impl Homeserver {
                 .err()
                 .unwrap_or_else(|| malformed("download")));
         }
-        response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .map_err(unreachable)
+        let too_large = || HsError {
+            status: Some(413),
+            errcode: "W_TOO_LARGE".into(),
+            message: format!("{mxc} is larger than weft's limit of {limit} bytes"),
+            retry_after_ms: None,
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if bytes.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 
     /// Registers a puppet (no device, no access token); already registered is fine.

@@ -546,7 +546,17 @@ impl Bridge {
             ))
             .into());
         }
-        let bytes = self.hs().download(&file.url).await?;
+        let bytes = match self.hs().download(&file.url, limit).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.errcode == "W_TOO_LARGE" => {
+                return Err(ChatError::TooLarge(format!(
+                    "{} is larger than weft's limit of {limit} bytes",
+                    file.name
+                ))
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let relates = &content["m.relates_to"];
         let target = relates["event_id"]
             .as_str()

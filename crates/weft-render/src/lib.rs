@@ -89,12 +89,21 @@ pub fn mention_name(text: &str) -> Option<String> {
 pub fn render_markdown(text: &str) -> Rendered {
     // The Markdown parser, the TeX renderer and the sanitiser are third-party code. Should
     // one of them fail on some input, the message is still shown, as escaped plain text.
-    std::panic::catch_unwind(|| render(text)).unwrap_or_else(|_| plain_text_fallback(text))
+    std::panic::catch_unwind(|| render(text, markdown::Images::Inline))
+        .unwrap_or_else(|_| plain_text_fallback(text))
 }
 
-fn render(text: &str) -> Rendered {
+/// [`render_markdown`] for text from another network (a bridge's virtual users): its images
+/// become links, so that no reader's browser fetches an address a stranger chose (a remote
+/// image in a Matrix message would tell its sender who read it, and when).
+pub fn render_markdown_from_elsewhere(text: &str) -> Rendered {
+    std::panic::catch_unwind(|| render(text, markdown::Images::AsLinks))
+        .unwrap_or_else(|_| plain_text_fallback(text))
+}
+
+fn render(text: &str, images: markdown::Images) -> Rendered {
     let mut found = markdown::Found::default();
-    let html = markdown::to_html(text, &mut found);
+    let html = markdown::to_html(text, &mut found, images);
     let html = sanitize::clean(&html);
     Rendered {
         html,

@@ -113,11 +113,11 @@ pub(crate) fn escape_html(out: &mut String, text: &str) {
 }
 
 /// Renders `text` to HTML, filling `found` with the mentions, issues and URLs met on the way.
-pub(crate) fn to_html(text: &str, found: &mut Found) -> String {
+pub(crate) fn to_html(text: &str, found: &mut Found, images: Images) -> String {
     let arena = Arena::new();
     let root = parse_document(&arena, text, &OPTIONS);
     raw_html_to_text(&arena, root);
-    rewrite(&arena, root, found);
+    rewrite(&arena, root, found, images);
     let mut html = String::with_capacity(text.len() * 2 + 16);
     // Writing into a String cannot fail; if the renderer ever reported an error anyway,
     // whatever it had written so far is still sanitised and returned.
@@ -218,10 +218,22 @@ enum Work<'a> {
     CodeBlock(Node<'a>),
     /// A link whose target may not be followed: its text stays, the link goes.
     Unlink(Node<'a>),
+    /// An image that must not be fetched: it becomes a link to the same place.
+    ImageToLink(Node<'a>),
+}
+
+/// What happens to Markdown images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Images {
+    /// Shown inline (weft's own users).
+    Inline,
+    /// Turned into links: text from another network is shown, never fetched by the reader's
+    /// browser on a stranger's say-so.
+    AsLinks,
 }
 
 /// Collects link targets, and rewrites text, maths and maths blocks.
-fn rewrite<'a>(arena: &'a Arena<'a>, root: Node<'a>, found: &mut Found) {
+fn rewrite<'a>(arena: &'a Arena<'a>, root: Node<'a>, found: &mut Found, images: Images) {
     let mut work = Vec::new();
     let mut link_depth = 0usize;
     for edge in root.traverse() {
@@ -235,7 +247,12 @@ fn rewrite<'a>(arena: &'a Arena<'a>, root: Node<'a>, found: &mut Found) {
                     }
                     link_depth += 1;
                 }
-                NodeValue::Image(_) => link_depth += 1,
+                NodeValue::Image(_) => {
+                    if images == Images::AsLinks {
+                        work.push(Work::ImageToLink(node));
+                    }
+                    link_depth += 1;
+                }
                 NodeValue::Text(text) if link_depth == 0 && text.contains(['@', '#']) => {
                     work.push(Work::Text(node));
                 }
@@ -269,6 +286,25 @@ fn rewrite<'a>(arena: &'a Arena<'a>, root: Node<'a>, found: &mut Found) {
                     let mut html = String::new();
                     math::push_math(&mut html, &nm.literal, nm.display_math, delimiters);
                     data.value = NodeValue::Raw(html);
+                }
+            }
+            Work::ImageToLink(node) => {
+                let value = std::mem::replace(&mut node.data_mut().value, NodeValue::Paragraph);
+                if let NodeValue::Image(link) = value {
+                    let url = link.url.clone();
+                    if is_allowed_url(&url) {
+                        found.add_url(&url);
+                    }
+                    if node.first_child().is_none() {
+                        node.append(new_node(arena, NodeValue::Text(Cow::Owned(url.clone()))));
+                    }
+                    node.data_mut().value = NodeValue::Link(link);
+                    if !is_allowed_url(&url) {
+                        while let Some(child) = node.first_child() {
+                            node.insert_before(child);
+                        }
+                        node.detach();
+                    }
                 }
             }
             Work::Unlink(node) => {

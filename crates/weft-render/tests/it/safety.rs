@@ -476,3 +476,33 @@ proptest! {
         }
     }
 }
+
+/// Text from another network shows its images as links: a reader's browser never fetches an
+/// address a stranger chose (a remote image tells its sender who read the message, and when).
+#[test]
+fn images_from_elsewhere_are_links_never_fetched() {
+    let got = weft_render::render_markdown_from_elsewhere(
+        "look ![a cat](https://evil.example/track.png) and ![](https://evil.example/bare.png)",
+    );
+    assert!(!got.html.contains("<img"), "{}", got.html);
+    assert!(
+        got.html.contains("href=\"https://evil.example/track.png\"") && got.html.contains("a cat"),
+        "{}",
+        got.html
+    );
+    assert!(
+        got.html.contains("https://evil.example/bare.png"),
+        "{}",
+        got.html
+    );
+    let odd =
+        weft_render::render_markdown_from_elsewhere("![x](javascript:alert(1)) ![y](mxc://hs/id)");
+    assert!(
+        !odd.html.contains("<img") && !odd.html.contains("javascript:"),
+        "{}",
+        odd.html
+    );
+    // Weft's own users keep inline images.
+    let own = weft_render::render_markdown("![a cat](https://example.org/cat.png)");
+    assert!(own.html.contains("<img"), "{}", own.html);
+}
