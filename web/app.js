@@ -206,6 +206,13 @@
     localizeTime(time);
     link.append(time);
     meta.append(' ', link);
+    if (m.undelivered) {
+      // The bridge gave up carrying it: its author should know it never arrived there.
+      const net = badgeLabel(m.undelivered.network);
+      const mark = el('span', 'undelivered', '⚠ not on ' + net);
+      mark.title = 'Not delivered to ' + net + ': ' + m.undelivered.reason;
+      meta.append(' ', mark);
+    }
     if (m.editedAt) meta.append(' ', el('span', 'edited', '(edited)'));
     body.append(meta);
     const text = el('div', 'text');
@@ -1085,9 +1092,84 @@
     for (const [id, p] of seen) {
       const li = personItem(p.name, p.username, p.badge, true, p.avatar);
       li.dataset.virtualId = id;
+      if (page.moderator) {
+        const ban = button('ban link', 'Ban', 'Ban ' + p.username + ' from this room');
+        ban.dataset.username = p.username;
+        li.append(ban);
+      }
       people.append(li);
     }
     box.hidden = seen.size === 0;
+  }
+
+  // ---- Bans (moderators): weft users and Matrix users alike ------------------------------
+
+  const banList = $('#ban-list');
+  async function loadBans() {
+    if (!banList) return;
+    try {
+      const bans = await api('GET', roomPath + '/bans');
+      banList.replaceChildren();
+      for (const b of bans) {
+        const u = b.user || {};
+        const li = personItem(u.displayName || u.username, u.username, u.virtual ? badgeLabel(u.badge) : '', !!u.virtual, u.avatarUrl);
+        if (b.reason) li.title = 'Banned: ' + b.reason;
+        const unban = button('unban link', 'Unban', 'Lift the ban on ' + u.username);
+        unban.dataset.username = u.username;
+        li.append(unban);
+        banList.append(li);
+      }
+    } catch (e) {
+      showError('Could not list the bans: ' + e.message);
+    }
+  }
+
+  async function banPerson(username, reason) {
+    const body = { username };
+    if (reason) body.reason = reason;
+    await api('POST', roomPath + '/bans', body);
+    await loadBans();
+  }
+
+  if (banList) {
+    banList.addEventListener('click', async (e) => {
+      const unban = e.target.closest('.unban');
+      if (!unban) return;
+      unban.disabled = true;
+      try {
+        await api('DELETE', roomPath + '/bans/' + encodeURIComponent(unban.dataset.username));
+        await loadBans();
+      } catch (err) {
+        unban.disabled = false;
+        showError('Could not lift the ban: ' + err.message);
+      }
+    });
+    $('#ban-form').addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const name = $('#ban-name').value.trim().replace(/^@(?=[^:]*$)/, '');
+      if (!name) return;
+      try {
+        await banPerson(name, $('#ban-reason').value.trim());
+        $('#ban-name').value = '';
+        $('#ban-reason').value = '';
+      } catch (err) {
+        showError('Could not ban ' + name + ': ' + err.message);
+      }
+    });
+    const matrixList = $('#matrix-list');
+    if (matrixList) {
+      matrixList.addEventListener('click', async (e) => {
+        const ban = e.target.closest('.ban');
+        if (!ban || !window.confirm('Ban ' + ban.dataset.username + ' from this room?')) return;
+        ban.disabled = true;
+        try {
+          await banPerson(ban.dataset.username, '');
+        } catch (err) {
+          ban.disabled = false;
+          showError('Could not ban ' + ban.dataset.username + ': ' + err.message);
+        }
+      });
+    }
   }
 
   function openMembers() {
@@ -1098,6 +1180,7 @@
     membersToggle.setAttribute('aria-expanded', 'true');
     reloadMembers();
     renderMatrixPeople();
+    loadBans();
     $('#members-close').focus();
   }
 

@@ -183,12 +183,11 @@ pub fn message(view: &MessageView, permalink_base: &str, highlight: bool) -> Str
         username = esc(username),
     );
     if let Some(kind) = badge {
-        let label = if kind.eq_ignore_ascii_case("matrix") {
-            "Matrix".to_string()
-        } else {
-            kind.to_string()
-        };
-        let _ = write!(out, " <span class=\"badge\">{}</span>", esc(&label));
+        let _ = write!(
+            out,
+            " <span class=\"badge\">{}</span>",
+            esc(&network_label(kind))
+        );
     }
     let _ = write!(
         out,
@@ -196,6 +195,14 @@ pub fn message(view: &MessageView, permalink_base: &str, highlight: bool) -> Str
         base = esc(permalink_base),
         id = m.id,
     );
+    if let Some(mark) = &m.undelivered {
+        let _ = write!(
+            out,
+            " <span class=\"undelivered\" title=\"Not delivered to {network}: {reason}\">⚠ not on {network}</span>",
+            network = esc(&network_label(&mark.network)),
+            reason = esc(&mark.reason),
+        );
+    }
     if m.edited_at.is_some() {
         out.push_str(" <span class=\"edited\">(edited)</span>");
     }
@@ -253,6 +260,15 @@ pub fn message(view: &MessageView, permalink_base: &str, highlight: bool) -> Str
     }
     out.push_str("</div></li>");
     out
+}
+
+/// How a network's name is shown.
+fn network_label(kind: &str) -> String {
+    if kind.eq_ignore_ascii_case("matrix") {
+        "Matrix".to_string()
+    } else {
+        kind.to_string()
+    }
 }
 
 #[cfg(test)]

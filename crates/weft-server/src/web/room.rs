@@ -262,6 +262,11 @@ async fn show_room(
     let is_admin = !one_to_one
         && (membership.as_ref().is_some_and(|m| m.role == Role::Admin)
             || actor.user.as_ref().is_some_and(|u| u.site_admin));
+    let is_moderator = is_admin
+        || (!one_to_one
+            && membership
+                .as_ref()
+                .is_some_and(|m| m.role >= Role::Moderator));
     let matrix_server = state
         .config
         .matrix_server_name
@@ -417,7 +422,7 @@ async fn show_room(
         );
     }
     content.push_str("</aside>");
-    members_panel(&mut content, &uri, matrix_server);
+    members_panel(&mut content, &uri, matrix_server, is_moderator);
     if is_admin {
         settings_dialog(&mut content, &room);
     }
@@ -437,6 +442,7 @@ async fn show_room(
         "favourite": membership.as_ref().is_some_and(|m| m.favourite),
         "role": membership.as_ref().map(|m| m.role.as_str()),
         "admin": is_admin,
+        "moderator": is_moderator,
         "matrixServer": matrix_server,
     });
     content.push_str(&html::json_block("weft-page", &data));
@@ -451,7 +457,7 @@ async fn show_room(
 
 /// The member list, filled by the script: members by page, people from Matrix seen in the
 /// room's messages, and where the bridge runs, the room's address on `matrix.to`.
-fn members_panel(out: &mut String, uri: &str, matrix_server: Option<&str>) {
+fn members_panel(out: &mut String, uri: &str, matrix_server: Option<&str>, moderator: bool) {
     let _ = write!(
         out,
         "<aside class=\"side-panel members-panel\" id=\"members\" hidden aria-label=\"Members\"{attr}>\
@@ -466,6 +472,16 @@ fn members_panel(out: &mut String, uri: &str, matrix_server: Option<&str>) {
             None => String::new(),
         },
     );
+    if moderator {
+        // Filled by the script from `GET /v1/rooms/:id/bans`.
+        out.push_str(
+            "<section id=\"bans\"><h3>Banned</h3><ul class=\"member-list\" id=\"ban-list\"></ul>\
+             <form id=\"ban-form\" class=\"ban-form\"><label for=\"ban-name\">Ban a username or Matrix ID</label>\
+             <input id=\"ban-name\" placeholder=\"@spammer:example.org\" autocomplete=\"off\" required>\
+             <input id=\"ban-reason\" placeholder=\"Reason (optional)\" autocomplete=\"off\">\
+             <button type=\"submit\">Ban</button></form></section>",
+        );
+    }
     if let Some(server) = matrix_server {
         let alias = format!("#{}:{server}", uri.to_lowercase().replace('/', "_"));
         let _ = write!(

@@ -310,3 +310,52 @@ async fn a_one_to_one_page_is_found_only_by_its_two_members() {
     let (status, _) = html(&server, &path, None).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_message_a_bridge_gave_up_on_is_marked_on_the_page() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    let said = server.say(&alice, room, "hello matrix").await;
+    let bridge_actor = server
+        .chat
+        .authenticate_token(&bridge.token)
+        .await
+        .expect("bridge actor");
+    let id = crate::harness::id_of(&said);
+    server
+        .chat
+        .mark_undelivered(
+            &bridge_actor,
+            room,
+            id.parse().expect("id"),
+            "matrix",
+            "the <puppet> is banned",
+        )
+        .await
+        .expect("marked");
+    let (status, page) = html(&server, "/acme/general", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(
+            "class=\"undelivered\" title=\"Not delivered to Matrix: the &lt;puppet&gt; is banned\""
+        ),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn only_moderators_get_the_ban_controls() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.join(&bob, "acme/general").await;
+    let _ = room;
+    // A session cookie holds a token like any other.
+    let (_, as_owner) = html(&server, "/acme/general", Some(&alice.token)).await;
+    let (_, as_bob) = html(&server, "/acme/general", Some(&bob.token)).await;
+    assert!(as_owner.contains("id=\"ban-form\""), "the room admin bans");
+    assert!(!as_bob.contains("id=\"ban-form\""), "a member does not");
+}
