@@ -1013,8 +1013,9 @@ def tiny_png(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (200, 
 class FaultProxy:
     """An HTTP proxy on 127.0.0.1 between weft and Synapse that passes every request on,
     except those a test asked to fail: `fail(method, path_pattern, status, times)` answers the
-    next `times` matching requests with `status` (and a Matrix error body) instead. `hits`
-    counts the failures it served, so a test can show the fault really happened."""
+    next `times` matching requests with `status` (and a Matrix error body) instead, and
+    `hang(method, path_pattern, seconds)` holds them first. `hits` counts the faults it
+    served, so a test can show the fault really happened."""
 
     def __init__(self, upstream: str):
         import http.server
@@ -1036,6 +1037,9 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 rule = proxy._take(self.command, self.path)
+                if rule is not None and rule.get("hang"):
+                    time.sleep(rule["hang"])  # a homeserver that does not answer in time
+                    rule = None
                 if rule is not None:
                     data = json.dumps({"errcode": rule["errcode"],
                                        "error": "injected by the test proxy"}).encode()
@@ -1084,6 +1088,15 @@ class FaultProxy:
             self.rules.append({"method": method, "pattern": re.compile(path_pattern),
                                "status": status, "left": times, "errcode": errcode,
                                "name": name})
+        return name
+
+    def hang(self, method: str, path_pattern: str, seconds: float, times: int = 1000) -> str:
+        """Holds the next `times` matching requests for `seconds` before passing them on."""
+        name = f"{method} {path_pattern} hang"
+        with self.lock:
+            self.rules.append({"method": method, "pattern": re.compile(path_pattern),
+                               "status": 0, "left": times, "errcode": "", "name": name,
+                               "hang": seconds})
         return name
 
     def _take(self, method: str, path: str) -> dict | None:

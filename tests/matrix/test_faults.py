@@ -82,3 +82,38 @@ async def test_a_file_larger_than_it_claims_is_refused_while_it_streams(make_sta
                        for m in room.weft_history(alice.api) for a in m.get("attachments", []))
     finally:
         await liar.close()
+
+
+async def test_new_senders_wait_for_no_profile_look_up(make_stack, uid):
+    """The homeserver waits for weft's answer to a transaction: a sender weft has not met is
+    posted under their Matrix ID at once, and their profile is looked up in the background.
+    Here the homeserver holds every profile request for half a minute; the transaction full of
+    new senders must be answered long before."""
+    import time
+
+    stack = make_stack(proxied=True)
+    stack.start()
+    alice = stack.weft.create_user(f"alice{uid}")
+    user_id = stack.synapse.register_user(f"host{uid}", MATRIX_PASSWORD)
+    host = await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, "Host")
+    try:
+        room = await bridge_room(stack, f"new-senders-{uid}", [alice], [host])
+        rule = stack.proxy.hang("GET", r"/_matrix/client/v3/profile/", seconds=30)
+        senders = [f"@new{i}x{uid}:{stack.server_name}" for i in range(40)]
+        events = [{"type": "m.room.message", "room_id": room.matrix_id, "sender": s,
+                   "event_id": f"$new-{uid}-{i}", "origin_server_ts": 1,
+                   "content": {"msgtype": "m.text", "body": f"hello {i} {uid}"}}
+                  for i, s in enumerate(senders)]
+        started = time.monotonic()
+        r = stack.appservice_request("PUT", f"/transactions/new-senders-{uid}",
+                                     json={"events": events}, timeout=60)
+        answered_in = time.monotonic() - started
+        assert r.status_code == 200, r.text
+        assert answered_in < 10, f"the transaction waited {answered_in:.1f} s for the homeserver"
+        texts = {m["text"]: m for m in room.weft_history(alice.api)}
+        first = texts[f"hello 0 {uid}"]
+        assert first["virtualUser"]["externalId"] == senders[0]
+        await await_until(lambda: stack.proxy.hits.get(rule, 0) > 0, timeout=10,
+                          what="the profile look-ups, made in the background")
+    finally:
+        await host.close()

@@ -59,20 +59,21 @@ impl Bridge {
         txn_id: &str,
         body: &Value,
     ) -> Result<(), BridgeError> {
-        // Whether the transaction was applied before is asked only before the first write a
-        // replay would repeat: plain messages are deduplicated by event id anyway, and the
-        // last write records the transaction (or finds it recorded and writes nothing).
+        // A resent transaction is recognised before any work is done on it. Only a
+        // transaction that wrote something is recorded (below); one that wrote nothing
+        // writes nothing again when it comes back.
         let key = translate::transaction_key(txn_id, body);
         let txn_id = key.as_str();
-        let mut known_new = false;
+        if self.chat().store().matrix_transaction_seen(txn_id).await? {
+            return Ok(());
+        }
+        let mut wrote = false;
         self.apply_ephemeral(body).await;
         let mut pending = PendingPosts::default();
         for event in translate::transaction_events(body) {
             let mut plan = self.plan(event, &mut pending).await;
             if matches!(plan, Ok(Plan::AfterPending)) {
-                if !self.is_new(txn_id, &mut known_new).await? {
-                    return Ok(());
-                }
+                wrote = true;
                 self.write_pending(&mut pending, None).await?;
                 plan = self.plan(event, &mut pending).await;
             }
@@ -84,9 +85,7 @@ impl Bridge {
                 }
                 Ok(Plan::Skip) => Ok(()),
                 Ok(Plan::Apply | Plan::AfterPending) => {
-                    if !self.is_new(txn_id, &mut known_new).await? {
-                        return Ok(());
-                    }
+                    wrote = true;
                     self.write_pending(&mut pending, None).await?;
                     self.apply_event(event).await
                 }
@@ -98,13 +97,11 @@ impl Bridge {
                     // Not answered 200: the homeserver sends the transaction again.
                     return Err(e);
                 }
-                if !self.is_new(txn_id, &mut known_new).await? {
-                    return Ok(());
-                }
+                wrote = true;
                 self.record_failure(event, &e).await?;
             }
         }
-        if pending.posts.is_empty() && !known_new {
+        if pending.posts.is_empty() && !wrote {
             // Nothing was written (only echoes of weft's own events, events of unbridged
             // rooms, ephemeral events): a replay would write nothing either, so recording the
             // transaction would only cost a commit, and the homeserver pushes one such
@@ -112,17 +109,6 @@ impl Bridge {
             return Ok(());
         }
         self.write_pending(&mut pending, Some(txn_id)).await
-    }
-
-    /// Whether an AS transaction has not been applied yet; asks the store once.
-    async fn is_new(&self, txn_id: &str, known_new: &mut bool) -> Result<bool, BridgeError> {
-        if !*known_new {
-            if self.chat().store().matrix_transaction_seen(txn_id).await? {
-                return Ok(false);
-            }
-            *known_new = true;
-        }
-        Ok(true)
     }
 
     /// Logs and records an event that could not be bridged. Storage trouble is not such an
@@ -137,9 +123,10 @@ impl Bridge {
         let store = self.chat().store();
         let weft_room = store.room_for_matrix(matrix_room).await?;
         let note = format!("inbound {event_id}: {error}");
+        let key = event_id.to_string();
         store
             .write(move |tx| {
-                Box::pin(async move { tx.insert_matrix_failure(0, weft_room, &note).await })
+                Box::pin(async move { tx.insert_matrix_failure(0, weft_room, &key, &note).await })
             })
             .await?;
         Ok(())
@@ -265,8 +252,13 @@ impl Bridge {
                             }
                             Err(e) => {
                                 let note = format!("inbound {}: {e}", post.event_id);
-                                tx.insert_matrix_failure(0, Some(post.room_id), &note)
-                                    .await?;
+                                tx.insert_matrix_failure(
+                                    0,
+                                    Some(post.room_id),
+                                    &post.event_id,
+                                    &note,
+                                )
+                                .await?;
                                 refused.push((post.event_id, post.matrix_room, post.sender, e));
                             }
                         }

@@ -137,7 +137,10 @@ async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
                     .chat()
                     .store()
                     .write(move |tx| {
-                        Box::pin(async move { tx.insert_matrix_failure(seq, room, &note).await })
+                        Box::pin(async move {
+                            tx.insert_matrix_failure(seq, room, &format!("log:{seq}"), &note)
+                                .await
+                        })
                     })
                     .await
                 {

@@ -338,20 +338,25 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Records an event the bridge could not deliver, for operators to see.
+    /// Records an event the bridge could not deliver, for operators to see, once per `key`
+    /// (a Matrix event id inbound, `log:<seq>` outbound): a replayed transaction or a resend
+    /// after a crash records nothing more.
     pub async fn insert_matrix_failure(
         &mut self,
         event_seq: i64,
         room_id: Option<Id>,
+        key: &str,
         error: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO matrix_failures (event_seq, room_id, error, at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO matrix_failures (event_seq, room_id, error, at, failure_key) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(event_seq)
         .bind(room_id.map(|r| r.to_hex()))
         .bind(error)
         .bind(weft_core::now_millis())
+        .bind(key)
         .execute(&mut *self.conn)
         .await?;
         Ok(())
