@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 
 import requests
 
 from conftest import TIMINGS, bridge_room
-from harness import await_until, live_messages
+from harness import await_until, is_edit, live_messages
 
 ROUNDS = int(os.environ.get("WEFT_E2E_CRASH_ROUNDS", "8"))
 PER_SIDE = int(os.environ.get("WEFT_E2E_CRASH_PER_SIDE", "20"))
@@ -135,3 +136,46 @@ async def test_kill9_during_two_way_stream(stack, alice, maria):
             assert (m.get("virtualUser") or {}).get("externalId") == maria.user_id, m
         else:
             assert m["fromUser"]["id"] == alice.id, m
+
+
+# --------------------------------------------------------------------------------------------
+# The sender's lease
+
+
+async def test_a_sender_that_loses_its_lease_takes_it_again(stack, alice, maria):
+    """Someone else takes the sender's lease behind its back (here: its epoch is bumped in the
+    database, as another holder's taking would): the sender notices, stops, takes the lease
+    again with a newer epoch and goes on from its saved cursor, sending everything once."""
+    room = await bridge_room(stack, "sender-loses-its-lease", [alice], [maria])
+    weft = stack.weft
+
+    async def see(text: str) -> None:
+        await room.matrix_wait(
+            maria, lambda e: not is_edit(e) and e.get("content", {}).get("body") == text,
+            f"{text!r} on Matrix")
+
+    def epoch() -> int:
+        with sqlite3.connect(weft.data_dir / "weft.db", timeout=30) as db:
+            return db.execute(
+                "SELECT epoch FROM leases WHERE name = 'matrix-outbound'").fetchone()[0]
+
+    alice.api.send(room.weft_id, "before the lease moved")
+    await see("before the lease moved")
+    held = epoch()
+    with sqlite3.connect(weft.data_dir / "weft.db", timeout=30) as db:
+        db.execute("UPDATE leases SET epoch = epoch + 1 WHERE name = 'matrix-outbound'")
+    await await_until(lambda: epoch() == held + 2, timeout=15, interval=0.1,
+                      what="the sender to take its lease again")
+    log = weft.process.log_path.read_text()
+    assert "lost the Matrix sender lease" in log, "the sender says that it stopped"
+
+    texts = [f"after the lease moved {i}" for i in range(3)]
+    for t in texts:
+        alice.api.send(room.weft_id, t)
+    for t in texts:
+        await see(t)
+    await maria.settle(1.5)
+    history = await maria.history(room.matrix_id)
+    bodies = [e["content"].get("body") for e in live_messages(history)]
+    for t in ["before the lease moved", *texts]:
+        assert bodies.count(t) == 1, f"{t!r} is on Matrix {bodies.count(t)} times"

@@ -11,7 +11,8 @@
 //!   one replayed to another instance) changes nothing;
 //! - outbound, the sender reads the event log from a stored cursor and sends each event with
 //!   the transaction id `weft-<log seq>`, so a resend after a crash is deduplicated by the
-//!   homeserver; the cursor moves only after the homeserver answered.
+//!   homeserver; the cursor moves only after the homeserver answered, and only while the
+//!   sender holds its fenced lease.
 //!
 //! Spec: <https://spec.matrix.org/latest/application-service-api/>.
 

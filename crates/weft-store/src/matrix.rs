@@ -5,7 +5,7 @@
 use sqlx::Row;
 use weft_core::{Id, Room};
 
-use crate::{Result, Store, WriteTx, rows};
+use crate::{Fence, Result, Store, WriteTx, rows};
 
 /// A bridged room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +223,39 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Records what the outbound sender sent: which weft thing a Matrix event carries; false
+    /// if the event was known. Fenced: fails with [`crate::StoreError::LeaseLost`], writing
+    /// nothing, unless `fence` still holds its lease (checked in the same statement).
+    pub async fn insert_outbound_matrix_event(
+        &mut self,
+        fence: &Fence,
+        matrix_event_id: &str,
+        matrix_room_id: &str,
+        kind: &str,
+        weft_ref: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO matrix_events (matrix_event_id, matrix_room_id, kind, weft_ref, direction) \
+             SELECT $1, $2, $3, $4, $5 WHERE (SELECT epoch FROM leases WHERE name = $6) = $7 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(matrix_event_id)
+        .bind(matrix_room_id)
+        .bind(kind)
+        .bind(weft_ref)
+        .bind(Direction::Outbound.as_str())
+        .bind(fence.name())
+        .bind(fence.epoch())
+        .execute(&mut *self.conn)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // Nothing written: the mapping was there already, or the lease moved.
+        self.check_lease(fence).await?;
+        Ok(false)
+    }
+
     /// Records many event mappings of one kind and direction, one statement per
     /// [`rows::rows_per_statement`]; mappings already recorded are left alone.
     pub async fn insert_matrix_events(
@@ -261,14 +294,22 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Moves the outbound sender's position in the event log.
-    pub async fn set_matrix_cursor(&mut self, seq: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO matrix_cursor (id, last_seq) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq",
+    /// Moves the outbound sender's position in the event log. Fenced: fails with
+    /// [`crate::StoreError::LeaseLost`], moving nothing, unless `fence` still holds its lease
+    /// (checked in the same statement).
+    pub async fn set_matrix_cursor(&mut self, seq: i64, fence: &Fence) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO matrix_cursor (id, last_seq) SELECT 1, $1 WHERE (SELECT epoch FROM leases WHERE name = $2) = $3 \
+             ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq",
         )
         .bind(seq)
+        .bind(fence.name())
+        .bind(fence.epoch())
         .execute(&mut *self.conn)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(fence.lost());
+        }
         Ok(())
     }
 
