@@ -748,6 +748,8 @@ impl Bridge {
             self.hs()
                 .register_puppet(&self.ids().puppet_localpart(user))
                 .await?;
+            // Its device, for transaction ids the homeserver remembers (see `devices`).
+            self.create_device(&mxid).await?;
         }
         self.hs()
             .set_display_name(&mxid, &user.display_name)

@@ -1,8 +1,8 @@
 //! Weft → Matrix: the sender follows the event log from its stored cursor and sends each
-//! change with the transaction id `weft-<seq>`, so a resend after a crash is deduplicated by
-//! the homeserver. Transient failures (homeserver down, 429, 5xx) are retried with back-off,
-//! in order; permanent ones are logged and recorded, and the sender moves on. It runs only
-//! while it holds a fenced lease (see [`weft_store::Lease`]).
+//! change with the transaction id `weft-<seq>` from the sending user's device, so a resend
+//! after a crash is deduplicated by the homeserver. Transient failures (homeserver down, 429,
+//! 5xx) are retried with back-off, in order; permanent ones are logged and recorded, and the
+//! sender moves on. It runs only while it holds a fenced lease (see [`weft_store::Lease`]).
 
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ async fn follow(bridge: &Bridge, lease: &Lease) -> Result<std::convert::Infallib
         // sender has been idle for a second or once a second under load, not after every
         // batch: that write would be one more commit for every transaction the homeserver
         // pushes. A crash resends at most that second's events, under the same transaction
-        // ids, which the homeserver deduplicates.
+        // ids from the same devices, which the homeserver deduplicates.
         if last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
             saved = save_cursor(store, fence, cursor).await?.unwrap_or(saved);
             last_save = Instant::now();
@@ -307,7 +307,6 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
                 "sending to Matrix"
             );
             let event_id = bridge
-                .hs()
                 .send(
                     matrix_room,
                     "m.room.message",
@@ -343,7 +342,6 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             let pills = pills(bridge, &view).await?;
             let content = translate::edit_content(&view.message, &pills, &original);
             bridge
-                .hs()
                 .send(
                     matrix_room,
                     "m.room.message",
@@ -363,7 +361,6 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             };
             // The author's puppet may redact its own event; the bot redacts anything.
             bridge
-                .hs()
                 .redact(matrix_room, &target, &txn(event), &bridge.ids().bot())
                 .await?;
             Ok(())
@@ -387,7 +384,6 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             bridge.ensure_joined(matrix_room, &sender).await?;
             let content = translate::reaction_content(&target, emoji);
             let event_id = bridge
-                .hs()
                 .send(matrix_room, "m.reaction", &txn(event), &content, &sender)
                 .await?;
             record_sent(
@@ -416,7 +412,6 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             };
             let sender = bridge.ids().puppet(&user);
             bridge
-                .hs()
                 .redact(matrix_room, &target, &txn(event), &sender)
                 .await?;
             Ok(())
@@ -482,7 +477,6 @@ async fn send_files(
             translate::file_content(attachment, &mxc, caption.as_deref(), thread_root, permalink);
         let txn_id = format!("{}-{index}", txn(event));
         let event_id = bridge
-            .hs()
             .send(matrix_room, "m.room.message", &txn_id, &content, sender)
             .await?;
         if index == 0 {

@@ -89,6 +89,19 @@ impl Store {
             .transpose()
     }
 
+    /// The device the bridge sends as for one of its Matrix users (a puppet or the bot), if
+    /// one was created.
+    pub async fn matrix_device(&self, mxid: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT device_id FROM matrix_puppets WHERE mxid = $1")
+            .bind(mxid)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("device_id"))
+            .transpose()?
+            .flatten())
+    }
+
     /// Whether the puppet is known to have joined the Matrix room.
     pub async fn matrix_member(&self, matrix_room_id: &str, mxid: &str) -> Result<bool> {
         let row = sqlx::query(
@@ -185,6 +198,21 @@ impl WriteTx {
         .bind(mxid)
         .bind(display_name.map(str::to_string))
         .bind(weft_core::now_millis())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the device created for one of the bridge's Matrix users (a puppet, or the bot,
+    /// which then gets a row without a display name).
+    pub async fn set_matrix_device(&mut self, mxid: &str, device_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO matrix_puppets (mxid, display_name, registered_at, device_id) VALUES ($1, NULL, $2, $3) \
+             ON CONFLICT (mxid) DO UPDATE SET device_id = excluded.device_id",
+        )
+        .bind(mxid)
+        .bind(weft_core::now_millis())
+        .bind(device_id)
         .execute(&mut *self.conn)
         .await?;
         Ok(())

@@ -951,6 +951,46 @@ pub async fn fenced_writes_need_the_current_lease(store: &Store) {
     );
 }
 
+/// The bridge remembers a device per Matrix user; the bot gets a row of its own.
+pub async fn matrix_devices_are_recorded(store: &Store) {
+    assert_eq!(store.matrix_device("@p:hs").await.expect("device"), None);
+    store
+        .write(|tx| {
+            Box::pin(async move {
+                tx.upsert_matrix_puppet("@p:hs", Some("P")).await?;
+                tx.set_matrix_device("@bot:hs", "WEFT").await
+            })
+        })
+        .await
+        .expect("rows");
+    assert_eq!(
+        store.matrix_device("@p:hs").await.expect("device"),
+        None,
+        "a puppet registered before devices has none"
+    );
+    assert_eq!(
+        store.matrix_device("@bot:hs").await.expect("device"),
+        Some("WEFT".into())
+    );
+    store
+        .write(|tx| Box::pin(async move { tx.set_matrix_device("@p:hs", "WEFT").await }))
+        .await
+        .expect("device");
+    assert_eq!(
+        store.matrix_device("@p:hs").await.expect("device"),
+        Some("WEFT".into())
+    );
+    assert_eq!(
+        store.matrix_puppet("@p:hs").await.expect("puppet"),
+        Some(Some("P".into())),
+        "recording a device keeps the display name"
+    );
+    assert_eq!(
+        store.matrix_puppet("@bot:hs").await.expect("bot"),
+        Some(None)
+    );
+}
+
 pub async fn users_are_found_by_part_of_their_name(store: &Store) {
     let mut names = Vec::new();
     for (username, display) in [

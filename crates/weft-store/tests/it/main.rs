@@ -156,6 +156,7 @@ conformance!(
     external_refs_are_unique,
     matrix_mappings_round_trip,
     fenced_writes_need_the_current_lease,
+    matrix_devices_are_recorded,
     users_are_found_by_part_of_their_name,
     readers_are_the_members_read_by_counts,
     cached_standing_follows_bans_roles_and_room_changes,
