@@ -57,6 +57,7 @@ def test_registration_file(stack, alice, bob):
     assert reg["rate_limited"] is False
     assert reg["receive_ephemeral"] is True
     assert "de.sorunome.msc2409.push_ephemeral" not in reg, "makes ephemeral events arrive twice"
+    assert reg["io.element.msc4190"] is True, "devices without logins (MSC4190)"
     for key in ("as_token", "hs_token"):
         assert isinstance(reg[key], str) and len(reg[key]) >= SECRET_MIN_CHARS, key
     assert reg["as_token"] != reg["hs_token"]

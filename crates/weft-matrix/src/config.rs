@@ -18,6 +18,10 @@ pub struct MatrixSettings {
     pub registration: PathBuf,
 }
 
+/// The registration key that turns on MSC4190 (device management by the application
+/// service: devices without access tokens).
+pub const MSC4190_KEY: &str = "io.element.msc4190";
+
 /// Settings plus the registration they point to.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -25,28 +29,53 @@ pub struct BridgeConfig {
     pub settings: MatrixSettings,
     /// The parsed registration.
     pub registration: Registration,
+    /// Whether the registration has `io.element.msc4190: true`: the bridge then creates its
+    /// users' devices through MSC4190, else through appservice login.
+    pub device_management: bool,
 }
 
 impl BridgeConfig {
     /// Reads the registration file named in the settings.
     pub fn load(settings: MatrixSettings) -> Result<BridgeConfig, BridgeError> {
-        let registration = read_registration(&settings.registration)?;
+        let text = read_registration_text(&settings.registration)?;
+        let registration = parse_registration(&settings.registration, &text)?;
+        let extensions: Extensions = serde_saphyr::from_str(&text).map_err(|e| {
+            BridgeError::Config(format!(
+                "the registration {} is not valid: {e}",
+                settings.registration.display()
+            ))
+        })?;
         Ok(BridgeConfig {
             settings,
             registration,
+            device_management: extensions.msc4190,
         })
     }
 }
 
+/// Keys of the registration that ruma's type does not know.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Extensions {
+    #[serde(rename = "io.element.msc4190", default)]
+    msc4190: bool,
+}
+
 /// Parses a registration YAML file.
 pub fn read_registration(path: &Path) -> Result<Registration, BridgeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse_registration(path, &read_registration_text(path)?)
+}
+
+fn read_registration_text(path: &Path) -> Result<String, BridgeError> {
+    std::fs::read_to_string(path).map_err(|e| {
         BridgeError::Config(format!(
             "cannot read the registration {}: {e}",
             path.display()
         ))
-    })?;
-    serde_saphyr::from_str(&text).map_err(|e| {
+    })
+}
+
+fn parse_registration(path: &Path, text: &str) -> Result<Registration, BridgeError> {
+    serde_saphyr::from_str(text).map_err(|e| {
         BridgeError::Config(format!(
             "the registration {} is not valid: {e}",
             path.display()
@@ -82,7 +111,12 @@ pub fn generate_registration(
     .into();
     // Only the stable key: with the unstable one too, Synapse sends every ephemeral event twice.
     registration.receive_ephemeral = true;
-    let yaml = serde_saphyr::to_string(&registration)
+    // MSC4190: the bridge creates its users' devices without logging them in (see `devices`).
+    let generated = Generated {
+        registration: &registration,
+        extensions: Extensions { msc4190: true },
+    };
+    let yaml = serde_saphyr::to_string(&generated)
         .map_err(|e| BridgeError::Config(format!("cannot write the registration: {e}")))?;
     let settings = MatrixSettings {
         homeserver_url: homeserver_url.trim_end_matches('/').to_string(),
@@ -96,6 +130,15 @@ pub fn generate_registration(
         settings.registration.display().to_string()
     );
     Ok((yaml, toml))
+}
+
+/// The registration as written: ruma's fields and ours.
+#[derive(Serialize)]
+struct Generated<'a> {
+    #[serde(flatten)]
+    registration: &'a Registration,
+    #[serde(flatten)]
+    extensions: Extensions,
 }
 
 fn random_token() -> String {
@@ -129,6 +172,23 @@ mod tests {
         assert!(
             !yaml.contains("msc2409"),
             "only the stable ephemeral key: {yaml}"
+        );
+        assert!(yaml.contains("io.element.msc4190: true"), "{yaml}");
+        let settings = MatrixSettings {
+            homeserver_url: "http://127.0.0.1:8008".into(),
+            server_name: "weft.test".into(),
+            registration: path.clone(),
+        };
+        let loaded = BridgeConfig::load(settings.clone()).expect("loads");
+        assert!(loaded.device_management, "the flag is read back");
+
+        // An older registration, written before the flag: devices through login.
+        let older = yaml.replace("io.element.msc4190: true", "");
+        std::fs::write(&path, &older).expect("written");
+        assert!(
+            !BridgeConfig::load(settings)
+                .expect("loads")
+                .device_management
         );
         assert!(toml.contains("homeserver_url = \"http://127.0.0.1:8008\""));
         assert!(toml.contains("server_name = \"weft.test\""));

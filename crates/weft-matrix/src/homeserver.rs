@@ -57,12 +57,21 @@ impl Homeserver {
     }
 
     fn url(&self, segments: &[&str], as_user: Option<&str>) -> Url {
+        self.device_url(segments, as_user, None)
+    }
+
+    /// A URL acting as `as_user` and, if given, as one of its devices (device masquerading:
+    /// the device must exist).
+    fn device_url(&self, segments: &[&str], as_user: Option<&str>, device: Option<&str>) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
         }
         if let Some(user) = as_user {
             url.query_pairs_mut().append_pair("user_id", user);
+        }
+        if let Some(device) = device {
+            url.query_pairs_mut().append_pair("device_id", device);
         }
         url
     }
@@ -75,9 +84,25 @@ impl Homeserver {
         as_user: Option<&str>,
         body: Option<Value>,
     ) -> Result<Value, HsError> {
+        self.call_with_device(method, segments, as_user, None, body)
+            .await
+    }
+
+    /// [`Homeserver::call`] as one of `as_user`'s devices (`?device_id=`), which must exist.
+    /// The homeserver keeps the transaction ids of requests made with a device (Synapse: in
+    /// its database, for a day); without one, an application service's are kept only in
+    /// memory, if at all.
+    pub async fn call_with_device(
+        &self,
+        method: Method,
+        segments: &[&str],
+        as_user: Option<&str>,
+        device: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Value, HsError> {
         let mut request = self
             .http
-            .request(method, self.url(segments, as_user))
+            .request(method, self.device_url(segments, as_user, device))
             .bearer_auth(&self.as_token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -180,6 +205,44 @@ impl Homeserver {
             Err(e) if e.errcode == "M_USER_IN_USE" => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Creates (or keeps) a device of one of the application service's users, without an
+    /// access token (MSC4190: `PUT /_matrix/client/v3/devices/{deviceId}` as the application
+    /// service; the registration needs `io.element.msc4190: true`).
+    ///
+    /// Spec: <https://github.com/matrix-org/matrix-spec-proposals/pull/4190>.
+    pub async fn put_device(&self, mxid: &str, device_id: &str) -> Result<(), HsError> {
+        self.call(
+            Method::PUT,
+            &["_matrix", "client", "v3", "devices", device_id],
+            Some(mxid),
+            Some(json!({ "display_name": "weft" })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates (or keeps) a device of one of the application service's users by logging in
+    /// as it (`m.login.application_service` with a fixed device id): for registrations and
+    /// homeservers without MSC4190. The access token it answers is not kept.
+    ///
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#appservice-login>.
+    pub async fn login_device(&self, mxid: &str, device_id: &str) -> Result<(), HsError> {
+        let body = json!({
+            "type": "m.login.application_service",
+            "identifier": { "type": "m.id.user", "user": mxid },
+            "device_id": device_id,
+            "initial_device_display_name": "weft",
+        });
+        self.call(
+            Method::POST,
+            &["_matrix", "client", "v3", "login"],
+            None,
+            Some(body),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Sets a user's display name.
@@ -380,8 +443,9 @@ impl Homeserver {
         .map(|_| ())
     }
 
-    /// Sends an event as `mxid` with a transaction id; returns the event id. Sending the same
-    /// transaction id again returns the same event (the homeserver deduplicates).
+    /// Sends an event as `mxid` from its device `device_id` with a transaction id; returns the
+    /// event id. Sending the same transaction id from the same device again returns the same
+    /// event (the homeserver deduplicates, across its restarts too).
     pub async fn send(
         &self,
         room_id: &str,
@@ -389,14 +453,16 @@ impl Homeserver {
         txn_id: &str,
         content: &Value,
         mxid: &str,
+        device_id: &str,
     ) -> Result<String, HsError> {
         let value = self
-            .call(
+            .call_with_device(
                 Method::PUT,
                 &[
                     "_matrix", "client", "v3", "rooms", room_id, "send", event_type, txn_id,
                 ],
                 Some(mxid),
+                Some(device_id),
                 Some(content.clone()),
             )
             .await?;
@@ -427,25 +493,28 @@ impl Homeserver {
         .map(|_| ())
     }
 
-    /// Redacts an event as `mxid`, with a reason if given.
+    /// Redacts an event as `mxid` from its device `device_id`, with a transaction id that the
+    /// homeserver deduplicates like [`Homeserver::send`]'s, and a reason if given.
     pub async fn redact(
         &self,
         room_id: &str,
         event_id: &str,
         txn_id: &str,
         mxid: &str,
+        device_id: &str,
         reason: Option<&str>,
     ) -> Result<(), HsError> {
         let body = match reason {
             Some(reason) => json!({ "reason": reason }),
             None => json!({}),
         };
-        self.call(
+        self.call_with_device(
             Method::PUT,
             &[
                 "_matrix", "client", "v3", "rooms", room_id, "redact", event_id, txn_id,
             ],
             Some(mxid),
+            Some(device_id),
             Some(body),
         )
         .await

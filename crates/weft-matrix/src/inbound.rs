@@ -769,6 +769,8 @@ impl Bridge {
             self.hs()
                 .register_puppet(&self.ids().puppet_localpart(user))
                 .await?;
+            // Its device, for transaction ids the homeserver remembers (see `devices`).
+            self.create_device(&mxid).await?;
         }
         self.hs()
             .set_display_name(&mxid, &user.display_name)
@@ -818,11 +820,12 @@ impl Bridge {
         mxid: &str,
     ) -> Result<String, BridgeError> {
         match self
-            .hs()
             .send(matrix_room_id, event_type, txn_id, content, mxid)
             .await
         {
-            Err(e) if e.status == Some(403) && mxid != self.ids().bot() => {
+            Err(BridgeError::Homeserver(e))
+                if e.status == Some(403) && mxid != self.ids().bot() =>
+            {
                 tracing::info!(matrix_room_id, %mxid, error = %e, "a puppet was refused; joining the room again");
                 let (r, m) = (matrix_room_id.to_string(), mxid.to_string());
                 self.chat()
@@ -830,12 +833,10 @@ impl Bridge {
                     .write(move |tx| Box::pin(async move { tx.delete_matrix_member(&r, &m).await }))
                     .await?;
                 self.ensure_joined(matrix_room_id, mxid).await?;
-                Ok(self
-                    .hs()
-                    .send(matrix_room_id, event_type, txn_id, content, mxid)
-                    .await?)
+                self.send(matrix_room_id, event_type, txn_id, content, mxid)
+                    .await
             }
-            sent => Ok(sent?),
+            sent => sent,
         }
     }
 

@@ -10,13 +10,15 @@
 //!   Matrix event id is a unique key on the message it becomes, so a retried transaction (or
 //!   one replayed to another instance) changes nothing;
 //! - outbound, the sender reads the event log from a stored cursor and sends each event with
-//!   the transaction id `weft-<log seq>`, so a resend after a crash is deduplicated by the
-//!   homeserver; the cursor moves only after the homeserver answered.
+//!   the transaction id `weft-<log seq>` from the sending user's device, so a resend after a
+//!   crash is deduplicated by the homeserver, even across its restarts; the cursor moves only
+//!   after the homeserver answered, and only while the sender holds its fenced lease.
 //!
 //! Spec: <https://spec.matrix.org/latest/application-service-api/>.
 
 pub mod appservice;
 pub mod config;
+mod devices;
 pub mod homeserver;
 pub mod ids;
 mod inbound;
@@ -85,6 +87,8 @@ struct Inner {
     /// and forgets this when it takes it.
     mapped_rooms:
         std::sync::Mutex<std::collections::HashMap<weft_core::Id, weft_store::MatrixRoom>>,
+    /// The device each of the bridge's Matrix users sends as, once known (see `devices`).
+    devices: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Bridge {
@@ -149,6 +153,7 @@ impl Bridge {
                 refusals: Default::default(),
                 failures: failures.into(),
                 mapped_rooms: Default::default(),
+                devices: Default::default(),
             }),
         })
     }
@@ -190,8 +195,24 @@ impl Bridge {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn devices(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.inner
+            .devices
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Starts the outbound sender (weft → Matrix) in the background.
     pub fn start(&self) {
+        if !self.config().device_management {
+            tracing::warn!(
+                registration = %self.config().settings.registration.display(),
+                "the registration lacks `{}: true`: the bridge's users get their devices through \
+                 appservice login, which leaves an unused access token for each; add the flag \
+                 (both to weft's and the homeserver's copy) and restart the homeserver",
+                config::MSC4190_KEY
+            );
+        }
         tokio::spawn(outbound::run(self.clone()));
         tokio::spawn(typing::run(self.clone()));
         // A ping makes the homeserver retry queued transactions now instead of after its

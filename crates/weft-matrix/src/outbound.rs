@@ -1,12 +1,13 @@
 //! Weft → Matrix: the sender follows the event log from its stored cursor and sends each
-//! change with the transaction id `weft-<seq>`, so a resend after a crash is deduplicated by
-//! the homeserver. Transient failures (homeserver down, 429, 5xx) are retried with back-off,
-//! in order; permanent ones are logged and recorded, and the sender moves on.
+//! change with the transaction id `weft-<seq>` from the sending user's device, so a resend
+//! after a crash is deduplicated by the homeserver. Transient failures (homeserver down, 429,
+//! 5xx) are retried with back-off, in order; permanent ones are logged and recorded, and the
+//! sender moves on. It runs only while it holds a fenced lease (see [`weft_store::Lease`]).
 
 use std::time::{Duration, Instant};
 
 use weft_core::{Author, Event, LoggedEvent, MessageView, Profile, RoomKind};
-use weft_store::Direction;
+use weft_store::{Fence, Lease, StoreError};
 
 use crate::privacy::Closing;
 use crate::translate::{self, Pill};
@@ -19,19 +20,50 @@ const BATCH: i64 = 200;
 /// how long the sender waits idle before saving it.
 const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The lease of the one sender across all instances sharing the database.
+const LEASE: &str = "matrix-outbound";
+
+/// The sender found that it no longer holds its lease.
+#[derive(Debug)]
+struct LeaseLost;
+
 pub(crate) async fn run(bridge: Bridge) {
     let store = bridge.chat().store().clone();
     // One sender across all instances sharing the database: two would race on the cursor and
-    // upload every file twice, and the homeserver's transaction-id dedupe only lasts so long.
-    let _lease = loop {
-        match store.hold_lease("matrix-outbound").await {
-            Ok(lease) => break lease,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot take the Matrix sender lease; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+    // upload every file twice. The lease is fenced: a sender that lost it (its database
+    // session dropped, its process paused) stops at once, and the writes it still tries are
+    // refused, so it can neither send on nor move the cursor; then it waits for the lease
+    // again and, with a new epoch, starts over from the durable cursor.
+    loop {
+        let lease = loop {
+            match store.take_lease(LEASE).await {
+                Ok(lease) => break lease,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take the Matrix sender lease; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
             }
+        };
+        tracing::info!(epoch = lease.epoch(), "sending to Matrix");
+        let mut lost = lease.lost();
+        // Dropping `follow` drops whatever it had in flight (a request, a retry's wait).
+        tokio::select! {
+            biased;
+            _ = lost.wait_for(|lost| *lost) => {}
+            _ = follow(&bridge, &lease) => {}
         }
-    };
+        tracing::warn!(
+            epoch = lease.epoch(),
+            "lost the Matrix sender lease: stopped sending, waiting to take it again"
+        );
+    }
+}
+
+/// Follows the event log and sends, until the lease is found lost.
+async fn follow(bridge: &Bridge, lease: &Lease) -> Result<std::convert::Infallible, LeaseLost> {
+    let store = bridge.chat().store();
+    let fence = lease.fence();
+    // While another instance held the lease, it may have opened or closed rooms.
     bridge.forget_mapped_rooms();
     let mut committed = store.committed();
     // First start: begin at the present; history is not replayed into Matrix.
@@ -66,7 +98,7 @@ pub(crate) async fn run(bridge: Bridge) {
                 _ = committed.changed() => {}
                 _ = tokio::time::sleep(CURSOR_SAVE_INTERVAL) => {
                     if cursor > saved {
-                        saved = save_cursor(&store, cursor).await.unwrap_or(saved);
+                        saved = save_cursor(store, fence, cursor).await?.unwrap_or(saved);
                         last_save = Instant::now();
                     }
                 }
@@ -74,7 +106,7 @@ pub(crate) async fn run(bridge: Bridge) {
             continue;
         };
         for event in events {
-            deliver_with_retries(&bridge, &event).await;
+            deliver_with_retries(bridge, lease, &event).await?;
             cursor = event.seq;
         }
         cursor = cursor.max(scanned_to);
@@ -83,39 +115,62 @@ pub(crate) async fn run(bridge: Bridge) {
         // sender has been idle for a second or once a second under load, not after every
         // batch: that write would be one more commit for every transaction the homeserver
         // pushes. A crash resends at most that second's events, under the same transaction
-        // ids, which the homeserver deduplicates.
+        // ids from the same devices, which the homeserver deduplicates.
         if last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
-            saved = save_cursor(&store, cursor).await.unwrap_or(saved);
+            saved = save_cursor(store, fence, cursor).await?.unwrap_or(saved);
             last_save = Instant::now();
         }
     }
 }
 
-/// Saves the sender's cursor; answers the saved position, or `None` (logged) if it failed.
-async fn save_cursor(store: &weft_store::Store, seq: i64) -> Option<i64> {
+/// Saves the sender's cursor; answers the saved position, or `None` (logged) if the write
+/// failed for a reason other than a lost lease.
+async fn save_cursor(
+    store: &weft_store::Store,
+    fence: &Fence,
+    seq: i64,
+) -> Result<Option<i64>, LeaseLost> {
+    let fence = fence.clone();
     match store
-        .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq).await }))
+        .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq, &fence).await }))
         .await
     {
-        Ok(()) => Some(seq),
+        Ok(()) => Ok(Some(seq)),
+        Err(StoreError::LeaseLost { .. }) => Err(LeaseLost),
         Err(e) => {
             tracing::error!(error = %e, seq, "cannot save the Matrix cursor");
-            None
+            Ok(None)
         }
     }
 }
 
-async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
+async fn deliver_with_retries(
+    bridge: &Bridge,
+    lease: &Lease,
+    event: &LoggedEvent,
+) -> Result<(), LeaseLost> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match deliver(bridge, event).await {
+        // Each attempt may send: first the cheap check that the lease still holds (the fenced
+        // writes that follow a send are the sure one).
+        if lease.is_lost() {
+            return Err(LeaseLost);
+        }
+        match deliver(bridge, lease.fence(), event).await {
             Ok(()) => {
                 tracing::debug!(
                     seq = event.seq,
                     since_logged_ms = weft_core::now_millis() - event.at,
                     "delivered to Matrix"
                 );
-                return;
+                return Ok(());
+            }
+            Err(BridgeError::Store(StoreError::LeaseLost { .. })) => {
+                tracing::warn!(
+                    seq = event.seq,
+                    "the Matrix sender lease moved while sending"
+                );
+                return Err(LeaseLost);
             }
             Err(BridgeError::Homeserver(e)) if e.is_transient() => {
                 let wait = e.retry_after_ms.map(Duration::from_millis).unwrap_or(delay);
@@ -167,35 +222,37 @@ async fn deliver_with_retries(bridge: &Bridge, event: &LoggedEvent) {
                         tracing::error!(seq = event.seq, %message_id, error = %e, "could not mark a message undelivered");
                     }
                 }
-                return;
+                return Ok(());
             }
         }
     }
 }
 
 /// Records what a logged change became on Matrix and moves the cursor past it, in one
-/// write: the next event waits for one commit, not two.
+/// write: the next event waits for one commit, not two. Fenced: refused if the lease moved.
 async fn record_sent(
     bridge: &Bridge,
+    fence: &Fence,
     event: &LoggedEvent,
     matrix_event_id: &str,
     matrix_room: &str,
     kind: &'static str,
     weft_ref: String,
 ) -> Result<(), BridgeError> {
-    let (seq, e, r) = (
+    let (seq, e, r, fence) = (
         event.seq,
         matrix_event_id.to_string(),
         matrix_room.to_string(),
+        fence.clone(),
     );
     bridge
         .chat()
         .store()
         .write(move |tx| {
             Box::pin(async move {
-                tx.insert_matrix_event(&e, &r, kind, &weft_ref, Direction::Outbound)
+                tx.insert_outbound_matrix_event(&fence, &e, &r, kind, &weft_ref)
                     .await?;
-                tx.set_matrix_cursor(seq).await
+                tx.set_matrix_cursor(seq, &fence).await
             })
         })
         .await?;
@@ -207,7 +264,7 @@ fn txn(event: &LoggedEvent) -> String {
 }
 
 /// Sends one logged change to Matrix, if it concerns a bridged room.
-async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError> {
+async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<(), BridgeError> {
     if event.origin.0 == VIRTUAL_KIND {
         return Ok(()); // Came from Matrix: never echo it back.
     }
@@ -288,7 +345,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             if !view.message.attachments.is_empty() {
                 return send_files(
                     bridge,
-                    event,
+                    Sending { event, fence },
                     &view,
                     matrix_room,
                     &sender,
@@ -319,6 +376,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 .await?;
             record_sent(
                 bridge,
+                fence,
                 event,
                 &event_id,
                 matrix_room,
@@ -386,7 +444,6 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 None => reason.clone(),
             };
             bridge
-                .hs()
                 .redact(
                     matrix_room,
                     &target,
@@ -420,6 +477,7 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
                 .await?;
             record_sent(
                 bridge,
+                fence,
                 event,
                 &event_id,
                 matrix_room,
@@ -443,7 +501,6 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
             };
             let sender = bridge.ids().puppet(&user);
             bridge
-                .hs()
                 .redact(matrix_room, &target, &txn(event), &sender, None)
                 .await?;
             Ok(())
@@ -473,11 +530,18 @@ async fn deliver(bridge: &Bridge, event: &LoggedEvent) -> Result<(), BridgeError
     }
 }
 
+/// A log entry on its way to Matrix, with the fence that the writes recording it carry.
+#[derive(Clone, Copy)]
+struct Sending<'a> {
+    event: &'a LoggedEvent,
+    fence: &'a Fence,
+}
+
 /// Sends a message's files as `m.image`/`m.file`/… events, uploaded to the media repository
 /// as the author; the first event stands for the message.
 async fn send_files(
     bridge: &Bridge,
-    event: &LoggedEvent,
+    Sending { event, fence }: Sending<'_>,
     view: &MessageView,
     matrix_room: &str,
     sender: &str,
@@ -506,14 +570,21 @@ async fn send_files(
             .send_as_member(matrix_room, "m.room.message", &txn_id, &content, sender)
             .await?;
         if index == 0 {
+            let (e, r, w, fence) = (
+                event_id.clone(),
+                matrix_room.to_string(),
+                view.message.id.to_hex(),
+                fence.clone(),
+            );
             bridge
-                .record_mapping(
-                    Direction::Outbound,
-                    &event_id,
-                    matrix_room,
-                    "message",
-                    &view.message.id.to_hex(),
-                )
+                .chat()
+                .store()
+                .write(move |tx| {
+                    Box::pin(async move {
+                        tx.insert_outbound_matrix_event(&fence, &e, &r, "message", &w)
+                            .await
+                    })
+                })
                 .await?;
         }
     }

@@ -162,15 +162,14 @@ impl Bridge {
         text: &str,
     ) -> Result<(), BridgeError> {
         let content = json!({ "msgtype": "m.notice", "body": text });
-        self.hs()
-            .send(
-                matrix_room,
-                "m.room.message",
-                &format!("weft-{}-notice", event.seq),
-                &content,
-                &self.ids().bot(),
-            )
-            .await?;
+        self.send(
+            matrix_room,
+            "m.room.message",
+            &format!("weft-{}-notice", event.seq),
+            &content,
+            &self.ids().bot(),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -143,7 +143,6 @@ impl Bridge {
         tokio::spawn(async move {
             let bot = bridge.ids().bot();
             if let Err(e) = bridge
-                .hs()
                 .send(&room, "m.room.message", &txn, &content, &bot)
                 .await
             {

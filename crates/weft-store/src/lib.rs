@@ -10,6 +10,7 @@
 mod access;
 mod communities;
 mod events;
+mod lease;
 mod matrix;
 mod messages;
 mod moderation;
@@ -26,6 +27,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 use tokio::sync::watch;
 
 pub use access::ACCESS_CACHE_TTL;
+pub use lease::{Fence, LEASE_CHECK_INTERVAL, Lease};
 pub use matrix::{Direction, MatrixFailure, MatrixRoom};
 pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
 pub use moderation::Ban;
@@ -66,6 +68,15 @@ pub enum StoreError {
     /// the job's error back to its caller.
     #[error("{0}")]
     Aborted(Box<dyn std::error::Error + Send + Sync>),
+    /// A fenced write was refused: its lease was taken by someone else since (see
+    /// [`Store::take_lease`]). The holder must stop and take the lease again.
+    #[error("the lease {name} (epoch {epoch}) was lost")]
+    LeaseLost {
+        /// The lease's name.
+        name: String,
+        /// The epoch the writer held it at.
+        epoch: i64,
+    },
 }
 
 impl StoreError {
@@ -190,29 +201,6 @@ impl Store {
         self.writer.note_remote_commit(seq);
     }
 
-    /// Holds a named lease for the life of this process, so that a singleton job (the Matrix
-    /// bridge's outbound sender) runs on one instance at a time. On PostgreSQL this waits for a
-    /// session advisory lock on a dedicated connection (released when the process or its
-    /// connection dies, so another instance takes over); SQLite serves one process, which
-    /// always holds it. Returns once the lease is held.
-    pub async fn hold_lease(&self, name: &str) -> Result<Lease> {
-        if self.dialect == Dialect::Sqlite {
-            return Ok(Lease { _conn: None });
-        }
-        let key = lease_key(name);
-        let mut conn = self.read.acquire().await?.detach();
-        loop {
-            let row = sqlx::query("SELECT CAST(CASE WHEN pg_try_advisory_lock($1) THEN 1 ELSE 0 END AS BIGINT) AS held")
-                .bind(key)
-                .fetch_one(&mut conn)
-                .await?;
-            if sqlx::Row::try_get::<i64, _>(&row, "held")? == 1 {
-                return Ok(Lease { _conn: Some(conn) });
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    }
-
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.read
     }
@@ -302,22 +290,6 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
     )
     .await?;
     Ok(())
-}
-
-/// A held lease (see [`Store::hold_lease`]); dropping it gives the lease up.
-pub struct Lease {
-    _conn: Option<sqlx::AnyConnection>,
-}
-
-/// A stable 63-bit key for a lease name.
-fn lease_key(name: &str) -> i64 {
-    // FNV-1a: stable across builds and processes, unlike the std hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash >> 1) as i64
 }
 
 /// Waits for the store's to finish queued writes, for orderly shutdown.

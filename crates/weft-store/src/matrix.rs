@@ -5,7 +5,7 @@
 use sqlx::Row;
 use weft_core::{Id, Room};
 
-use crate::{Result, Store, WriteTx, rows};
+use crate::{Fence, Result, Store, WriteTx, rows};
 
 /// A bridged room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,19 @@ impl Store {
             .await?;
         row.map(|r| Ok(r.try_get::<Option<String>, _>("display_name")?))
             .transpose()
+    }
+
+    /// The device the bridge sends as for one of its Matrix users (a puppet or the bot), if
+    /// one was created.
+    pub async fn matrix_device(&self, mxid: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT device_id FROM matrix_puppets WHERE mxid = $1")
+            .bind(mxid)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("device_id"))
+            .transpose()?
+            .flatten())
     }
 
     /// Whether the puppet is known to have joined the Matrix room.
@@ -246,6 +259,21 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Records the device created for one of the bridge's Matrix users (a puppet, or the bot,
+    /// which then gets a row without a display name).
+    pub async fn set_matrix_device(&mut self, mxid: &str, device_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO matrix_puppets (mxid, display_name, registered_at, device_id) VALUES ($1, NULL, $2, $3) \
+             ON CONFLICT (mxid) DO UPDATE SET device_id = excluded.device_id",
+        )
+        .bind(mxid)
+        .bind(weft_core::now_millis())
+        .bind(device_id)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
     /// Records that a puppet joined a Matrix room.
     pub async fn insert_matrix_member(&mut self, matrix_room_id: &str, mxid: &str) -> Result<()> {
         sqlx::query("INSERT INTO matrix_members (matrix_room_id, mxid) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -289,6 +317,39 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Records what the outbound sender sent: which weft thing a Matrix event carries; false
+    /// if the event was known. Fenced: fails with [`crate::StoreError::LeaseLost`], writing
+    /// nothing, unless `fence` still holds its lease (checked in the same statement).
+    pub async fn insert_outbound_matrix_event(
+        &mut self,
+        fence: &Fence,
+        matrix_event_id: &str,
+        matrix_room_id: &str,
+        kind: &str,
+        weft_ref: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO matrix_events (matrix_event_id, matrix_room_id, kind, weft_ref, direction) \
+             SELECT $1, $2, $3, $4, $5 WHERE (SELECT epoch FROM leases WHERE name = $6) = $7 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(matrix_event_id)
+        .bind(matrix_room_id)
+        .bind(kind)
+        .bind(weft_ref)
+        .bind(Direction::Outbound.as_str())
+        .bind(fence.name())
+        .bind(fence.epoch())
+        .execute(&mut *self.conn)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // Nothing written: the mapping was there already, or the lease moved.
+        self.check_lease(fence).await?;
+        Ok(false)
+    }
+
     /// Records many event mappings of one kind and direction, one statement per
     /// [`rows::rows_per_statement`]; mappings already recorded are left alone.
     pub async fn insert_matrix_events(
@@ -327,14 +388,22 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Moves the outbound sender's position in the event log.
-    pub async fn set_matrix_cursor(&mut self, seq: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO matrix_cursor (id, last_seq) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq",
+    /// Moves the outbound sender's position in the event log. Fenced: fails with
+    /// [`crate::StoreError::LeaseLost`], moving nothing, unless `fence` still holds its lease
+    /// (checked in the same statement).
+    pub async fn set_matrix_cursor(&mut self, seq: i64, fence: &Fence) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO matrix_cursor (id, last_seq) SELECT 1, $1 WHERE (SELECT epoch FROM leases WHERE name = $2) = $3 \
+             ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq",
         )
         .bind(seq)
+        .bind(fence.name())
+        .bind(fence.epoch())
         .execute(&mut *self.conn)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(fence.lost());
+        }
         Ok(())
     }
 

@@ -18,6 +18,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
 
+/// The transaction-level advisory lock every PostgreSQL write transaction takes first (the
+/// number in `run_batch`'s `BEGIN`). Taking a lease takes it too, so that no write checked
+/// against a lease's old epoch commits after the epoch moved.
+pub(crate) const COMMIT_ORDER_LOCK: i64 = 7411;
+
 /// A queued write, type-erased so that writes of every result type share one queue.
 trait QueuedJob: Send {
     /// Whether the job may run again after its writes were rolled back (see
@@ -287,7 +292,7 @@ async fn run_batch(
         // The advisory lock serialises writers across instances so that event log sequence
         // numbers become visible in commit order: a tailer reading `seq > last` never skips a
         // late commit.
-        Dialect::Postgres => "BEGIN; SELECT pg_advisory_xact_lock(7411)",
+        Dialect::Postgres => BEGIN_POSTGRES,
     });
     // Jobs that ran (each keeps its outcome); answered once the commit is known.
     let mut ran: Vec<Job> = Vec::with_capacity(batch.len());
@@ -345,6 +350,9 @@ async fn run_batch(
         }
     }
 }
+
+/// How a PostgreSQL write transaction starts: see [`COMMIT_ORDER_LOCK`].
+const BEGIN_POSTGRES: &str = "BEGIN; SELECT pg_advisory_xact_lock(7411)";
 
 /// Bookkeeping statements waiting to go with the next call.
 struct Bookkeeping(String);
@@ -462,5 +470,14 @@ fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) {
     tracing::error!(error = %e, "could not start a write transaction");
     for job in batch.drain(..) {
         job.fail(rejected("database unavailable", &e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_commit_order_lock_is_the_one_write_transactions_take() {
+        let key = format!("pg_advisory_xact_lock({})", super::COMMIT_ORDER_LOCK);
+        assert!(super::BEGIN_POSTGRES.ends_with(&key));
     }
 }

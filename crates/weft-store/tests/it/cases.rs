@@ -3,7 +3,7 @@
 use weft_core::{
     Author, Event, Id, Membership, MessageMention, Origin, Role, Room, RoomKind, User,
 };
-use weft_store::{MessagePage, NewMessage, PageAnchor, Store, StoreError};
+use weft_store::{Fence, MessagePage, NewMessage, PageAnchor, Store, StoreError};
 
 fn user(name: &str) -> User {
     User {
@@ -752,6 +752,8 @@ pub async fn matrix_mappings_round_trip(store: &Store) {
             ..mapped.clone()
         },
     );
+    let lease = store.take_lease("matrix-outbound").await.expect("lease");
+    let fence = lease.fence().clone();
     let inserted = store
         .write(move |tx| {
             Box::pin(async move {
@@ -776,8 +778,8 @@ pub async fn matrix_mappings_round_trip(store: &Store) {
                     .await?;
                 let txn_new = tx.insert_matrix_transaction("t1").await?;
                 let txn_again = tx.insert_matrix_transaction("t1").await?;
-                tx.set_matrix_cursor(7).await?;
-                tx.set_matrix_cursor(9).await?;
+                tx.set_matrix_cursor(7, &fence).await?;
+                tx.set_matrix_cursor(9, &fence).await?;
                 Ok((first, second, dup, txn_new, txn_again))
             })
         })
@@ -866,6 +868,143 @@ pub async fn matrix_mappings_round_trip(store: &Store) {
             .await
             .expect("event"),
         None
+    );
+}
+
+/// A fenced cursor write.
+pub async fn fenced_cursor_write(store: &Store, seq: i64, fence: &Fence) -> Result<(), StoreError> {
+    let fence = fence.clone();
+    store
+        .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq, &fence).await }))
+        .await
+}
+
+/// A fenced mapping write; true if it recorded a new mapping.
+pub async fn fenced_mapping_write(
+    store: &Store,
+    event_id: &str,
+    fence: &Fence,
+) -> Result<bool, StoreError> {
+    let (e, fence) = (event_id.to_string(), fence.clone());
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.insert_outbound_matrix_event(&fence, &e, "!r:hs", "message", "weft-ref")
+                    .await
+            })
+        })
+        .await
+}
+
+/// Each taking of a lease has a higher epoch, and the cursor and mapping writes of an
+/// earlier holder are refused (and write nothing) once someone took the lease after it.
+pub async fn fenced_writes_need_the_current_lease(store: &Store) {
+    let first = store.take_lease("matrix-outbound").await.expect("lease");
+    let old = first.fence().clone();
+    fenced_cursor_write(store, 5, &old)
+        .await
+        .expect("the holder moves the cursor");
+    assert!(
+        fenced_mapping_write(store, "$a:hs", &old)
+            .await
+            .expect("mapping")
+    );
+    assert!(
+        !fenced_mapping_write(store, "$a:hs", &old)
+            .await
+            .expect("known mapping"),
+        "a known mapping is not a lost lease"
+    );
+    // Given up (on PostgreSQL the lock is free once its session closed) and taken again.
+    drop(first);
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.take_lease("matrix-outbound"),
+    )
+    .await
+    .expect("the lease is free again")
+    .expect("lease");
+    assert!(second.epoch() > old.epoch(), "a new holder has a new epoch");
+
+    let refused = fenced_cursor_write(store, 99, &old).await;
+    assert!(
+        matches!(&refused, Err(StoreError::LeaseLost { name, epoch }) if name == "matrix-outbound" && *epoch == old.epoch()),
+        "the earlier holder's cursor write is refused: {refused:?}"
+    );
+    assert_eq!(store.matrix_cursor().await.expect("cursor"), Some(5));
+    let refused = fenced_mapping_write(store, "$b:hs", &old).await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "the earlier holder's mapping write is refused: {refused:?}"
+    );
+    assert_eq!(store.weft_ref_for("$b:hs").await.expect("ref"), None);
+    let refused = fenced_mapping_write(store, "$a:hs", &old).await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "even when the mapping exists, a lost lease is reported: {refused:?}"
+    );
+
+    let new = second.fence().clone();
+    fenced_cursor_write(store, 7, &new)
+        .await
+        .expect("the new holder moves the cursor");
+    assert_eq!(store.matrix_cursor().await.expect("cursor"), Some(7));
+    assert!(
+        fenced_mapping_write(store, "$b:hs", &new)
+            .await
+            .expect("mapping")
+    );
+    assert!(!second.is_lost());
+
+    // Leases are independent of each other.
+    let other = store
+        .take_lease("another-lease")
+        .await
+        .expect("other lease");
+    assert_eq!(other.epoch(), 1, "a lease's first epoch is 1");
+    assert!(
+        !second.is_lost(),
+        "taking another lease leaves this one alone"
+    );
+}
+
+/// The bridge remembers a device per Matrix user; the bot gets a row of its own.
+pub async fn matrix_devices_are_recorded(store: &Store) {
+    assert_eq!(store.matrix_device("@p:hs").await.expect("device"), None);
+    store
+        .write(|tx| {
+            Box::pin(async move {
+                tx.upsert_matrix_puppet("@p:hs", Some("P")).await?;
+                tx.set_matrix_device("@bot:hs", "WEFT").await
+            })
+        })
+        .await
+        .expect("rows");
+    assert_eq!(
+        store.matrix_device("@p:hs").await.expect("device"),
+        None,
+        "a puppet registered before devices has none"
+    );
+    assert_eq!(
+        store.matrix_device("@bot:hs").await.expect("device"),
+        Some("WEFT".into())
+    );
+    store
+        .write(|tx| Box::pin(async move { tx.set_matrix_device("@p:hs", "WEFT").await }))
+        .await
+        .expect("device");
+    assert_eq!(
+        store.matrix_device("@p:hs").await.expect("device"),
+        Some("WEFT".into())
+    );
+    assert_eq!(
+        store.matrix_puppet("@p:hs").await.expect("puppet"),
+        Some(Some("P".into())),
+        "recording a device keeps the display name"
+    );
+    assert_eq!(
+        store.matrix_puppet("@bot:hs").await.expect("bot"),
+        Some(None)
     );
 }
 

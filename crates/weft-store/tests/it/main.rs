@@ -156,6 +156,8 @@ conformance!(
     external_refs_are_unique,
     matrix_mappings_round_trip,
     virtual_bans_round_trip,
+    fenced_writes_need_the_current_lease,
+    matrix_devices_are_recorded,
     users_are_found_by_part_of_their_name,
     readers_are_the_members_read_by_counts,
     cached_standing_follows_bans_roles_and_room_changes,
@@ -196,59 +198,163 @@ async fn postgres_commits_wake_other_instances() {
     guard.finish(first).await;
 }
 
+/// The URL of a PostgreSQL test database, for a second instance on it.
+fn database_url(guard: &Guard) -> String {
+    match guard {
+        Guard::Database { admin_url, name } => format!(
+            "{}/{name}",
+            admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(admin_url)
+        ),
+        Guard::Dir(_) => unreachable!("postgres() returns a database"),
+    }
+}
+
 /// PostgreSQL only: a lease is held by one instance at a time and passes on when given up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_leases_are_exclusive() {
     let (first, guard) = postgres().await;
-    let url = match &guard {
-        Guard::Database { admin_url, name } => {
-            format!(
-                "{}/{name}",
-                admin_url
-                    .rsplit_once('/')
-                    .map(|(b, _)| b)
-                    .unwrap_or(admin_url)
-            )
-        }
-        Guard::Dir(_) => unreachable!("postgres() returns a database"),
-    };
-    let second = Store::open(&url).await.expect("second instance opens");
+    let second = Store::open(&database_url(&guard))
+        .await
+        .expect("second instance opens");
     let lease = first
-        .hold_lease("outbound")
+        .take_lease("outbound")
         .await
         .expect("first takes the lease");
     let waiting = tokio::time::timeout(
         std::time::Duration::from_secs(1),
-        second.hold_lease("outbound"),
+        second.take_lease("outbound"),
     )
     .await;
     assert!(
         waiting.is_err(),
         "the second instance must wait while the first holds the lease"
     );
+    let epoch = lease.epoch();
     drop(lease);
     let taken = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        second.hold_lease("outbound"),
+        second.take_lease("outbound"),
     )
     .await;
-    assert!(
-        matches!(taken, Ok(Ok(_))),
-        "the lease passes on once given up"
-    );
+    match taken {
+        Ok(Ok(lease)) => assert_eq!(lease.epoch(), epoch + 1, "a new holder, a new epoch"),
+        other => panic!(
+            "the lease passes on once given up: {:?}",
+            other.map(|r| r.err())
+        ),
+    }
     weft_store::close(second).await;
     guard.finish(first).await;
 }
 
-/// SQLite serves one process: the lease is always at hand.
-#[tokio::test]
-async fn sqlite_leases_are_immediate() {
-    let (store, guard) = sqlite().await;
-    let lease = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        store.hold_lease("outbound"),
+/// PostgreSQL only: when the session holding a lease dies under its holder (here
+/// `pg_terminate_backend`; in life a PostgreSQL restart, an idle timeout, a pooler), another
+/// instance takes the lease, and the first one can no longer move the cursor or record a
+/// mapping, and learns that it lost the lease, while the new holder writes as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lease_lost_with_its_session_fences_its_holder() {
+    use sqlx::Executor;
+    let (first, guard) = postgres().await;
+    let second = Store::open(&database_url(&guard))
+        .await
+        .expect("second instance opens");
+    let lease = first
+        .take_lease("matrix-outbound")
+        .await
+        .expect("first takes the lease");
+    let old = lease.fence().clone();
+    let mut lost = lease.lost();
+    cases::fenced_cursor_write(&first, 3, &old)
+        .await
+        .expect("the holder writes");
+
+    let backend = lease
+        .backend_pid()
+        .expect("a PostgreSQL lease has a backend");
+    let Guard::Database { admin_url, .. } = &guard else {
+        unreachable!("postgres() returns a database")
+    };
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+        .await
+        .expect("admin connection");
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend({backend})"
+        )))
+        .await
+        .expect("terminate the lease's session");
+
+    let taken = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        second.take_lease("matrix-outbound"),
     )
-    .await;
-    assert!(matches!(lease, Ok(Ok(_))));
+    .await
+    .expect("the second instance takes the lease once the first one's session is gone")
+    .expect("lease");
+    assert!(taken.epoch() > old.epoch());
+
+    // The first instance's writer connection is fine; the statement itself refuses.
+    let refused = cases::fenced_cursor_write(&first, 99, &old).await;
+    assert!(
+        matches!(refused, Err(weft_store::StoreError::LeaseLost { .. })),
+        "the first instance's cursor write is fenced off: {refused:?}"
+    );
+    let refused = cases::fenced_mapping_write(&first, "$stale:hs", &old).await;
+    assert!(
+        matches!(refused, Err(weft_store::StoreError::LeaseLost { .. })),
+        "the first instance's mapping write is fenced off: {refused:?}"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), lost.wait_for(|l| *l))
+        .await
+        .expect("the first instance notices within a few checks")
+        .expect("the watcher reports");
+    assert!(lease.is_lost());
+
+    let new = taken.fence().clone();
+    cases::fenced_cursor_write(&second, 4, &new)
+        .await
+        .expect("the new holder writes");
+    assert!(
+        cases::fenced_mapping_write(&second, "$fresh:hs", &new)
+            .await
+            .expect("the new holder records")
+    );
+    assert_eq!(first.matrix_cursor().await.expect("cursor"), Some(4));
+    assert_eq!(first.weft_ref_for("$stale:hs").await.expect("ref"), None);
+    assert!(!taken.is_lost());
+    drop(admin);
+    weft_store::close(second).await;
+    guard.finish(first).await;
+}
+
+/// SQLite serves one process: the lease is always at hand, yet each taking has a new epoch,
+/// and a lease taken again behind its holder's back is reported lost to that holder.
+#[tokio::test]
+async fn sqlite_leases_are_immediate_and_fenced() {
+    let (store, guard) = sqlite().await;
+    let first = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        store.take_lease("outbound"),
+    )
+    .await
+    .expect("at once")
+    .expect("lease");
+    let mut lost = first.lost();
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        store.take_lease("outbound"),
+    )
+    .await
+    .expect("at once, even while held")
+    .expect("lease");
+    assert_eq!(second.epoch(), first.epoch() + 1);
+    tokio::time::timeout(std::time::Duration::from_secs(5), lost.wait_for(|l| *l))
+        .await
+        .expect("the earlier holder learns that it lost the lease")
+        .expect("the watcher reports");
+    assert!(!second.is_lost());
     guard.finish(store).await;
 }
