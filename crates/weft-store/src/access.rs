@@ -26,8 +26,8 @@ const MAX_ENTRIES: usize = 100_000;
 /// A membership (if any) and whether a ban stands.
 type Standing = (Option<Membership>, bool);
 
-/// The virtual users (`(kind, external id)`) banned from one room.
-pub(crate) type VirtualBans = Arc<HashSet<(String, String)>>;
+/// The virtual users banned from one room: external ids by kind.
+pub(crate) type VirtualBans = Arc<HashMap<String, HashSet<String>>>;
 
 #[derive(Default)]
 pub(crate) struct AccessCache {
@@ -133,7 +133,7 @@ impl Store {
                 bans
             }
         };
-        Ok(bans.contains(&(kind.to_string(), external_id.to_string())))
+        Ok(bans.get(kind).is_some_and(|ids| ids.contains(external_id)))
     }
 
     /// A room by id, from the access cache when it can be trusted.

@@ -1,6 +1,8 @@
 //! Bans of people from other networks (virtual users), the ban list with who banned whom and
 //! why, and the marks bridges leave on messages they could not carry.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 use weft_core::{Id, Millis, Profile, Undelivered};
 
@@ -20,11 +22,11 @@ pub struct Ban {
 }
 
 impl Store {
-    /// Every virtual user banned from a room, as `(kind, external id)`.
+    /// Every virtual user banned from a room: external ids by kind.
     pub(crate) async fn load_virtual_bans(
         &self,
         room_id: Id,
-    ) -> Result<std::collections::HashSet<(String, String)>> {
+    ) -> Result<HashMap<String, HashSet<String>>> {
         let rows = sqlx::query(
             "SELECT v.kind, v.external_id FROM virtual_bans b JOIN virtual_users v ON v.id = b.virtual_user_id \
              WHERE b.room_id = $1",
@@ -32,9 +34,13 @@ impl Store {
         .bind(room_id.to_hex())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("kind")?, r.try_get("external_id")?)))
-            .collect()
+        let mut bans: HashMap<String, HashSet<String>> = HashMap::new();
+        for r in &rows {
+            bans.entry(r.try_get("kind")?)
+                .or_default()
+                .insert(r.try_get("external_id")?);
+        }
+        Ok(bans)
     }
 
     /// A room's bans, weft users and virtual users alike, newest first.
