@@ -62,27 +62,20 @@ impl Bridge {
         why: Closing,
     ) -> Result<(), BridgeError> {
         let room = mapped.matrix_room_id.as_str();
-        let bot = self.ids().bot();
         let hs = self.hs();
-        hs.set_state(
+        self.set_states(
             room,
-            "m.room.join_rules",
-            "",
-            &json!({ "join_rule": "invite" }),
-            &bot,
-        )
-        .await?;
-        hs.set_state(
-            room,
-            "m.room.history_visibility",
-            "",
-            &json!({ "history_visibility": "joined" }),
-            &bot,
+            &[
+                ("m.room.join_rules", json!({ "join_rule": "invite" })),
+                (
+                    "m.room.history_visibility",
+                    json!({ "history_visibility": "joined" }),
+                ),
+                ("m.room.canonical_alias", json!({})),
+            ],
         )
         .await?;
         hs.unpublish(room).await?;
-        hs.set_state(room, "m.room.canonical_alias", "", &json!({}), &bot)
-            .await?;
         hs.delete_alias(&mapped.alias).await?;
         self.bot_notice(event, room, why.notice()).await?;
         self.set_open(mapped, false).await?;
@@ -98,31 +91,18 @@ impl Bridge {
         mapped: &MatrixRoom,
     ) -> Result<(), BridgeError> {
         let room = mapped.matrix_room_id.as_str();
-        let bot = self.ids().bot();
         let hs = self.hs();
         hs.create_alias(&mapped.alias, room).await?;
-        hs.set_state(
+        self.set_states(
             room,
-            "m.room.canonical_alias",
-            "",
-            &json!({ "alias": mapped.alias }),
-            &bot,
-        )
-        .await?;
-        hs.set_state(
-            room,
-            "m.room.join_rules",
-            "",
-            &json!({ "join_rule": "public" }),
-            &bot,
-        )
-        .await?;
-        hs.set_state(
-            room,
-            "m.room.history_visibility",
-            "",
-            &json!({ "history_visibility": "world_readable" }),
-            &bot,
+            &[
+                ("m.room.canonical_alias", json!({ "alias": mapped.alias })),
+                ("m.room.join_rules", json!({ "join_rule": "public" })),
+                (
+                    "m.room.history_visibility",
+                    json!({ "history_visibility": "world_readable" }),
+                ),
+            ],
         )
         .await?;
         if let Err(e) = hs.publish(room).await {
@@ -136,6 +116,21 @@ impl Bridge {
         .await?;
         self.set_open(mapped, true).await?;
         tracing::info!(room_id = %mapped.room_id, matrix_room_id = %room, "opened the Matrix side of a room again");
+        Ok(())
+    }
+
+    /// Sets state events of a room as the bridge bot, in order.
+    async fn set_states(
+        &self,
+        room: &str,
+        states: &[(&str, serde_json::Value)],
+    ) -> Result<(), BridgeError> {
+        let bot = self.ids().bot();
+        for (event_type, content) in states {
+            self.hs()
+                .set_state(room, event_type, "", content, &bot)
+                .await?;
+        }
         Ok(())
     }
 
