@@ -350,9 +350,8 @@ async fn only_moderators_get_the_ban_controls() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
-    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.room(&alice, "acme/general", RoomKind::Public).await;
     server.join(&bob, "acme/general").await;
-    let _ = room;
     // A session cookie holds a token like any other.
     let (_, as_owner) = html(&server, "/acme/general", Some(&alice.token)).await;
     let (_, as_bob) = html(&server, "/acme/general", Some(&bob.token)).await;
