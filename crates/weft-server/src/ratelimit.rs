@@ -143,33 +143,37 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         .or_else(|| crate::extract::session_cookie(&parts.headers));
     let key = match credential {
         None => format!("a:{}", client.0),
-        Some(secret) => {
-            if !limiter.may_try_credentials(&client) {
-                return too_many(
-                    WINDOW,
-                    "too many failed sign-ins from this address; wait a minute",
-                );
-            }
-            match state.chat.authenticate_token(&secret).await {
-                Ok(actor) => {
-                    let who = actor
-                        .user
-                        .as_ref()
-                        .map(|u| u.id.to_hex())
-                        .unwrap_or_default();
-                    // A bearer token is checked now, once; a cookie is checked again by the
-                    // extractor, which also applies the cross-site rule to it.
-                    if bearer.is_some() {
-                        parts.extensions.insert(actor);
-                    }
-                    format!("u:{who}")
+        // A valid credential always counts against its own user, even from an address that
+        // is guessing: others on that address are not limited by the guesser.
+        Some(secret) => match state.chat.authenticate_token(&secret).await {
+            Ok(actor) => {
+                let who = actor
+                    .user
+                    .as_ref()
+                    .map(|u| u.id.to_hex())
+                    .unwrap_or_default();
+                // A bearer token is checked now, once; a cookie is checked again by the
+                // extractor, which also applies the cross-site rule to it.
+                if bearer.is_some() {
+                    parts.extensions.insert(actor);
                 }
-                Err(_) => {
-                    limiter.record_failure(&client);
-                    format!("a:{}", client.0)
-                }
+                format!("u:{who}")
             }
-        }
+            // A wrong bearer token is a guess. A stale session cookie is a browser that
+            // signed out or whose session expired: it counts as anonymous, or a visitor
+            // would be locked out after a few pages.
+            Err(_) if bearer.is_some() => {
+                if !limiter.may_try_credentials(&client) {
+                    return too_many(
+                        WINDOW,
+                        "too many failed sign-ins from this address; wait a minute",
+                    );
+                }
+                limiter.record_failure(&client);
+                format!("a:{}", client.0)
+            }
+            Err(_) => format!("a:{}", client.0),
+        },
     };
     let request = Request::from_parts(parts, body);
     let budget = limiter.count(&key, limiter.per_minute, 1);
