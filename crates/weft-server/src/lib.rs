@@ -30,6 +30,8 @@ pub use ratelimit::{ClientKey, FAILURES_PER_MINUTE, MAX_TRACKED_CALLERS, RateLim
 pub struct ServerConfig {
     /// Requests a token (or, without one, an address) may make per minute; 0 turns limiting off.
     pub rate_limit_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client the limiter counts against.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How often streams send a heartbeat; also how long a Faye `/meta/connect` is held.
     pub heartbeat: Duration,
     /// The Matrix homeserver's name when the bridge is configured, so that pages can link
@@ -41,6 +43,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             rate_limit_per_minute: 1200,
+            trusted_proxies: Vec::new(),
             heartbeat: Duration::from_secs(30),
             matrix_server_name: None,
         }

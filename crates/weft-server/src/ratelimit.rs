@@ -115,6 +115,28 @@ fn address_key(ip: IpAddr) -> String {
     }
 }
 
+/// The client a request comes from: the peer, or, when the peer is a trusted proxy, the
+/// nearest untrusted address its `X-Forwarded-For` names (each proxy appends the address it
+/// saw, so only the part added by trusted proxies can be believed).
+fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .copied()
+        .unwrap_or(peer)
+}
+
 fn too_many(reset_in: Duration, message: &str) -> Response {
     let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
     response
@@ -130,7 +152,13 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let address = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| address_key(c.0.ip()))
+        .map(|c| {
+            address_key(client_ip(
+                c.0.ip(),
+                &parts.headers,
+                &state.config.trusted_proxies,
+            ))
+        })
         .unwrap_or_else(|| "unknown".to_string());
     let client = ClientKey(address);
     parts.extensions.insert(client.clone());
@@ -212,6 +240,37 @@ mod tests {
         assert_ne!(address_key(a), address_key(c));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
         assert_eq!(address_key(mapped), "192.0.2.7");
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "127.0.0.1".parse().expect("ip");
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.9, 203.0.113.5"),
+        );
+        let real: IpAddr = "203.0.113.5".parse().expect("ip");
+        assert_eq!(
+            client_ip(proxy, &headers, &[proxy]),
+            real,
+            "the address the proxy saw"
+        );
+        assert_eq!(
+            client_ip(proxy, &headers, &[]),
+            proxy,
+            "an untrusted peer is who it is"
+        );
+        let stranger: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(
+            client_ip(stranger, &headers, &[proxy]),
+            stranger,
+            "anyone can send the header"
+        );
+        assert_eq!(
+            client_ip(proxy, &axum::http::HeaderMap::new(), &[proxy]),
+            proxy
+        );
     }
 
     #[test]

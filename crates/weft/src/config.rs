@@ -24,6 +24,9 @@ pub struct Config {
     pub max_upload_mb: u32,
     /// API requests a token may make per minute (0: unlimited).
     pub rate_limit_per_minute: u32,
+    /// Addresses of reverse proxies or load balancers in front of weft, whose
+    /// `X-Forwarded-For` names the real client (for rate limits by address).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Log filter (`info`, `weft=debug`, …).
     pub log: String,
     /// The Matrix bridge; weft bridges whenever this section is present.
@@ -39,6 +42,7 @@ impl Default for Config {
             edit_window_minutes: 10,
             max_upload_mb: 20,
             rate_limit_per_minute: 1200,
+            trusted_proxies: Vec::new(),
             log: "info".into(),
             matrix: None,
         }

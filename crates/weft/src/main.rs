@@ -414,6 +414,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let chat = open(&config).await?;
     let server_config = ServerConfig {
         rate_limit_per_minute: config.rate_limit_per_minute,
+        trusted_proxies: config.trusted_proxies.clone(),
         matrix_server_name: config.matrix.as_ref().map(|m| m.server_name.clone()),
         ..ServerConfig::default()
     };

@@ -660,3 +660,42 @@ async fn wrong_passwords_are_limited_per_address() {
     assert!(statuses[..n].iter().all(|s| *s == 401), "{statuses:?}");
     assert!(statuses[n..].iter().all(|s| *s == 429), "{statuses:?}");
 }
+
+/// Behind a trusted reverse proxy every request comes from the proxy's address: the client
+/// the limiter counts against is the one the proxy names in `X-Forwarded-For`.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
+    let server = TestServer::start_with(
+        ChatConfig::default(),
+        ServerConfig {
+            rate_limit_per_minute: 1000,
+            trusted_proxies: vec!["127.0.0.1".parse().expect("ip")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let guess = |forwarded: &'static str, i: u32| {
+        server
+            .http
+            .get(server.url("/v1/rooms"))
+            .bearer_auth(format!("guess-{i}"))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    for i in 0..weft_server::FAILURES_PER_MINUTE {
+        let r = guess("203.0.113.5", i).await.expect("sent");
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let r = guess("203.0.113.5", 99).await.expect("sent");
+    assert_eq!(
+        r.status().as_u16(),
+        429,
+        "the guessing client is out of tries"
+    );
+    let r = guess("198.51.100.7", 100).await.expect("sent");
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "another client behind the same proxy is not"
+    );
+}
