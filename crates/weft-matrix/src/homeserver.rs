@@ -304,26 +304,15 @@ impl Homeserver {
 
     /// Lists a room in the homeserver's public room directory.
     pub async fn publish(&self, room_id: &str) -> Result<(), HsError> {
-        self.call(
-            Method::PUT,
-            &[
-                "_matrix",
-                "client",
-                "v3",
-                "directory",
-                "list",
-                "room",
-                room_id,
-            ],
-            None,
-            Some(json!({ "visibility": "public" })),
-        )
-        .await
-        .map(|_| ())
+        self.directory_visibility(room_id, "public").await
     }
 
     /// Takes a room out of the homeserver's public room directory.
     pub async fn unpublish(&self, room_id: &str) -> Result<(), HsError> {
+        self.directory_visibility(room_id, "private").await
+    }
+
+    async fn directory_visibility(&self, room_id: &str, visibility: &str) -> Result<(), HsError> {
         self.call(
             Method::PUT,
             &[
@@ -336,7 +325,7 @@ impl Homeserver {
                 room_id,
             ],
             None,
-            Some(json!({ "visibility": "private" })),
+            Some(json!({ "visibility": visibility })),
         )
         .await
         .map(|_| ())

@@ -163,14 +163,7 @@ impl Store {
         .bind(room_id.to_hex())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let role: String = r.try_get("m_role")?;
-                let role = Role::parse(&role)
-                    .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?;
-                Ok((rows::user(r)?, role))
-            })
-            .collect()
+        rows.iter().map(user_with_role).collect()
     }
 
     /// A page of a room's members with their roles, by username; `q` filters by name prefix.
@@ -194,14 +187,7 @@ impl Store {
         .bind(skip)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let role: String = r.try_get("m_role")?;
-                let role = Role::parse(&role)
-                    .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?;
-                Ok((rows::user(r)?, role))
-            })
-            .collect()
+        rows.iter().map(user_with_role).collect()
     }
 
     /// Ids of messages in the room after `after_seq` not written by the user, oldest first,
@@ -547,4 +533,12 @@ impl WriteTx {
         }
         Ok(())
     }
+}
+
+/// A user row joined with their membership's role (`m_role`).
+fn user_with_role(r: &sqlx::any::AnyRow) -> Result<(User, Role)> {
+    let role: String = r.try_get("m_role")?;
+    let role =
+        Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?;
+    Ok((rows::user(r)?, role))
 }
