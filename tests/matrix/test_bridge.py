@@ -272,6 +272,32 @@ async def test_edit_weft_to_matrix(room, stack, alice, maria, uid):
     assert_once_on_weft(room, text_is(f"first post {uid}"), "edited message in weft")
 
 
+async def test_an_edit_that_adds_a_mention_notifies_only_the_newly_mentioned(
+        room, alice, maria, matt, uid):
+    # The review's case: the edit's top-level m.mentions (what push rules read) was empty, so
+    # someone mentioned by an edit was never notified.
+    message = alice.api.send(room.weft_id, f"thanks @{maria.user_id[1:]} {uid}")
+    original = await room.matrix_wait(matt, body_contains(uid), "the original")
+    assert original["content"]["m.mentions"]["user_ids"] == [maria.user_id]
+
+    def edit_saying(text):
+        return lambda e: (is_edit(e) and relates_to(e).get("event_id") == original["event_id"]
+                          and e["content"]["m.new_content"]["body"] == text)
+
+    first = f"thanks @{maria.user_id[1:]} and @{matt.user_id[1:]} {uid}"
+    alice.api.edit(room.weft_id, message["id"], first)
+    edit = await room.matrix_wait(matt, edit_saying(first), "the edit adding Matt")
+    assert edit["content"]["m.mentions"]["user_ids"] == [matt.user_id], \
+        "only Matt is newly mentioned"
+    assert set(edit["content"]["m.new_content"]["m.mentions"]["user_ids"]) == {
+        maria.user_id, matt.user_id}, "the new content mentions both"
+
+    second = f"thanks again @{maria.user_id[1:]} and @{matt.user_id[1:]} {uid}"
+    alice.api.edit(room.weft_id, message["id"], second)
+    edit = await room.matrix_wait(matt, edit_saying(second), "the second edit")
+    assert edit["content"]["m.mentions"]["user_ids"] == [], "nobody is notified twice"
+
+
 async def test_edit_matrix_to_weft(room, maria, uid):
     original, message = await send_and_see_on_weft(room, maria, f"teh edit {uid}")
     await maria.send(room.matrix_id, {

@@ -14,6 +14,7 @@ mod people;
 mod post_queue;
 mod rooms;
 mod users;
+mod views;
 
 use std::sync::Arc;
 
@@ -24,10 +25,11 @@ use weft_store::Store;
 pub use error::{ChatError, Result};
 pub use files::{Download, Upload, file_url};
 pub use live::Live;
-pub use messages::{MessageQuery, NewPost, PostAs, PostLookups, PreparedPost, UnreadItems};
+pub use messages::{MessageQuery, NewPost, PostAs, PreparedPost, UnreadItems};
 pub use people::PEOPLE_PAGE_MAX;
 pub use rooms::{NewRoom, RoomPatch, RoomSummary};
 pub use users::{NewUser, TOKEN_CACHE_TTL};
+pub use views::Views;
 
 /// Limits and policies, from the configuration file.
 #[derive(Debug, Clone)]
@@ -114,6 +116,7 @@ pub struct Chat {
 
 struct Inner {
     store: Store,
+    views: Views,
     files: Arc<dyn ObjectStore>,
     config: ChatConfig,
     live: Live,
@@ -130,6 +133,7 @@ impl Chat {
         Chat {
             inner: Arc::new(Inner {
                 posts,
+                views: Views::new(store.clone()),
                 store,
                 files,
                 config,
@@ -139,9 +143,24 @@ impl Chat {
         }
     }
 
-    /// The store underneath (for read-only views such as archives and benchmarks).
-    pub fn store(&self) -> &Store {
+    /// The store underneath: the chat's own, for its operations.
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Read-only views of the stored data, for pages, feeds and bridges.
+    pub fn views(&self) -> &Views {
+        &self.inner.views
+    }
+
+    /// Refreshes the database's planner statistics (after a bulk load).
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        Ok(self.store().refresh_statistics().await?)
+    }
+
+    /// Finishes queued writes and closes the store, for an orderly shutdown.
+    pub async fn close(&self) {
+        weft_store::close(self.inner.store.clone()).await;
     }
 
     /// The live event feed.

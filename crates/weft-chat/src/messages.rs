@@ -47,12 +47,12 @@ pub struct NewPost {
 /// What writing posts reads first: the external keys already taken and the stored virtual
 /// users, by `(kind, external id)` (see [`Chat::look_up_for_posts`]).
 #[derive(Debug, Default)]
-pub struct PostLookups {
+struct PostLookups {
     taken: HashSet<String>,
     virtual_users: HashMap<(String, String), VirtualUser>,
 }
 
-/// A post that passed every check and is rendered, ready for [`Chat::write_post`].
+/// A post that passed every check and is rendered, ready for [`Chat::post_batch`].
 #[derive(Debug, Clone)]
 pub struct PreparedPost {
     new: NewMessage,
@@ -244,7 +244,7 @@ impl Chat {
 
     /// Checks and renders a post without writing it: everything [`Chat::post`] does before
     /// the write. A bridge prepares many posts and writes them in one transaction with
-    /// [`Chat::write_post`], together with its own records.
+    /// [`Chat::post_batch`], together with its own records.
     pub async fn prepare_post(
         &self,
         actor: &Actor,
@@ -315,9 +315,41 @@ impl Chat {
         })
     }
 
+    /// Writes prepared posts ([`Chat::prepare_post`]) in one store transaction, in order,
+    /// with their events, together with `extra`: the caller's own rows, written first in the
+    /// same transaction (a bridge's record of the transaction it applied, of what it refused).
+    /// When `extra` answers false nothing is written at all (the bridge found the batch
+    /// applied already) and the answer is `None`. Each post's answer is the stored message,
+    /// or `None` when a message with its external key was stored already.
+    ///
+    /// The rows go in a few multi-row statements, so a bridge applying a hundred messages
+    /// makes a handful of database round trips rather than hundreds.
+    pub async fn post_batch<F>(
+        &self,
+        posts: Vec<PreparedPost>,
+        extra: F,
+    ) -> Result<Option<Vec<Option<MessageView>>>>
+    where
+        F: for<'t> FnOnce(&'t mut WriteTx) -> weft_store::BoxFuture<'t, weft_store::Result<bool>>
+            + Send
+            + 'static,
+    {
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    if !extra(tx).await? {
+                        return Ok(None);
+                    }
+                    Chat::write_posts(tx, posts).await.map(Some)
+                })
+            })
+            .await
+            .map_err(from_write)
+    }
+
     /// Writes a prepared post inside the caller's transaction, with its events. Answers
     /// `None`, writing nothing, when a message with the same external key is already stored.
-    pub async fn write_post(
+    pub(crate) async fn write_post(
         tx: &mut WriteTx,
         post: PreparedPost,
     ) -> weft_store::Result<Option<MessageView>> {
@@ -328,7 +360,7 @@ impl Chat {
     /// events; each answer is as [`Chat::write_post`]'s. The rows go in a few multi-row
     /// statements, so a bridge applying a hundred messages makes a handful of database
     /// round trips rather than hundreds.
-    pub async fn write_posts(
+    pub(crate) async fn write_posts(
         tx: &mut WriteTx,
         posts: Vec<PreparedPost>,
     ) -> weft_store::Result<Vec<Option<MessageView>>> {
@@ -349,7 +381,7 @@ impl Chat {
     /// and virtual users (`(kind, external id)`). A bridge that knows them before its posts
     /// are ready reads them first, inside the same transaction, and then calls
     /// [`Chat::write_posts_with`].
-    pub async fn look_up_for_posts(
+    async fn look_up_for_posts(
         tx: &mut WriteTx,
         external_refs: &[&str],
         virtual_users: &[(&str, &str)],
@@ -369,7 +401,7 @@ impl Chat {
     /// [`Chat::write_posts`] with its lookups done beforehand in the same transaction
     /// ([`Chat::look_up_for_posts`]); keys and virtual users missing from them are treated
     /// as new.
-    pub async fn write_posts_with(
+    async fn write_posts_with(
         tx: &mut WriteTx,
         posts: Vec<PreparedPost>,
         lookups: PostLookups,

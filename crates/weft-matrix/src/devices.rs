@@ -17,6 +17,7 @@
 //! <https://github.com/matrix-org/matrix-spec-proposals/pull/4190>, device masquerading in
 //! <https://github.com/matrix-org/matrix-spec-proposals/pull/3202>.
 
+use crate::tables::MatrixWrites;
 use serde_json::Value;
 
 use crate::{Bridge, BridgeError};
@@ -33,7 +34,7 @@ impl Bridge {
         if let Some(device) = self.devices().get(mxid).cloned() {
             return Ok(device);
         }
-        match self.chat().store().matrix_device(mxid).await? {
+        match self.tables().device(mxid).await? {
             Some(device) => {
                 self.devices().insert(mxid.to_string(), device.clone());
                 Ok(device)
@@ -52,8 +53,7 @@ impl Bridge {
             self.hs().login_device(mxid, DEVICE_ID).await?;
         }
         let m = mxid.to_string();
-        self.chat()
-            .store()
+        self.tables()
             .write(move |tx| Box::pin(async move { tx.set_matrix_device(&m, DEVICE_ID).await }))
             .await?;
         tracing::info!(mxid, device_id = DEVICE_ID, "created a device to send as");

@@ -4,13 +4,13 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
-use weft_chat::{Chat, ChatError, NewPost, PostAs, PreparedPost};
+use weft_chat::{ChatError, NewPost, PostAs, PreparedPost};
 use weft_core::{Id, Room, RoomKind, User};
-use weft_store::{Direction, MatrixRoom};
 
 use crate::refusals::Verdict;
+use crate::tables::{Carried, MatrixRoom, MatrixWrites};
 use crate::translate::{self, IncomingText};
-use crate::{Bridge, BridgeError, Identities, VIRTUAL_KIND};
+use crate::{Bridge, BridgeError, Identities};
 
 /// Plain messages of one AS transaction, checked and rendered, waiting to be written together
 /// (at the end with the transaction id) in one store transaction: one commit per transaction
@@ -64,7 +64,7 @@ impl Bridge {
         // writes nothing again when it comes back.
         let key = translate::transaction_key(txn_id, body);
         let txn_id = key.as_str();
-        if self.chat().store().matrix_transaction_seen(txn_id).await? {
+        if self.tables().transaction_seen(txn_id).await? {
             return Ok(());
         }
         let mut wrote = false;
@@ -120,11 +120,11 @@ impl Bridge {
         let failures_total = self.count_failure();
         tracing::warn!(%event_id, room_id = %matrix_room, %sender, %error, failures_total, "a Matrix event could not be bridged");
         self.tell_sender(matrix_room, event_id, sender, error);
-        let store = self.chat().store();
-        let weft_room = store.room_for_matrix(matrix_room).await?;
+        let tables = self.tables();
+        let weft_room = tables.room_for_matrix(matrix_room).await?;
         let note = format!("inbound {event_id}: {error}");
         let key = event_id.to_string();
-        store
+        tables
             .write(move |tx| {
                 Box::pin(async move { tx.insert_matrix_failure(0, weft_room, &key, &note).await })
             })
@@ -135,11 +135,10 @@ impl Bridge {
     /// The weft room of a bridged Matrix room (`None` if it is not bridged), refused when it
     /// is not public any more: from then on nothing from Matrix reaches it.
     async fn open_room(&self, matrix_room: &str) -> Result<Option<Id>, BridgeError> {
-        let store = self.chat().store();
-        let Some(room_id) = store.room_for_matrix(matrix_room).await? else {
+        let Some(room_id) = self.tables().room_for_matrix(matrix_room).await? else {
             return Ok(None);
         };
-        match store.room(room_id).await? {
+        match self.chat().views().room(room_id).await? {
             Some(room) if room.kind == RoomKind::Public => Ok(Some(room_id)),
             Some(_) => Err(BridgeError::Refused(
                 "this room is private on weft now, so nothing from Matrix reaches it".into(),
@@ -198,8 +197,8 @@ impl Bridge {
         }))
     }
 
-    /// Writes the pending posts in one store transaction, with the AS
-    /// transaction id when it is the last write of the transaction.
+    /// Writes the pending posts in one store transaction, with the AS transaction id when it
+    /// is the last write of the transaction, and the refusals among them.
     async fn write_pending(
         &self,
         pending: &mut PendingPosts,
@@ -210,98 +209,71 @@ impl Bridge {
         }
         let posts = std::mem::take(&mut pending.posts);
         pending.event_ids.clear();
+        let mut ready = Vec::with_capacity(posts.len());
+        let mut refused = Vec::new();
+        for post in posts {
+            let outcome = match post.prepared.await {
+                Ok(outcome) => outcome,
+                Err(e) => Err(BridgeError::Config(format!(
+                    "preparing the message failed: {e}"
+                ))),
+            };
+            match outcome {
+                Ok(prepared) => ready.push(prepared),
+                // Storage trouble: fail the transaction so that the homeserver retries it.
+                Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
+                    return Err(e);
+                }
+                Err(e) => refused.push((
+                    post.event_id,
+                    post.room_id,
+                    post.matrix_room,
+                    post.sender,
+                    e,
+                )),
+            }
+        }
+        let count = ready.len();
         let txn = txn_id.map(str::to_string);
-        let count = posts.len();
-        // The write starts while the messages are still being prepared: what it reads first
-        // (event ids already applied, the senders' virtual users) needs only their ids.
+        let failures: Vec<(String, Id, String)> = refused
+            .iter()
+            .map(|(event_id, room_id, _, _, e)| {
+                (
+                    event_id.clone(),
+                    *room_id,
+                    format!("inbound {event_id}: {e}"),
+                )
+            })
+            .collect();
         // No mapping rows: each message carries its event id as its unique external key,
-        // which is what lookups by event id find (`Store::weft_ref_for`), and what makes a
-        // replay a no-op.
-        let refused = self
+        // which is what lookups by event id find (`MatrixTables::carried_by`), and what makes
+        // a replay a no-op.
+        let written = self
             .chat()
-            .store()
-            .write(move |tx| {
+            .post_batch(ready, move |tx| {
                 Box::pin(async move {
                     // The transaction's last write records it first: a replay writes nothing.
                     if let Some(txn) = &txn
                         && !tx.insert_matrix_transaction(txn).await?
                     {
-                        return Ok(Vec::new());
+                        return Ok(false);
                     }
-                    let keys: Vec<&str> = posts.iter().map(|p| p.event_id.as_str()).collect();
-                    let senders: Vec<(&str, &str)> = posts
-                        .iter()
-                        .map(|p| (VIRTUAL_KIND, p.sender.as_str()))
-                        .collect();
-                    let lookups = Chat::look_up_for_posts(tx, &keys, &senders).await?;
-                    let mut prepared = Vec::with_capacity(posts.len());
-                    let mut refused = Vec::new();
-                    for post in posts {
-                        let outcome = match post.prepared.await {
-                            Ok(outcome) => outcome,
-                            Err(e) => Err(BridgeError::Config(format!(
-                                "preparing the message failed: {e}"
-                            ))),
-                        };
-                        match outcome {
-                            Ok(ready) => prepared.push(ready),
-                            // Storage trouble: fail the transaction so that the homeserver
-                            // retries it.
-                            Err(BridgeError::Store(e) | BridgeError::Chat(ChatError::Store(e))) => {
-                                return Err(e);
-                            }
-                            Err(e) => {
-                                let note = format!("inbound {}: {e}", post.event_id);
-                                tx.insert_matrix_failure(
-                                    0,
-                                    Some(post.room_id),
-                                    &post.event_id,
-                                    &note,
-                                )
-                                .await?;
-                                refused.push((post.event_id, post.matrix_room, post.sender, e));
-                            }
-                        }
+                    for (event_id, room_id, note) in &failures {
+                        tx.insert_matrix_failure(0, Some(*room_id), event_id, note)
+                            .await?;
                     }
-                    Chat::write_posts_with(tx, prepared, lookups).await?;
-                    Ok(refused)
+                    Ok(true)
                 })
             })
             .await?;
-        for (event_id, room_id, sender, error) in refused {
+        if written.is_none() {
+            return Ok(());
+        }
+        for (event_id, _, matrix_room, sender, error) in refused {
             let failures_total = self.count_failure();
-            tracing::warn!(%event_id, %room_id, %sender, %error, failures_total, "a Matrix event could not be bridged");
-            self.tell_sender(&room_id, &event_id, &sender, &error);
+            tracing::warn!(%event_id, room_id = %matrix_room, %sender, %error, failures_total, "a Matrix event could not be bridged");
+            self.tell_sender(&matrix_room, &event_id, &sender, &error);
         }
-        if count > 0 {
-            tracing::debug!(count, "applied Matrix messages");
-        }
-        Ok(())
-    }
-
-    /// Writes prepared posts in one store transaction, with the AS transaction id if given.
-    async fn write_prepared(
-        &self,
-        posts: Vec<PreparedPost>,
-        txn_id: Option<&str>,
-    ) -> Result<(), BridgeError> {
-        let txn = txn_id.map(str::to_string);
-        let count = posts.len();
-        // No mapping rows: each message carries its event id as its unique external key,
-        // which is what lookups by event id find (`Store::weft_ref_for`), and what makes a
-        // replay a no-op.
-        self.chat()
-            .store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    Chat::write_posts(tx, posts).await?;
-                    if let Some(txn) = txn {
-                        tx.insert_matrix_transaction(&txn).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await?;
         if count > 0 {
             tracing::debug!(count, "applied Matrix messages");
         }
@@ -315,7 +287,6 @@ impl Bridge {
         if sender.is_empty() || event_id.is_empty() || self.ids().is_ours(sender) {
             return Ok(());
         }
-        let store = self.chat().store();
         let event_type = event["type"].as_str().unwrap_or_default();
         let room_id = match self.open_room(matrix_room).await {
             Ok(Some(id)) => id,
@@ -363,27 +334,24 @@ impl Bridge {
                 self.chat()
                     .react(self.actor(), room_id, message_id, key, true, Some(who))
                     .await?;
-                self.record_mapping(
-                    Direction::Inbound,
-                    event_id,
-                    matrix_room,
-                    "reaction",
-                    &format!("{message_id} {key}"),
-                )
-                .await
+                let reaction = Carried::Reaction {
+                    message: message_id,
+                    key: key.to_string(),
+                    by: None,
+                };
+                self.record_inbound(event_id, matrix_room, reaction).await
             }
             "m.room.redaction" => {
                 let redacts = event["redacts"]
                     .as_str()
                     .or(content["redacts"].as_str())
                     .unwrap_or_default();
-                let Some((kind, weft_ref)) = store.weft_ref_for(redacts).await? else {
+                let Some(carried) = self.tables().carried_by(redacts).await? else {
                     return Ok(());
                 };
                 let who = self.post_as(sender);
-                match kind.as_str() {
-                    "message" => {
-                        let id = parse_id(&weft_ref)?;
+                match carried {
+                    Carried::Message(id) => {
                         match self
                             .chat()
                             .delete(self.actor(), room_id, id, Some(who), None)
@@ -411,15 +379,15 @@ impl Bridge {
                             Err(e) => Err(e.into()),
                         }
                     }
-                    "reaction" => {
-                        let (message, emoji) = weft_ref.split_once(' ').unwrap_or((&weft_ref, ""));
-                        let id = parse_id(message)?;
+                    Carried::Reaction { message, key, .. } => {
                         self.chat()
-                            .react(self.actor(), room_id, id, emoji, false, Some(who))
+                            .react(self.actor(), room_id, message, &key, false, Some(who))
                             .await?;
                         Ok(())
                     }
-                    _ => Ok(()),
+                    // Redacting an edit leaves the edited text: Matrix clients show the
+                    // previous version again, weft keeps no history of versions.
+                    Carried::Edit(_) => Ok(()),
                 }
             }
             _ => Ok(()),
@@ -434,14 +402,13 @@ impl Bridge {
         sender: &str,
         content: &Value,
     ) -> Result<(), BridgeError> {
-        let store = self.chat().store();
-        if store.weft_ref_for(event_id).await?.is_some() {
+        if self.tables().carried_by(event_id).await?.is_some() {
             return Ok(());
         }
         let Some(incoming) = self.incoming_text(content).await? else {
             if let Some(file) = translate::incoming_file(content) {
                 return self
-                    .apply_file(room_id, matrix_room, event_id, sender, content, file)
+                    .apply_file(room_id, event_id, sender, content, file)
                     .await;
             }
             return Err(BridgeError::Refused(format!(
@@ -465,7 +432,10 @@ impl Bridge {
         let post = self
             .prepare_message(room_id, event_id, self.post_as(sender), incoming)
             .await?;
-        self.write_prepared(vec![post], None).await
+        self.chat()
+            .post_batch(vec![post], |_| Box::pin(async { Ok(true) }))
+            .await?;
+        Ok(())
     }
 
     /// Reads a message's text, turning pills of weft users' puppets into their usernames;
@@ -478,7 +448,7 @@ impl Bridge {
         let mut usernames = HashMap::new();
         for target in translate::pill_targets(html) {
             if let Some(id) = self.ids().puppet_user_id(&target)
-                && let Some(user) = self.chat().store().user(id).await?
+                && let Some(user) = self.chat().views().user(id).await?
             {
                 usernames.insert(target, user.username);
             }
@@ -524,7 +494,6 @@ impl Bridge {
     async fn apply_file(
         &self,
         room_id: Id,
-        matrix_room: &str,
         event_id: &str,
         sender: &str,
         content: &Value,
@@ -570,18 +539,11 @@ impl Bridge {
             content_type: file.content_type,
             bytes: bytes.into(),
         };
-        let view = self
-            .chat()
+        // Its external key is the event id: that is its mapping.
+        self.chat()
             .upload_with(self.actor(), room_id, upload, post)
             .await?;
-        self.record_mapping(
-            Direction::Inbound,
-            event_id,
-            matrix_room,
-            "message",
-            &view.message.id.to_hex(),
-        )
-        .await
+        Ok(())
     }
 
     async fn apply_edit(
@@ -610,14 +572,8 @@ impl Bridge {
             .await
         {
             Ok(_) => {
-                self.record_mapping(
-                    Direction::Inbound,
-                    event_id,
-                    matrix_room,
-                    "edit",
-                    &message_id.to_hex(),
-                )
-                .await
+                self.record_inbound(event_id, matrix_room, Carried::Edit(message_id))
+                    .await
             }
             // Too late to edit in weft: say so in a new message, as Gitter did.
             Err(ChatError::Forbidden(_)) => {
@@ -628,15 +584,9 @@ impl Bridge {
                     external_ref: Some(event_id.to_string()),
                     ..NewPost::default()
                 };
-                let view = self.chat().post(self.actor(), room_id, post).await?;
-                self.record_mapping(
-                    Direction::Inbound,
-                    event_id,
-                    matrix_room,
-                    "message",
-                    &view.message.id.to_hex(),
-                )
-                .await
+                // Its external key is the event id: that is its mapping.
+                self.chat().post(self.actor(), room_id, post).await?;
+                Ok(())
             }
             Err(e) => Err(e.into()),
         }
@@ -644,12 +594,11 @@ impl Bridge {
 
     /// The weft message a Matrix event carries (a message, or the message an edit changed).
     async fn weft_message(&self, matrix_event_id: &str) -> Result<Option<Id>, BridgeError> {
-        match self.chat().store().weft_ref_for(matrix_event_id).await? {
-            Some((kind, weft_ref)) if kind == "message" || kind == "edit" => {
-                Ok(Some(parse_id(&weft_ref)?))
-            }
-            _ => Ok(None),
-        }
+        Ok(self
+            .tables()
+            .carried_by(matrix_event_id)
+            .await?
+            .and_then(|carried| carried.message()))
     }
 
     /// The homeserver asks about a user in our namespace: register the puppet if it stands
@@ -658,7 +607,7 @@ impl Bridge {
         let Some(id) = self.ids().puppet_user_id(mxid) else {
             return Ok(false);
         };
-        let Some(user) = self.chat().store().user(id).await? else {
+        let Some(user) = self.chat().views().user(id).await? else {
             return Ok(false);
         };
         if self.ids().puppet(&user) != mxid {
@@ -675,8 +624,8 @@ impl Bridge {
         };
         let Some(room) = self
             .chat()
-            .store()
-            .room_by_alias_localpart(&localpart)
+            .views()
+            .room_by_flattened_uri(&localpart, '_')
             .await?
         else {
             return Ok(false);
@@ -691,8 +640,8 @@ impl Bridge {
     /// The Matrix room of a public weft room, created (once, even when instances race) if
     /// needed.
     pub(crate) async fn ensure_matrix_room(&self, room: &Room) -> Result<MatrixRoom, BridgeError> {
-        let store = self.chat().store();
-        if let Some(existing) = store.matrix_room(room.id).await? {
+        let tables = self.tables();
+        if let Some(existing) = tables.room(room.id).await? {
             return Ok(existing);
         }
         let uri = room
@@ -750,18 +699,15 @@ impl Bridge {
             alias,
             open: true,
         };
-        let row = mapped.clone();
-        store
-            .write(move |tx| Box::pin(async move { tx.insert_matrix_room(&row).await }))
-            .await?;
+        tables.insert_room(mapped.clone()).await?;
         tracing::info!(room_id = %room.id, matrix_room_id = %mapped.matrix_room_id, alias = %mapped.alias, "bridged a room to Matrix");
-        Ok(store.matrix_room(room.id).await?.unwrap_or(mapped))
+        Ok(tables.room(room.id).await?.unwrap_or(mapped))
     }
 
     /// Registers a weft user's puppet and keeps its display name current.
     pub(crate) async fn ensure_puppet(&self, user: &User) -> Result<String, BridgeError> {
         let mxid = self.ids().puppet(user);
-        let known = self.chat().store().matrix_puppet(&mxid).await?;
+        let known = self.tables().puppet(&mxid).await?;
         if known.as_ref().and_then(|n| n.as_deref()) == Some(user.display_name.as_str()) {
             return Ok(mxid);
         }
@@ -776,8 +722,7 @@ impl Bridge {
             .set_display_name(&mxid, &user.display_name)
             .await?;
         let (m, name) = (mxid.clone(), user.display_name.clone());
-        self.chat()
-            .store()
+        self.tables()
             .write(move |tx| {
                 Box::pin(async move { tx.upsert_matrix_puppet(&m, Some(&name)).await })
             })
@@ -791,18 +736,12 @@ impl Bridge {
         matrix_room_id: &str,
         mxid: &str,
     ) -> Result<(), BridgeError> {
-        if self
-            .chat()
-            .store()
-            .matrix_member(matrix_room_id, mxid)
-            .await?
-        {
+        if self.tables().is_member(matrix_room_id, mxid).await? {
             return Ok(());
         }
         self.hs().join(matrix_room_id, mxid).await?;
         let (r, m) = (matrix_room_id.to_string(), mxid.to_string());
-        self.chat()
-            .store()
+        self.tables()
             .write(move |tx| Box::pin(async move { tx.insert_matrix_member(&r, &m).await }))
             .await?;
         Ok(())
@@ -828,8 +767,7 @@ impl Bridge {
             {
                 tracing::info!(matrix_room_id, %mxid, error = %e, "a puppet was refused; joining the room again");
                 let (r, m) = (matrix_room_id.to_string(), mxid.to_string());
-                self.chat()
-                    .store()
+                self.tables()
                     .write(move |tx| Box::pin(async move { tx.delete_matrix_member(&r, &m).await }))
                     .await?;
                 self.ensure_joined(matrix_room_id, mxid).await?;
@@ -850,9 +788,4 @@ impl Bridge {
             .trim_end_matches('/')
             .to_string()
     }
-}
-
-fn parse_id(text: &str) -> Result<Id, BridgeError> {
-    text.parse()
-        .map_err(|_| BridgeError::Config(format!("corrupt mapping: {text}")))
 }

@@ -27,6 +27,7 @@ mod names;
 mod outbound;
 mod privacy;
 mod refusals;
+pub mod tables;
 pub mod translate;
 mod typing;
 
@@ -34,10 +35,14 @@ use std::sync::Arc;
 
 use weft_chat::{Actor, Chat, NewUser};
 use weft_core::{Origin, Token};
+use weft_store::Store;
+
+use crate::tables::MatrixWrites;
 
 pub use config::{BridgeConfig, MatrixSettings, generate_registration};
 pub use homeserver::{Homeserver, HsError};
 pub use ids::Identities;
+pub use tables::{Carried, MatrixFailure, MatrixRoom, MatrixTables};
 
 /// The network name virtual users from Matrix carry.
 pub const VIRTUAL_KIND: &str = "matrix";
@@ -73,6 +78,7 @@ pub struct Bridge {
 
 struct Inner {
     chat: Chat,
+    tables: MatrixTables,
     config: BridgeConfig,
     ids: Identities,
     hs: Homeserver,
@@ -85,16 +91,21 @@ struct Inner {
     /// instances agree on one row), so it is remembered; "not bridged" is not, since that can
     /// change. Whether it is open changes only by the outbound sender, which holds the lease
     /// and forgets this when it takes it.
-    mapped_rooms:
-        std::sync::Mutex<std::collections::HashMap<weft_core::Id, weft_store::MatrixRoom>>,
+    mapped_rooms: std::sync::Mutex<std::collections::HashMap<weft_core::Id, MatrixRoom>>,
     /// The device each of the bridge's Matrix users sends as, once known (see `devices`).
     devices: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Bridge {
-    /// Prepares the bridge: makes sure weft has the bridge's own account.
-    pub async fn new(chat: Chat, config: BridgeConfig) -> Result<Bridge, BridgeError> {
-        let user = match chat.store().user_by_username(BRIDGE_USERNAME).await? {
+    /// Prepares the bridge over the chat and its store: brings the bridge's tables up to date
+    /// and makes sure weft has the bridge's own account.
+    pub async fn new(
+        chat: Chat,
+        store: Store,
+        config: BridgeConfig,
+    ) -> Result<Bridge, BridgeError> {
+        let tables = MatrixTables::open(store).await?;
+        let user = match chat.views().user_by_username(BRIDGE_USERNAME).await? {
             Some(user) => user,
             None => match chat
                 .create_user(NewUser {
@@ -127,7 +138,7 @@ impl Bridge {
             origin: Origin(VIRTUAL_KIND.into()),
             system: false,
         };
-        let failures = chat.store().matrix_failure_count().await?;
+        let failures = tables.failure_count().await?;
         if failures > 0 {
             tracing::warn!(
                 failures_total = failures,
@@ -145,6 +156,7 @@ impl Bridge {
         Ok(Bridge {
             inner: Arc::new(Inner {
                 chat,
+                tables,
                 config,
                 ids,
                 hs,
@@ -162,12 +174,12 @@ impl Bridge {
     pub(crate) async fn mapped_room(
         &self,
         room_id: weft_core::Id,
-    ) -> Result<Option<weft_store::MatrixRoom>, BridgeError> {
+    ) -> Result<Option<MatrixRoom>, BridgeError> {
         let known = self.mapped_rooms().get(&room_id).cloned();
         if known.is_some() {
             return Ok(known);
         }
-        let found = self.chat().store().matrix_room(room_id).await?;
+        let found = self.tables().room(room_id).await?;
         if let Some(mapped) = &found {
             self.mapped_rooms().insert(room_id, mapped.clone());
         }
@@ -175,7 +187,7 @@ impl Bridge {
     }
 
     /// Remembers a room's mapping as the sender just wrote it.
-    pub(crate) fn remember_mapped_room(&self, mapped: weft_store::MatrixRoom) {
+    pub(crate) fn remember_mapped_room(&self, mapped: MatrixRoom) {
         self.mapped_rooms().insert(mapped.room_id, mapped);
     }
 
@@ -187,8 +199,7 @@ impl Bridge {
 
     fn mapped_rooms(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<weft_core::Id, weft_store::MatrixRoom>>
-    {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<weft_core::Id, MatrixRoom>> {
         self.inner
             .mapped_rooms
             .lock()
@@ -235,25 +246,17 @@ impl Bridge {
         appservice::router(self.clone())
     }
 
-    /// Records which weft thing a Matrix event carries, in either direction.
-    pub(crate) async fn record_mapping(
+    /// Records which weft thing a received Matrix event carries.
+    pub(crate) async fn record_inbound(
         &self,
-        direction: weft_store::Direction,
         event_id: &str,
         matrix_room: &str,
-        kind: &str,
-        weft_ref: &str,
+        carried: Carried,
     ) -> Result<(), BridgeError> {
-        let (e, r, k, w) = (
-            event_id.to_string(),
-            matrix_room.to_string(),
-            kind.to_string(),
-            weft_ref.to_string(),
-        );
-        self.chat()
-            .store()
+        let (e, r) = (event_id.to_string(), matrix_room.to_string());
+        self.tables()
             .write(move |tx| {
-                Box::pin(async move { tx.insert_matrix_event(&e, &r, &k, &w, direction).await })
+                Box::pin(async move { tx.insert_inbound_event(&e, &r, &carried).await })
             })
             .await?;
         Ok(())
@@ -269,6 +272,11 @@ impl Bridge {
 
     pub(crate) fn chat(&self) -> &Chat {
         &self.inner.chat
+    }
+
+    /// The bridge's own tables.
+    pub(crate) fn tables(&self) -> &MatrixTables {
+        &self.inner.tables
     }
 
     pub(crate) fn ids(&self) -> &Identities {

@@ -17,9 +17,9 @@
 //! [redactions](https://spec.matrix.org/latest/client-server-api/#redactions),
 //! [authorization rules](https://spec.matrix.org/latest/rooms/v11/#authorization-rules).
 
+use crate::tables::{MatrixRoom, MatrixWrites};
 use serde_json::{Map, Value, json};
 use weft_core::Role;
-use weft_store::MatrixRoom;
 
 use crate::{Bridge, BridgeError};
 
@@ -75,7 +75,7 @@ impl Bridge {
         &self,
         room_id: weft_core::Id,
     ) -> Result<Vec<(String, i64)>, BridgeError> {
-        let staff = self.chat().store().room_staff(room_id).await?;
+        let staff = self.chat().views().room_staff(room_id).await?;
         Ok(staff
             .iter()
             .filter_map(|(user, role)| level_of(*role).map(|l| (self.ids().puppet(user), l)))
@@ -136,7 +136,7 @@ impl Bridge {
         matrix_room: &str,
     ) -> Result<bool, BridgeError> {
         use weft_core::Event;
-        let store = self.chat().store();
+        let store = self.chat().views();
         let bot = self.ids().bot();
         let name_of = |id: Option<weft_core::Id>| async move {
             match id {
@@ -218,7 +218,7 @@ impl Bridge {
                 tracing::info!(matrix_room_id = %matrix_room, %target, action, seq = event.seq, "repeated a weft moderator's act on Matrix");
                 if action != "unban" {
                     let (r, m) = (matrix_room.to_string(), target.clone());
-                    store
+                    self.tables()
                         .write(move |tx| {
                             Box::pin(async move { tx.delete_matrix_member(&r, &m).await })
                         })
@@ -243,7 +243,7 @@ impl Bridge {
     ) -> Result<Option<String>, BridgeError> {
         Ok(self
             .chat()
-            .store()
+            .views()
             .virtual_user(virtual_id)
             .await?
             .filter(|v| v.kind == crate::VIRTUAL_KIND)
@@ -277,7 +277,7 @@ impl Bridge {
             ("leave", "ban", Some(user_id)) => chat.unban(actor, room_id, user_id).await,
             ("leave", "ban", None) => {
                 match chat
-                    .store()
+                    .views()
                     .virtual_user_by_external_id(crate::VIRTUAL_KIND, target)
                     .await?
                 {

@@ -10,6 +10,7 @@ use weft_core::{Author, Event, LoggedEvent, MessageView, Profile, RoomKind};
 use weft_store::{Fence, Lease, StoreError};
 
 use crate::privacy::Closing;
+use crate::tables::{Carried, MatrixTables, MatrixWrites};
 use crate::translate::{self, Pill};
 use crate::{Bridge, BridgeError, VIRTUAL_KIND};
 
@@ -28,7 +29,7 @@ const LEASE: &str = "matrix-outbound";
 struct LeaseLost;
 
 pub(crate) async fn run(bridge: Bridge) {
-    let store = bridge.chat().store().clone();
+    let tables = bridge.tables().clone();
     // One sender across all instances sharing the database: two would race on the cursor and
     // upload every file twice. The lease is fenced: a sender that lost it (its database
     // session dropped, its process paused) stops at once, and the writes it still tries are
@@ -36,7 +37,7 @@ pub(crate) async fn run(bridge: Bridge) {
     // again and, with a new epoch, starts over from the durable cursor.
     loop {
         let lease = loop {
-            match store.take_lease(LEASE).await {
+            match tables.take_lease(LEASE).await {
                 Ok(lease) => break lease,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot take the Matrix sender lease; retrying");
@@ -61,16 +62,17 @@ pub(crate) async fn run(bridge: Bridge) {
 
 /// Follows the event log and sends, until the lease is found lost.
 async fn follow(bridge: &Bridge, lease: &Lease) -> Result<std::convert::Infallible, LeaseLost> {
-    let store = bridge.chat().store();
+    let views = bridge.chat().views();
+    let tables = bridge.tables();
     let fence = lease.fence();
     // While another instance held the lease, it may have opened or closed rooms.
     bridge.forget_mapped_rooms();
-    let mut committed = store.committed();
+    let mut committed = views.committed();
     // First start: begin at the present; history is not replayed into Matrix.
     let mut cursor = loop {
-        match store.matrix_cursor().await {
+        match tables.cursor().await {
             Ok(Some(seq)) => break seq,
-            Ok(None) => match store.last_event_seq().await {
+            Ok(None) => match views.last_event_seq().await {
                 Ok(seq) => break seq,
                 Err(e) => tracing::error!(error = %e, "cannot read the event log"),
             },
@@ -83,7 +85,7 @@ async fn follow(bridge: &Bridge, lease: &Lease) -> Result<std::convert::Infallib
     loop {
         // What came from Matrix is never sent back: those entries are skipped unread.
         let (events, scanned_to) =
-            match store.events_after_except(cursor, BATCH, VIRTUAL_KIND).await {
+            match views.events_after_except(cursor, BATCH, VIRTUAL_KIND).await {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the event log");
@@ -98,7 +100,7 @@ async fn follow(bridge: &Bridge, lease: &Lease) -> Result<std::convert::Infallib
                 _ = committed.changed() => {}
                 _ = tokio::time::sleep(CURSOR_SAVE_INTERVAL) => {
                     if cursor > saved {
-                        saved = save_cursor(store, fence, cursor).await?.unwrap_or(saved);
+                        saved = save_cursor(tables, fence, cursor).await?.unwrap_or(saved);
                         last_save = Instant::now();
                     }
                 }
@@ -117,7 +119,7 @@ async fn follow(bridge: &Bridge, lease: &Lease) -> Result<std::convert::Infallib
         // pushes. A crash resends at most that second's events, under the same transaction
         // ids from the same devices, which the homeserver deduplicates.
         if last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
-            saved = save_cursor(store, fence, cursor).await?.unwrap_or(saved);
+            saved = save_cursor(tables, fence, cursor).await?.unwrap_or(saved);
             last_save = Instant::now();
         }
     }
@@ -126,12 +128,12 @@ async fn follow(bridge: &Bridge, lease: &Lease) -> Result<std::convert::Infallib
 /// Saves the sender's cursor; answers the saved position, or `None` (logged) if the write
 /// failed for a reason other than a lost lease.
 async fn save_cursor(
-    store: &weft_store::Store,
+    tables: &MatrixTables,
     fence: &Fence,
     seq: i64,
 ) -> Result<Option<i64>, LeaseLost> {
     let fence = fence.clone();
-    match store
+    match tables
         .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq, &fence).await }))
         .await
     {
@@ -189,8 +191,7 @@ async fn deliver_with_retries(
                 tracing::error!(seq = event.seq, room_id = ?room, error = %e, failures_total, "could not bridge an event to Matrix; recorded as a permanent failure");
                 let (seq, note) = (event.seq, e.to_string());
                 if let Err(e) = bridge
-                    .chat()
-                    .store()
+                    .tables()
                     .write(move |tx| {
                         Box::pin(async move {
                             tx.insert_matrix_failure(seq, room, &format!("log:{seq}"), &note)
@@ -236,8 +237,8 @@ async fn record_sent(
     event: &LoggedEvent,
     matrix_event_id: &str,
     matrix_room: &str,
-    kind: &'static str,
-    weft_ref: String,
+    carried: Carried,
+    mentioned: Vec<String>,
 ) -> Result<(), BridgeError> {
     let (seq, e, r, fence) = (
         event.seq,
@@ -246,12 +247,13 @@ async fn record_sent(
         fence.clone(),
     );
     bridge
-        .chat()
-        .store()
+        .tables()
         .write(move |tx| {
             Box::pin(async move {
-                tx.insert_outbound_matrix_event(&fence, &e, &r, kind, &weft_ref)
-                    .await?;
+                tx.insert_outbound_event(&fence, &e, &r, &carried).await?;
+                if let Some(message_id) = carried.message() {
+                    tx.insert_mentioned(message_id, &mentioned).await?;
+                }
                 tx.set_matrix_cursor(seq, &fence).await
             })
         })
@@ -268,14 +270,15 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
     if event.origin.0 == VIRTUAL_KIND {
         return Ok(()); // Came from Matrix: never echo it back.
     }
-    let store = bridge.chat().store();
+    let store = bridge.chat().views();
     if let Event::UserUpdated { user_id } = &event.event {
         // A rename reaches Matrix only for users who already have a puppet.
         let Some(user) = store.user(*user_id).await? else {
             return Ok(());
         };
-        if store
-            .matrix_puppet(&bridge.ids().puppet(&user))
+        if bridge
+            .tables()
+            .puppet(&bridge.ids().puppet(&user))
             .await?
             .is_some()
         {
@@ -331,8 +334,9 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             };
             let pills = pills(bridge, &view).await?;
             let thread_root = match view.message.parent_id {
-                Some(parent) => store
-                    .matrix_event_for(&parent.to_hex(), "message")
+                Some(parent) => bridge
+                    .tables()
+                    .event_for(&Carried::Message(parent))
                     .await?
                     .map(|(e, _)| e),
                 None => None,
@@ -380,8 +384,8 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
                 event,
                 &event_id,
                 matrix_room,
-                "message",
-                view.message.id.to_hex(),
+                Carried::Message(view.message.id),
+                pills.into_iter().map(|p| p.mxid).collect(),
             )
             .await
         }
@@ -389,8 +393,9 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             let Some(view) = store.message(*message_id).await? else {
                 return Ok(());
             };
-            let Some((original, _)) = store
-                .matrix_event_for(&message_id.to_hex(), "message")
+            let Some((original, _)) = bridge
+                .tables()
+                .event_for(&Carried::Message(*message_id))
                 .await?
             else {
                 return Ok(());
@@ -399,7 +404,8 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
                 return Ok(());
             };
             let pills = pills(bridge, &view).await?;
-            let content = translate::edit_content(&view.message, &pills, &original);
+            let notified = bridge.tables().mentioned(*message_id).await?;
+            let content = translate::edit_content(&view.message, &pills, &original, &notified);
             bridge
                 .send_as_member(
                     matrix_room,
@@ -409,6 +415,22 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
                     &sender,
                 )
                 .await?;
+            let newly: Vec<String> = translate::newly_mentioned(&pills, &notified)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            if !newly.is_empty() {
+                let (message_id, fence) = (*message_id, fence.clone());
+                bridge
+                    .tables()
+                    .write(move |tx| {
+                        Box::pin(async move {
+                            tx.check_lease(&fence).await?;
+                            tx.insert_mentioned(message_id, &newly).await
+                        })
+                    })
+                    .await?;
+            }
             Ok(())
         }
         Event::MessageDeleted {
@@ -422,8 +444,9 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             // held it is gone.
             let target = match external_ref.as_deref().filter(|r| r.starts_with('$')) {
                 Some(event_id) => event_id.to_string(),
-                None => match store
-                    .matrix_event_for(&message_id.to_hex(), "message")
+                None => match bridge
+                    .tables()
+                    .event_for(&Carried::Message(*message_id))
                     .await?
                 {
                     Some((event_id, _)) => event_id,
@@ -460,8 +483,9 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             emoji,
             ..
         } => {
-            let Some((target, _)) = store
-                .matrix_event_for(&message_id.to_hex(), "message")
+            let Some((target, _)) = bridge
+                .tables()
+                .event_for(&Carried::Message(*message_id))
                 .await?
             else {
                 return Ok(());
@@ -481,8 +505,12 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
                 event,
                 &event_id,
                 matrix_room,
-                "reaction",
-                format!("{message_id} {emoji} {user_id}"),
+                Carried::Reaction {
+                    message: *message_id,
+                    key: emoji.clone(),
+                    by: Some(*user_id),
+                },
+                Vec::new(),
             )
             .await
         }
@@ -492,8 +520,12 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             emoji,
             ..
         } => {
-            let key = format!("{message_id} {emoji} {user_id}");
-            let Some((target, _)) = store.matrix_event_for(&key, "reaction").await? else {
+            let sent = Carried::Reaction {
+                message: *message_id,
+                key: emoji.clone(),
+                by: Some(*user_id),
+            };
+            let Some((target, _)) = bridge.tables().event_for(&sent).await? else {
                 return Ok(());
             };
             let Some(user) = store.user(*user_id).await? else {
@@ -573,15 +605,14 @@ async fn send_files(
             let (e, r, w, fence) = (
                 event_id.clone(),
                 matrix_room.to_string(),
-                view.message.id.to_hex(),
+                view.message.id,
                 fence.clone(),
             );
             bridge
-                .chat()
-                .store()
+                .tables()
                 .write(move |tx| {
                     Box::pin(async move {
-                        tx.insert_outbound_matrix_event(&fence, &e, &r, "message", &w)
+                        tx.insert_outbound_event(&fence, &e, &r, &Carried::Message(w))
                             .await
                     })
                 })
@@ -603,11 +634,9 @@ async fn sender_of(
     };
     // Usually the puppet exists, is named right and is in the room: two reads, side by side.
     let mxid = bridge.ids().puppet(user);
-    let store = bridge.chat().store();
-    let (known, joined) = tokio::try_join!(
-        store.matrix_puppet(&mxid),
-        store.matrix_member(matrix_room, &mxid)
-    )?;
+    let tables = bridge.tables();
+    let (known, joined) =
+        tokio::try_join!(tables.puppet(&mxid), tables.is_member(matrix_room, &mxid))?;
     if joined && known.as_ref().and_then(|n| n.as_deref()) == Some(user.display_name.as_str()) {
         return Ok(Some(mxid));
     }
@@ -624,7 +653,7 @@ async fn pills(bridge: &Bridge, view: &MessageView) -> Result<Vec<Pill>, BridgeE
         let mxid = match mention.user_id {
             Some(user_id) => bridge
                 .chat()
-                .store()
+                .views()
                 .user(user_id)
                 .await?
                 .map(|user| bridge.ids().puppet(&user)),

@@ -15,9 +15,9 @@
 //! [history visibility](https://spec.matrix.org/latest/client-server-api/#room-history-visibility),
 //! [room directory](https://spec.matrix.org/latest/client-server-api/#listing-rooms).
 
+use crate::tables::{MatrixRoom, MatrixWrites};
 use serde_json::json;
 use weft_core::{LoggedEvent, RoomKind};
-use weft_store::MatrixRoom;
 
 use crate::{Bridge, BridgeError};
 
@@ -50,7 +50,7 @@ impl Bridge {
         if !mapped.open {
             return Ok(false);
         }
-        let room = self.chat().store().room(mapped.room_id).await?;
+        let room = self.chat().views().room(mapped.room_id).await?;
         Ok(room.is_some_and(|r| r.kind == RoomKind::Public))
     }
 
@@ -137,8 +137,7 @@ impl Bridge {
     /// Records a room's mapping open or closed, and remembers it.
     async fn set_open(&self, mapped: &MatrixRoom, open: bool) -> Result<(), BridgeError> {
         let room_id = mapped.room_id;
-        self.chat()
-            .store()
+        self.tables()
             .write(move |tx| Box::pin(async move { tx.set_matrix_room_open(room_id, open).await }))
             .await?;
         self.remember_mapped_room(MatrixRoom {

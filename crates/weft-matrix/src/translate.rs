@@ -142,7 +142,7 @@ pub fn message_content(
         json!({
             "msgtype": if message.status { "m.emote" } else { "m.text" },
             "body": message.text,
-            "m.mentions": { "user_ids": pills.iter().map(|p| p.mxid.clone()).collect::<Vec<_>>() },
+            "m.mentions": { "user_ids": newly_mentioned(pills, &[]) },
             "external_url": permalink,
         }),
         formatted_body_if_needed(&message.text, &message.html, pills).as_deref(),
@@ -274,14 +274,25 @@ pub fn transaction_key(txn_id: &str, body: &Value) -> String {
 }
 
 /// The content of the `m.replace` event for an edit of `original`.
-pub fn edit_content(message: &Message, pills: &[Pill], original: &str) -> Value {
+///
+/// `m.new_content` mentions everyone the new text mentions; the top-level `m.mentions`,
+/// which is what notifies, only those of them not in `notified`, the people an earlier
+/// version mentioned: a newly mentioned person is notified, nobody twice
+/// (<https://spec.matrix.org/v1.16/client-server-api/#mentions>, "Mentions in edits").
+pub fn edit_content(
+    message: &Message,
+    pills: &[Pill],
+    original: &str,
+    notified: &[String],
+) -> Value {
+    let newly: Vec<&str> = newly_mentioned(pills, notified);
     let msgtype = if message.status { "m.emote" } else { "m.text" };
     let formatted = formatted_body_if_needed(&message.text, &message.html, pills);
     let new_content = with_formatted(
         json!({
             "msgtype": msgtype,
             "body": message.text,
-            "m.mentions": { "user_ids": pills.iter().map(|p| p.mxid.clone()).collect::<Vec<_>>() },
+            "m.mentions": { "user_ids": newly_mentioned(pills, &[]) },
         }),
         formatted.as_deref(),
     );
@@ -290,11 +301,22 @@ pub fn edit_content(message: &Message, pills: &[Pill], original: &str) -> Value 
             "msgtype": msgtype,
             "body": format!("* {}", message.text),
             "m.new_content": new_content,
-            "m.mentions": {},
+            "m.mentions": { "user_ids": newly },
             "m.relates_to": { "rel_type": "m.replace", "event_id": original },
         }),
         formatted.map(|html| format!("* {html}")).as_deref(),
     )
+}
+
+/// The Matrix IDs among `pills` not in `notified`, each once.
+pub fn newly_mentioned<'p>(pills: &'p [Pill], notified: &[String]) -> Vec<&'p str> {
+    let mut out: Vec<&str> = Vec::new();
+    for pill in pills {
+        if !notified.contains(&pill.mxid) && !out.contains(&pill.mxid.as_str()) {
+            out.push(&pill.mxid);
+        }
+    }
+    out
 }
 
 /// The content of a reaction.
@@ -624,6 +646,62 @@ mod tests {
         assert_ne!(transaction_key("7", &first), transaction_key("8", &first));
     }
     use super::*;
+
+    fn message_with(text: &str) -> Message {
+        Message {
+            id: weft_core::Id::generate(),
+            seq: 1,
+            room_id: weft_core::Id::generate(),
+            author: weft_core::Author::User(weft_core::Id::generate()),
+            text: text.into(),
+            html: format!("<p>{text}</p>"),
+            status: false,
+            parent_id: None,
+            thread_count: 0,
+            sent: 1,
+            edited_at: Some(2),
+            deleted: false,
+            mentions: Vec::new(),
+            issues: Vec::new(),
+            urls: Vec::new(),
+            attachments: Vec::new(),
+            version: 2,
+            reactions: Vec::new(),
+            read_by: 0,
+            undelivered: None,
+        }
+    }
+
+    /// The review's case: an edit that adds a mention must notify the person added, and
+    /// only them; the new content still mentions everyone.
+    #[test]
+    fn an_edit_notifies_only_the_newly_mentioned() {
+        let pill = |name: &str| Pill {
+            screen_name: name.into(),
+            mxid: format!("@{name}:s"),
+        };
+        let pills = [pill("bob"), pill("carol"), pill("bob")];
+        let message = message_with("hi @bob and @carol");
+        let content = edit_content(&message, &pills, "$original", &["@bob:s".to_string()]);
+        assert_eq!(content["m.mentions"], json!({ "user_ids": ["@carol:s"] }));
+        assert_eq!(
+            content["m.new_content"]["m.mentions"],
+            json!({ "user_ids": ["@bob:s", "@carol:s"] })
+        );
+        assert_eq!(content["m.relates_to"]["rel_type"], "m.replace");
+        assert_eq!(content["m.relates_to"]["event_id"], "$original");
+        let again = edit_content(
+            &message,
+            &pills,
+            "$original",
+            &["@bob:s".to_string(), "@carol:s".to_string()],
+        );
+        assert_eq!(
+            again["m.mentions"],
+            json!({ "user_ids": [] }),
+            "nobody is notified twice"
+        );
+    }
 
     #[test]
     fn mention_spans_become_pills() {

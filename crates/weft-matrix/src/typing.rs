@@ -45,10 +45,10 @@ async fn show_on_matrix(bridge: &Bridge, logged: &Arc<LoggedEvent>) {
         return;
     }
     let outcome = async {
-        let store = bridge.chat().store();
+        let store = bridge.chat().views();
         // Read afresh: this runs on every instance, not only the sender's, and must never
         // show typing in a room that is closed.
-        let Some(mapped) = store.matrix_room(room_id).await? else {
+        let Some(mapped) = bridge.tables().room(room_id).await? else {
             return Ok(());
         };
         if !bridge.may_send_to(&mapped).await? {
@@ -95,7 +95,7 @@ impl Bridge {
         };
         for event in ephemeral.iter().filter(|e| e["type"] == "m.typing") {
             let matrix_room = event["room_id"].as_str().unwrap_or_default();
-            let room_id = match self.chat().store().room_for_matrix(matrix_room).await {
+            let room_id = match self.tables().room_for_matrix(matrix_room).await {
                 Ok(Some(room_id)) => room_id,
                 Ok(None) => continue,
                 Err(e) => {

@@ -141,7 +141,7 @@ impl Frames {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Fell behind: catch up from the log so no subscriber misses an event.
-                        match chat.store().events_after(last, 10_000).await {
+                        match chat.views().events_after(last, 10_000).await {
                             Ok(missed) => {
                                 for event in missed {
                                     last = event.seq;
@@ -208,7 +208,7 @@ async fn new_messages(chat: &Chat, burst: &[Arc<LoggedEvent>]) -> HashMap<Id, Me
     if ids.len() < 2 {
         return HashMap::new();
     }
-    chat.store().messages_by_ids(&ids).await.unwrap_or_default()
+    chat.views().messages_by_ids(&ids).await.unwrap_or_default()
 }
 
 /// Renders one event; `None` for events live subscribers do not see (or whose subject is
@@ -223,7 +223,7 @@ async fn build_with(
     logged: &LoggedEvent,
     created: &mut HashMap<Id, MessageView>,
 ) -> Option<Frame> {
-    let store = chat.store();
+    let store = chat.views();
     let room_id = logged.event.room_id()?;
     // With its read count, so that live models agree with the REST API's. A new message is
     // the newest in its room, so nobody's read mark is on it yet: no need to count.

@@ -48,7 +48,7 @@ impl Fence {
     }
 
     /// The error a fenced write answers when this fence no longer holds its lease.
-    pub(crate) fn lost(&self) -> StoreError {
+    pub fn lost(&self) -> StoreError {
         StoreError::LeaseLost {
             name: self.name.clone(),
             epoch: self.epoch,

@@ -10,12 +10,14 @@
 mod access;
 mod communities;
 mod events;
+pub mod extension;
 mod lease;
-mod matrix;
 mod messages;
 mod moderation;
 mod rooms;
 mod rows;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod users;
 mod writer;
 
@@ -28,7 +30,6 @@ use tokio::sync::watch;
 
 pub use access::ACCESS_CACHE_TTL;
 pub use lease::{Fence, LEASE_CHECK_INTERVAL, Lease};
-pub use matrix::{Direction, MatrixFailure, MatrixRoom};
 pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
 pub use moderation::Ban;
 pub use rooms::RoomWithMembership;
@@ -128,18 +129,7 @@ impl Store {
         let write_pool = pool_options(dialect, writers)
             .connect_with(options.clone())
             .await?;
-        match dialect {
-            Dialect::Sqlite => {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&write_pool)
-                    .await?
-            }
-            Dialect::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&write_pool)
-                    .await?
-            }
-        }
+        migrate(dialect, &write_pool).await?;
         let read = pool_options(dialect, readers)
             .min_connections(1)
             .connect_with(options)
@@ -204,6 +194,58 @@ impl Store {
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.read
     }
+}
+
+/// The checksum of migration 2 as it was before the Matrix bridge kept its own schema, when it
+/// also created the bridge's tables (SHA-384, as sqlx computes it).
+const MIGRATION_2_BEFORE_THE_SPLIT: &str = "8fffcc5805fdec544629a7bf0e139f3412b4c96a62f27fd7847ded9c94ce4456e8cc6d53704a309a1c85da08474ae952";
+
+/// Brings the chat's schema up to date. Extensions (the Matrix bridge) run their own
+/// migrations in the same migrations table ([`Store::migrate_extension`]), so versions this
+/// migrator does not know are expected there.
+async fn migrate(dialect: Dialect, pool: &AnyPool) -> Result<()> {
+    let mut migrator = match dialect {
+        Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    migrator.set_ignore_missing(true);
+    adopt_split_migration_2(&migrator, pool).await?;
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// A database migrated before the split recorded migration 2 with its old text, which also
+/// created the bridge's tables (the bridge's migration 0000 now creates them if missing): it
+/// is recorded as today's migration 2, so that the migrator does not refuse the database.
+async fn adopt_split_migration_2(migrator: &sqlx::migrate::Migrator, pool: &AnyPool) -> Result<()> {
+    use sqlx::Row;
+    let Some(today) = migrator.iter().find(|m| m.version == 2) else {
+        return Ok(());
+    };
+    let recorded = match sqlx::query("SELECT checksum FROM _sqlx_migrations WHERE version = 2")
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(row) => row,
+        // A new database has no migrations table yet.
+        Err(_) => return Ok(()),
+    };
+    let Some(row) = recorded else {
+        return Ok(());
+    };
+    let checksum: Vec<u8> = row.try_get("checksum")?;
+    let hex: String = checksum.iter().map(|b| format!("{b:02x}")).collect();
+    if hex == MIGRATION_2_BEFORE_THE_SPLIT {
+        sqlx::query(
+            "UPDATE _sqlx_migrations SET checksum = $1, description = $2 WHERE version = 2",
+        )
+        .bind(today.checksum.to_vec())
+        .bind(today.description.to_string())
+        .execute(pool)
+        .await?;
+        tracing::info!("recorded migration 2 under its text since the bridge keeps its own schema");
+    }
+    Ok(())
 }
 
 /// Follows commits made by other weft instances on the same PostgreSQL database, so that

@@ -203,6 +203,28 @@ impl Store {
         row.as_ref().map(message_view).transpose()
     }
 
+    /// The room of a message and the unique key it was stored under (a bridge's event id, a
+    /// bot's retry key), if it has one.
+    pub async fn external_ref_of(&self, message_id: Id) -> Result<Option<(Id, String)>> {
+        let row = sqlx::query(
+            "SELECT room_id, external_ref FROM messages WHERE id = $1 AND external_ref IS NOT NULL",
+        )
+        .bind(message_id.to_hex())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| Ok((rows::id(&r, "room_id")?, r.try_get("external_ref")?)))
+            .transpose()
+    }
+
+    /// The id of the message stored under a caller's unique key, if any.
+    pub async fn message_id_for_external_ref(&self, external_ref: &str) -> Result<Option<Id>> {
+        let row = sqlx::query("SELECT id FROM messages WHERE external_ref = $1")
+            .bind(external_ref)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| rows::id(&r, "id")).transpose()
+    }
+
     /// A page of a room's timeline, oldest first.
     pub async fn messages(&self, page: MessagePage) -> Result<Vec<MessageView>> {
         let room = page.room_id.to_hex();

@@ -45,6 +45,23 @@ fn membership(row: &AnyRow) -> Result<Membership> {
 }
 
 impl Store {
+    /// The room whose `community/room` URI, spelled with `sep` instead of `/` and in any case,
+    /// is `flat`: how a network whose names cannot hold a slash names a room (a Matrix alias's
+    /// localpart). Several rooms could flatten the same; the oldest wins.
+    pub async fn room_by_flattened_uri(&self, flat: &str, sep: char) -> Result<Option<Room>> {
+        let row = sqlx::query(
+            "SELECT id FROM rooms WHERE uri_lower IS NOT NULL AND REPLACE(uri_lower, '/', $2) = $1 ORDER BY created_at LIMIT 1",
+        )
+        .bind(flat.to_lowercase())
+        .bind(sep.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some(r) => self.room(rows::id(&r, "id")?).await,
+            None => Ok(None),
+        }
+    }
+
     /// A room by id.
     pub(crate) async fn load_room(&self, id: Id) -> Result<Option<Room>> {
         let row = sqlx::query(

@@ -202,7 +202,7 @@ fn rss_kb(pid: u32) -> anyhow::Result<u64> {
 
 /// Users, tokens, a room for posting, and the big room (seeded straight into the store).
 async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
-    let chat: Chat = crate::open(config).await?;
+    let (store, chat): (weft_store::Store, Chat) = crate::open_parts(config).await?;
     let system = Actor::system();
     let group = chat
         .create_group(&system, &format!("bench{}", Id::generate()), None)
@@ -251,7 +251,7 @@ async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
     while created < args.seed_members {
         let n = members_per_job.min(args.seed_members - created);
         let room_id = big.id;
-        chat.store()
+        store
             .write(move |tx| {
                 Box::pin(async move {
                     for _ in 0..n {
@@ -282,7 +282,7 @@ async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
         created += n;
     }
     let author = chat
-        .store()
+        .views()
         .members(big.id, "", 1, 0)
         .await?
         .first()
@@ -294,7 +294,7 @@ async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
         let n = per_job.min(args.seed_messages - written);
         let room_id = big.id;
         let base = written;
-        chat.store()
+        store
             .write(move |tx| {
                 Box::pin(async move {
                     for i in 0..n {
@@ -326,8 +326,8 @@ async fn seed(args: &BenchArgs, config: &Config) -> anyhow::Result<Fixture> {
         written += n;
     }
     // A server that grew to this size has statistics; a bulk load has none until analysed.
-    chat.store().refresh_statistics().await?;
-    weft_store::close(chat.store().clone()).await;
+    chat.refresh_statistics().await?;
+    chat.close().await;
     Ok(Fixture {
         room_id: room.id,
         big_room_id: big.id,
@@ -554,7 +554,7 @@ async fn matrix_inbound(
     std::fs::write(&config_path, section)?;
 
     let matrix_room = "!bench:bench.test";
-    let chat: Chat = crate::open(config).await?;
+    let (store, chat): (weft_store::Store, Chat) = crate::open_parts(config).await?;
     let system = Actor::system();
     let group = chat
         .create_group(&system, &format!("mx{}", Id::generate()), None)
@@ -570,16 +570,17 @@ async fn matrix_inbound(
             },
         )
         .await?;
-    let mapped = weft_store::MatrixRoom {
+    let mapped = weft_matrix::MatrixRoom {
         room_id: room.id,
         matrix_room_id: matrix_room.into(),
         alias: "#bench:bench.test".into(),
         open: true,
     };
-    chat.store()
-        .write(move |tx| Box::pin(async move { tx.insert_matrix_room(&mapped).await }))
+    weft_matrix::MatrixTables::open(store)
+        .await?
+        .insert_room(mapped)
         .await?;
-    weft_store::close(chat.store().clone()).await;
+    chat.close().await;
 
     let exe = std::env::current_exe()?;
     let mut cmd = tokio::process::Command::new(exe);

@@ -178,8 +178,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Opens the store and the chat service as configured.
+/// Opens the chat service as configured.
 async fn open(config: &Config) -> anyhow::Result<Chat> {
+    Ok(open_parts(config).await?.1)
+}
+
+/// Opens the store and the chat service over it: the store for what keeps its own tables
+/// beside the chat's (the Matrix bridge) and for the benchmark's bulk loads.
+async fn open_parts(config: &Config) -> anyhow::Result<(Store, Chat)> {
     let url = config.database_url()?;
     let store = Store::open(&url)
         .await
@@ -192,7 +198,10 @@ async fn open(config: &Config) -> anyhow::Result<Chat> {
         max_upload_bytes: config.max_upload_mb as usize * 1024 * 1024,
         ..ChatConfig::default()
     };
-    Ok(Chat::new(store, Arc::new(files), chat_config))
+    Ok((
+        store.clone(),
+        Chat::new(store, Arc::new(files), chat_config),
+    ))
 }
 
 /// Hides a password in a database URL for messages.
@@ -267,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let chat = open(&config).await?;
             let (group_uri, room_name) = weft_core::validate::room_uri(&uri)?;
             let group = chat
-                .store()
+                .views()
                 .community_by_uri(group_uri)
                 .await?
                 .with_context(|| {
@@ -325,10 +334,10 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
         }
         MatrixCommand::Ping => ping(config).await,
         MatrixCommand::Failures { limit } => {
-            let chat = open(config).await?;
-            let store = chat.store();
-            let failures = store.matrix_failures(limit.max(1)).await?;
-            let total = store.matrix_failure_count().await?;
+            let (store, _chat) = open_parts(config).await?;
+            let tables = weft_matrix::MatrixTables::open(store).await?;
+            let failures = tables.failures(limit.max(1)).await?;
+            let total = tables.failure_count().await?;
             for f in &failures {
                 let room = f.room_id.map(|r| r.to_hex()).unwrap_or_else(|| "-".into());
                 let seq = if f.event_seq > 0 {
@@ -411,7 +420,7 @@ async fn ping(config: &Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log);
-    let chat = open(&config).await?;
+    let (store, chat) = open_parts(&config).await?;
     let server_config = ServerConfig {
         rate_limit_per_minute: config.rate_limit_per_minute,
         trusted_proxies: config.trusted_proxies.clone(),
@@ -422,7 +431,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut app = weft_server::app(state);
     if let Some(settings) = config.matrix.clone() {
         let bridge =
-            weft_matrix::Bridge::new(chat, weft_matrix::BridgeConfig::load(settings)?).await?;
+            weft_matrix::Bridge::new(chat, store, weft_matrix::BridgeConfig::load(settings)?)
+                .await?;
         bridge.start();
         app = bridge.router().merge(app);
         tracing::info!("bridging to Matrix");

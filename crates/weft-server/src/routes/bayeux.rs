@@ -220,7 +220,7 @@ impl Engine {
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the live frames: render the missed events from the log.
-                    let store = self.state.chat.store().clone();
+                    let store = self.state.chat.views().clone();
                     loop {
                         let events = match store.events_after(last, 1000).await {
                             Ok(events) => events,
@@ -345,7 +345,7 @@ impl Engine {
                     return None;
                 }
                 if frame.operation == "create" {
-                    let r = self.state.chat.store().room(room).await.ok()??;
+                    let r = self.state.chat.views().room(room).await.ok()??;
                     if let Some(unread) = client.state().unread.as_mut() {
                         unread.insert(room, Unread::default());
                     }
@@ -366,12 +366,12 @@ impl Engine {
                     }
                     return Some(json!({ "operation": "remove", "model": { "id": room } }));
                 }
-                let store = self.state.chat.store();
+                let store = self.state.chat.views();
                 store.membership(room, u).await.ok()??;
                 plain()
             }
             (Topic::UserRooms(u), "readState") if Some(u) == viewer => {
-                let store = self.state.chat.store();
+                let store = self.state.chat.views();
                 let mark = frame.model["upToSeq"].as_i64()?;
                 let cap = self.state.chat.config().unread_cap;
                 let ids = store.unread_message_ids(room, u, mark, cap).await.ok()?;
@@ -643,7 +643,7 @@ impl Engine {
         let after = self
             .state
             .chat
-            .store()
+            .views()
             .last_event_seq()
             .await
             .map_err(|_| format!("500:{channel}:Could not subscribe"))?;
@@ -692,7 +692,7 @@ impl Engine {
                     .ok()?;
                 let last_read = match &actor.user {
                     Some(u) => chat
-                        .store()
+                        .views()
                         .membership(room, u.id)
                         .await
                         .ok()?

@@ -50,7 +50,7 @@ async fn render(
     let last_read = match &actor.user {
         Some(u) => state
             .chat
-            .store()
+            .views()
             .membership(room_id, u.id)
             .await
             .map_err(weft_chat::ChatError::from)?

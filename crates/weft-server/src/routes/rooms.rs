@@ -43,7 +43,7 @@ async fn list(
     if let Some(q) = query.q {
         let rooms = state
             .chat
-            .store()
+            .views()
             .public_rooms(
                 &q,
                 query.limit.unwrap_or(30).clamp(1, 100),
@@ -176,7 +176,7 @@ async fn remove_member(
     let user_id = parse_id(&user_id, "user id")?;
     let is_virtual = state
         .chat
-        .store()
+        .views()
         .virtual_user(user_id)
         .await
         .map_err(weft_chat::ChatError::from)?
@@ -227,7 +227,7 @@ async fn ban(
             .await?;
         let user = state
             .chat
-            .store()
+            .views()
             .virtual_user(id)
             .await
             .map_err(weft_chat::ChatError::from)?
@@ -253,7 +253,7 @@ async fn unban(
     if let Some(mxid) = matrix_id(&username) {
         let user = state
             .chat
-            .store()
+            .views()
             .virtual_user_by_external_id(MATRIX_KIND, mxid)
             .await
             .map_err(weft_chat::ChatError::from)?

@@ -69,7 +69,7 @@ async fn open(
     // they are not new to this client.
     let opened_at = state
         .chat
-        .store()
+        .views()
         .last_event_seq()
         .await
         .map_err(weft_chat::ChatError::from)?;

@@ -127,7 +127,7 @@ impl Session {
         if !allowed {
             return open;
         }
-        let store = self.state.chat.store().clone();
+        let store = self.state.chat.views().clone();
         loop {
             let events = match store.events_after(last, 1000).await {
                 Ok(events) => events,
@@ -184,7 +184,7 @@ impl Session {
                 self.watches
                     .entry(room_id)
                     .or_insert_with(|| self.state.frames.watch(room_id));
-                let now = match self.state.chat.store().last_event_seq().await {
+                let now = match self.state.chat.views().last_event_seq().await {
                     Ok(seq) => seq,
                     Err(e) => {
                         return send_json(

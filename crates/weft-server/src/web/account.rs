@@ -194,7 +194,7 @@ async fn tokens_view(
     let Some(user) = &actor.user else {
         return redirect("/login?next=/settings/tokens");
     };
-    let tokens = match state.chat.store().tokens_of(user.id).await {
+    let tokens = match state.chat.views().tokens_of(user.id).await {
         Ok(tokens) => tokens,
         Err(e) => return server_error(actor, e.into()),
     };

@@ -117,7 +117,7 @@ pub async fn calendar(
     };
     let counts: HashMap<i64, i64> = match state
         .chat
-        .store()
+        .views()
         .message_days(
             room.id,
             day_number(start) * DAY_MS,
@@ -213,7 +213,7 @@ pub async fn day(
     let after = query.after.unwrap_or(0).max(0);
     let messages = match state
         .chat
-        .store()
+        .views()
         .messages_sent_between(room.id, from, from + DAY_MS, after, DAY_PAGE)
         .await
     {
@@ -288,7 +288,7 @@ pub async fn sitemap(State(state): State<AppState>, headers: HeaderMap) -> Respo
     );
     let mut skip = 0;
     loop {
-        let rooms = match state.chat.store().public_rooms("", 100, skip).await {
+        let rooms = match state.chat.views().public_rooms("", 100, skip).await {
             Ok(rooms) => rooms,
             Err(e) => {
                 tracing::error!(error = %e, "sitemap failed");

@@ -25,7 +25,7 @@ pub async fn avatar(
         return StatusCode::NOT_FOUND.into_response();
     }
     let display_name = match weft_core::validate::username(&name) {
-        Ok(()) => match state.chat.store().user_by_username(&name).await {
+        Ok(()) => match state.chat.views().user_by_username(&name).await {
             Ok(Some(user)) => user.display_name,
             Ok(None) => name.clone(),
             Err(e) => {

@@ -50,7 +50,7 @@ pub async fn directory(
          <button type=\"submit\">Search</button></form>",
         esc(&q)
     );
-    match state.chat.store().public_rooms(q.trim(), 100, 0).await {
+    match state.chat.views().public_rooms(q.trim(), 100, 0).await {
         Ok(rooms) if rooms.is_empty() => content.push_str("<p class=\"empty\">No rooms found.</p>"),
         Ok(rooms) => {
             content.push_str("<ul class=\"room-cards\" id=\"directory\">");
@@ -153,7 +153,7 @@ pub async fn one_to_one_page(
         }
         Err(e) => return server_error(&actor, e),
     };
-    match state.chat.store().membership(room.id, user.id).await {
+    match state.chat.views().membership(room.id, user.id).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(&actor, &headers),
         Err(e) => return server_error(&actor, e.into()),
@@ -207,7 +207,7 @@ async fn show_room(
     let at: Option<Id> = query.at.as_deref().and_then(|a| a.parse().ok());
     // The event log position before loading: the feed resumes from here, so a message
     // committed while the page renders arrives over the WebSocket instead of going missing.
-    let seq = match state.chat.store().last_event_seq().await {
+    let seq = match state.chat.views().last_event_seq().await {
         Ok(seq) => seq,
         Err(e) => return server_error(&actor, e.into()),
     };
@@ -251,7 +251,7 @@ async fn show_room(
     let membership = match &actor.user {
         Some(user) => state
             .chat
-            .store()
+            .views()
             .membership(room.id, user.id)
             .await
             .ok()

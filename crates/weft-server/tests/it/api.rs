@@ -369,7 +369,7 @@ async fn a_revoked_token_stops_working_at_once_despite_the_cache() {
     assert_eq!(status, 200);
     let tokens = server
         .chat
-        .store()
+        .views()
         .tokens_of(alice.user.id)
         .await
         .expect("tokens");

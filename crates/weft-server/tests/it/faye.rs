@@ -566,7 +566,7 @@ async fn a_revoked_token_ends_the_session() {
 
     let tokens = server
         .chat
-        .store()
+        .views()
         .tokens_of(alice.user.id)
         .await
         .expect("tokens");

@@ -110,7 +110,7 @@ impl TestServer {
         let actor = Actor::user(owner.user.clone());
         let group = match self
             .chat
-            .store()
+            .views()
             .community_by_uri(group_uri)
             .await
             .expect("lookup")

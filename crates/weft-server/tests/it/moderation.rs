@@ -127,7 +127,7 @@ async fn bans_and_kicks_are_logged_with_moderator_and_reason() {
         .as_str()
         .expect("virtual id")
         .to_string();
-    let from = server.chat.store().last_event_seq().await.expect("log");
+    let from = server.chat.views().last_event_seq().await.expect("log");
 
     let (status, body) = server
         .delete(
@@ -155,7 +155,7 @@ async fn bans_and_kicks_are_logged_with_moderator_and_reason() {
 
     let events = server
         .chat
-        .store()
+        .views()
         .events_after(from, 100)
         .await
         .expect("log");
@@ -323,8 +323,7 @@ async fn a_ban_committed_between_preparing_and_writing_a_post_still_wins() {
         .expect("banned");
     let written = server
         .chat
-        .store()
-        .write(move |tx| Box::pin(weft_chat::Chat::write_posts(tx, vec![prepared])))
+        .post_batch(vec![prepared], |_| Box::pin(async { Ok(true) }))
         .await;
     assert!(
         written.is_err(),

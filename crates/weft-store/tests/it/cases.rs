@@ -733,227 +733,77 @@ pub async fn external_refs_are_unique(store: &Store) {
         .expect("found");
     assert_eq!(found.message.id, first_id);
     assert_eq!(store.count_messages(r.id).await.expect("count"), 1);
-}
-
-pub async fn matrix_mappings_round_trip(store: &Store) {
-    use weft_store::{Direction, MatrixRoom};
-    let a = user("mapper");
-    let r = setup(store, &[&a]).await;
-    let mapped = MatrixRoom {
-        room_id: r.id,
-        matrix_room_id: "!abc:hs".into(),
-        alias: "#c_r:hs".into(),
-        open: true,
-    };
-    let (m1, m2) = (
-        mapped.clone(),
-        MatrixRoom {
-            matrix_room_id: "!other:hs".into(),
-            ..mapped.clone()
-        },
-    );
-    let lease = store.take_lease("matrix-outbound").await.expect("lease");
-    let fence = lease.fence().clone();
-    let inserted = store
-        .write(move |tx| {
-            Box::pin(async move {
-                let first = tx.insert_matrix_room(&m1).await?;
-                let second = tx.insert_matrix_room(&m2).await?;
-                tx.insert_matrix_event(
-                    "$e:hs",
-                    "!abc:hs",
-                    "message",
-                    "weftid",
-                    Direction::Outbound,
-                )
-                .await?;
-                let dup = tx
-                    .insert_matrix_event(
-                        "$e:hs",
-                        "!abc:hs",
-                        "message",
-                        "weftid",
-                        Direction::Outbound,
-                    )
-                    .await?;
-                let txn_new = tx.insert_matrix_transaction("t1").await?;
-                let txn_again = tx.insert_matrix_transaction("t1").await?;
-                tx.set_matrix_cursor(7, &fence).await?;
-                tx.set_matrix_cursor(9, &fence).await?;
-                Ok((first, second, dup, txn_new, txn_again))
-            })
-        })
-        .await
-        .expect("mappings");
-    assert_eq!(
-        inserted,
-        (true, false, false, true, false),
-        "one mapping per room, event and transaction"
-    );
-    assert_eq!(
-        store.matrix_room(r.id).await.expect("room"),
-        Some(mapped.clone())
-    );
-    let room_id = r.id;
-    store
-        .write(move |tx| Box::pin(async move { tx.set_matrix_room_open(room_id, false).await }))
-        .await
-        .expect("close");
-    assert_eq!(
-        store.matrix_room(r.id).await.expect("room"),
-        Some(MatrixRoom {
-            open: false,
-            ..mapped.clone()
-        }),
-        "a closed room reads back closed"
-    );
-    assert_eq!(
-        store.room_for_matrix("!abc:hs").await.expect("lookup"),
-        Some(r.id)
-    );
-    assert_eq!(
-        store.weft_ref_for("$e:hs").await.expect("ref"),
-        Some(("message".into(), "weftid".into()))
-    );
     assert_eq!(
         store
-            .matrix_event_for("weftid", "message")
+            .message_id_for_external_ref("$event1:hs")
             .await
-            .expect("event")
-            .map(|(e, _)| e),
-        Some("$e:hs".into())
-    );
-    assert!(store.matrix_transaction_seen("t1").await.expect("seen"));
-    assert_eq!(store.matrix_cursor().await.expect("cursor"), Some(9));
-    let alias_room = store
-        .room_by_alias_localpart(&r.uri.clone().expect("uri").replace('/', "_"))
-        .await
-        .expect("alias");
-    assert_eq!(alias_room.map(|x| x.id), Some(r.id));
-
-    // A message that came from Matrix has no mapping row: its external key is its event id,
-    // and the lookups both ways find it there. Other external keys are not event ids.
-    let mut from_matrix = message(r.id, a.id, "from Matrix", None);
-    from_matrix.external_ref = Some("$inbound:hs".into());
-    let mut keyed = message(r.id, a.id, "with another key", None);
-    keyed.external_ref = Some("bot-retry-1".into());
-    let (inbound_id, keyed_id) = (from_matrix.id, keyed.id);
-    store
-        .write(move |tx| {
-            Box::pin(async move { tx.insert_messages(&[from_matrix, keyed]).await.map(|_| ()) })
-        })
-        .await
-        .expect("messages");
-    assert_eq!(
-        store.weft_ref_for("$inbound:hs").await.expect("ref"),
-        Some(("message".into(), inbound_id.to_hex()))
+            .expect("lookup"),
+        Some(first_id)
     );
     assert_eq!(
-        store
-            .matrix_event_for(&inbound_id.to_hex(), "message")
-            .await
-            .expect("event"),
-        Some(("$inbound:hs".into(), "!abc:hs".into()))
+        store.external_ref_of(first_id).await.expect("lookup"),
+        Some((r.id, "$event1:hs".to_string()))
     );
+    let unkeyed = message(r.id, a.id, "typed in weft", None);
+    let unkeyed_id = unkeyed.id;
+    post(store, unkeyed).await;
     assert_eq!(
-        store
-            .matrix_event_for(&inbound_id.to_hex(), "reaction")
-            .await
-            .expect("event"),
-        None
-    );
-    assert_eq!(
-        store
-            .matrix_event_for(&keyed_id.to_hex(), "message")
-            .await
-            .expect("event"),
+        store.external_ref_of(unkeyed_id).await.expect("lookup"),
         None
     );
 }
 
-/// A fenced cursor write.
-pub async fn fenced_cursor_write(store: &Store, seq: i64, fence: &Fence) -> Result<(), StoreError> {
+/// A fenced write: appends one event if `fence` still holds its lease; returns its seq.
+pub async fn fenced_write(store: &Store, fence: &Fence) -> Result<i64, StoreError> {
     let fence = fence.clone();
     store
-        .write(move |tx| Box::pin(async move { tx.set_matrix_cursor(seq, &fence).await }))
-        .await
-}
-
-/// A fenced mapping write; true if it recorded a new mapping.
-pub async fn fenced_mapping_write(
-    store: &Store,
-    event_id: &str,
-    fence: &Fence,
-) -> Result<bool, StoreError> {
-    let (e, fence) = (event_id.to_string(), fence.clone());
-    store
         .write(move |tx| {
             Box::pin(async move {
-                tx.insert_outbound_matrix_event(&fence, &e, "!r:hs", "message", "weft-ref")
-                    .await
+                tx.check_lease(&fence).await?;
+                tx.append(
+                    &Origin::local(),
+                    &Event::UserCreated {
+                        user_id: Id::generate(),
+                    },
+                )
+                .await
             })
         })
         .await
 }
 
-/// Each taking of a lease has a higher epoch, and the cursor and mapping writes of an
-/// earlier holder are refused (and write nothing) once someone took the lease after it.
+/// Each taking of a lease has a higher epoch, and the writes of an earlier holder are refused
+/// (and write nothing) once someone took the lease after it.
 pub async fn fenced_writes_need_the_current_lease(store: &Store) {
-    let first = store.take_lease("matrix-outbound").await.expect("lease");
+    let first = store.take_lease("outbound").await.expect("lease");
     let old = first.fence().clone();
-    fenced_cursor_write(store, 5, &old)
-        .await
-        .expect("the holder moves the cursor");
-    assert!(
-        fenced_mapping_write(store, "$a:hs", &old)
-            .await
-            .expect("mapping")
-    );
-    assert!(
-        !fenced_mapping_write(store, "$a:hs", &old)
-            .await
-            .expect("known mapping"),
-        "a known mapping is not a lost lease"
-    );
+    let written = fenced_write(store, &old).await.expect("the holder writes");
     // Given up (on PostgreSQL the lock is free once its session closed) and taken again.
     drop(first);
     let second = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        store.take_lease("matrix-outbound"),
+        store.take_lease("outbound"),
     )
     .await
     .expect("the lease is free again")
     .expect("lease");
     assert!(second.epoch() > old.epoch(), "a new holder has a new epoch");
 
-    let refused = fenced_cursor_write(store, 99, &old).await;
+    let refused = fenced_write(store, &old).await;
     assert!(
-        matches!(&refused, Err(StoreError::LeaseLost { name, epoch }) if name == "matrix-outbound" && *epoch == old.epoch()),
-        "the earlier holder's cursor write is refused: {refused:?}"
+        matches!(&refused, Err(StoreError::LeaseLost { name, epoch }) if name == "outbound" && *epoch == old.epoch()),
+        "the earlier holder's write is refused: {refused:?}"
     );
-    assert_eq!(store.matrix_cursor().await.expect("cursor"), Some(5));
-    let refused = fenced_mapping_write(store, "$b:hs", &old).await;
-    assert!(
-        matches!(refused, Err(StoreError::LeaseLost { .. })),
-        "the earlier holder's mapping write is refused: {refused:?}"
+    assert_eq!(
+        store.last_event_seq().await.expect("seq"),
+        written,
+        "the refused write wrote nothing"
     );
-    assert_eq!(store.weft_ref_for("$b:hs").await.expect("ref"), None);
-    let refused = fenced_mapping_write(store, "$a:hs", &old).await;
-    assert!(
-        matches!(refused, Err(StoreError::LeaseLost { .. })),
-        "even when the mapping exists, a lost lease is reported: {refused:?}"
-    );
-
     let new = second.fence().clone();
-    fenced_cursor_write(store, 7, &new)
+    let again = fenced_write(store, &new)
         .await
-        .expect("the new holder moves the cursor");
-    assert_eq!(store.matrix_cursor().await.expect("cursor"), Some(7));
-    assert!(
-        fenced_mapping_write(store, "$b:hs", &new)
-            .await
-            .expect("mapping")
-    );
+        .expect("the new holder writes");
+    assert!(again > written);
     assert!(!second.is_lost());
 
     // Leases are independent of each other.
@@ -968,43 +818,25 @@ pub async fn fenced_writes_need_the_current_lease(store: &Store) {
     );
 }
 
-/// The bridge remembers a device per Matrix user; the bot gets a row of its own.
-pub async fn matrix_devices_are_recorded(store: &Store) {
-    assert_eq!(store.matrix_device("@p:hs").await.expect("device"), None);
-    store
-        .write(|tx| {
-            Box::pin(async move {
-                tx.upsert_matrix_puppet("@p:hs", Some("P")).await?;
-                tx.set_matrix_device("@bot:hs", "WEFT").await
-            })
-        })
+/// A room found by its URI spelled without slashes, as a Matrix alias spells it.
+pub async fn rooms_are_found_by_flattened_uri(store: &Store) {
+    let a = user("flattener");
+    let r = setup(store, &[&a]).await;
+    let uri = r.uri.clone().expect("uri");
+    let flat = uri.replace('/', "_").to_uppercase();
+    let found = store
+        .room_by_flattened_uri(&flat, '_')
         .await
-        .expect("rows");
+        .expect("lookup");
+    assert_eq!(found.map(|x| x.id), Some(r.id), "any case, `_` for `/`");
     assert_eq!(
-        store.matrix_device("@p:hs").await.expect("device"),
+        store
+            .room_by_flattened_uri(&uri, '_')
+            .await
+            .expect("lookup")
+            .map(|x| x.id),
         None,
-        "a puppet registered before devices has none"
-    );
-    assert_eq!(
-        store.matrix_device("@bot:hs").await.expect("device"),
-        Some("WEFT".into())
-    );
-    store
-        .write(|tx| Box::pin(async move { tx.set_matrix_device("@p:hs", "WEFT").await }))
-        .await
-        .expect("device");
-    assert_eq!(
-        store.matrix_device("@p:hs").await.expect("device"),
-        Some("WEFT".into())
-    );
-    assert_eq!(
-        store.matrix_puppet("@p:hs").await.expect("puppet"),
-        Some(Some("P".into())),
-        "recording a device keeps the display name"
-    );
-    assert_eq!(
-        store.matrix_puppet("@bot:hs").await.expect("bot"),
-        Some(None)
+        "the slash is not the separator asked for"
     );
 }
 
@@ -1243,11 +1075,6 @@ pub async fn batched_writes_store_every_row(store: &Store) {
                 tx.upsert_virtual_user("matrix", "@a:hs", Some("A"), None)
                     .await?;
                 let known = tx.virtual_users("matrix", &["@a:hs", "@b:hs"]).await?;
-                let mappings: Vec<(&str, &str, String)> = (0..3)
-                    .map(|i| ("$mapped", "!room:hs", format!("ref{i}")))
-                    .collect();
-                tx.insert_matrix_events("message", weft_store::Direction::Inbound, &mappings)
-                    .await?;
                 Ok((seqs, taken, known))
             })
         })
@@ -1272,11 +1099,6 @@ pub async fn batched_writes_store_every_row(store: &Store) {
     let logged = store.events_after(before, 1000).await.expect("events");
     assert_eq!(logged.len(), 151);
     assert!(logged.iter().all(|e| e.origin.0 == "matrix"));
-    assert_eq!(
-        store.weft_ref_for("$mapped").await.expect("mapping"),
-        Some(("message".to_string(), "ref0".to_string())),
-        "the first of several mappings for one event wins"
-    );
     let mut committed = store.committed();
     let last = logged.last().expect("some").seq;
     if *committed.borrow_and_update() < last {
