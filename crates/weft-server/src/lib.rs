@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 use weft_chat::Chat;
 
 pub use error::{ApiError, ApiResult};
-pub use frames::{Frame, Frames};
+pub use frames::{Frame, FrameStream, Frames, Operation, Resource};
 pub use ratelimit::{ClientKey, FAILURES_PER_MINUTE, MAX_TRACKED_CALLERS, RateLimiter};
 
 /// Settings of the HTTP layer.

@@ -19,12 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use weft_chat::{Actor, MessageQuery};
 use weft_core::Id;
 
 use crate::extract::bearer_token;
-use crate::frames::{self, Frame};
+use crate::frames::{Frame, Operation, Resource};
 use crate::{ApiError, AppState, wire};
 
 /// Messages a client may have waiting before its session is dropped (it then handshakes again).
@@ -157,9 +157,7 @@ impl Engine {
             state,
             clients: Arc::new(Mutex::new(HashMap::new())),
         };
-        // Subscribe now so that nothing committed after the routes exist is missed.
-        let frames = engine.state.frames.subscribe();
-        tokio::spawn(engine.clone().feed(frames));
+        tokio::spawn(engine.clone().feed());
         tokio::spawn(engine.clone().sweep());
         engine
     }
@@ -208,40 +206,21 @@ impl Engine {
     }
 
     /// Follows the live frames and queues each for the clients subscribed to it.
-    async fn feed(self, mut frames: broadcast::Receiver<Arc<Frame>>) {
-        let mut last = 0i64;
-        loop {
-            match frames.recv().await {
-                Ok(frame) => {
-                    if frame.seq > 0 {
-                        last = frame.seq;
-                    }
-                    self.dispatch(&frame).await;
+    async fn feed(self) {
+        // From where the log is now: no client exists yet. Should the database not answer,
+        // wait for it rather than start from the beginning of the log.
+        let start = loop {
+            match self.state.chat.views().last_event_seq().await {
+                Ok(seq) => break seq,
+                Err(e) => {
+                    tracing::error!(error = %e, "bayeux waits for the event log");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Fell behind the live frames: render the missed events from the log.
-                    let store = self.state.chat.views().clone();
-                    loop {
-                        let events = match store.events_after(last, 1000).await {
-                            Ok(events) => events,
-                            Err(e) => {
-                                tracing::error!(error = %e, "bayeux could not catch up with the event log");
-                                break;
-                            }
-                        };
-                        if events.is_empty() {
-                            break;
-                        }
-                        for event in &events {
-                            last = event.seq;
-                            if let Some(frame) = frames::build(&self.state.chat, event).await {
-                                self.dispatch(&frame).await;
-                            }
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
             }
+        };
+        let mut frames = self.state.frames.subscribe_from(start);
+        while let Some(frame) = frames.next().await {
+            self.dispatch(&frame).await;
         }
     }
 
@@ -309,20 +288,22 @@ impl Engine {
         let plain = || Some(json!({ "operation": frame.operation, "model": frame.model }));
         let room = frame.room_id;
         match (topic, frame.resource) {
-            (Topic::RoomMessages(r), "chatMessages") if r == room && !revoked => plain(),
-            (Topic::RoomUsers(r), "users") if r == room && !revoked => plain(),
-            (Topic::RoomEvents(r), "room" | "typing") if r == room && !revoked => plain(),
-            (Topic::UserRooms(u), "chatMessages") if Some(u) == viewer => {
+            (Topic::RoomMessages(r), Resource::ChatMessages) if r == room && !revoked => plain(),
+            (Topic::RoomUsers(r), Resource::Users) if r == room && !revoked => plain(),
+            (Topic::RoomEvents(r), Resource::Room | Resource::Typing) if r == room && !revoked => {
+                plain()
+            }
+            (Topic::UserRooms(u), Resource::ChatMessages) if Some(u) == viewer => {
                 // Someone else's new message in one of the user's rooms: one more unread.
-                let model = &frame.model;
-                if frame.operation != "create" || model["fromUser"]["id"] == json!(u) {
+                let view = frame.message.as_ref()?;
+                if frame.operation != Operation::Create
+                    || view.message.author == weft_core::Author::User(u)
+                {
                     return None;
                 }
-                let mentioned = model["mentions"]
-                    .as_array()
-                    .is_some_and(|list| list.iter().any(|m| m["userId"] == json!(u)));
+                let mentioned = view.message.mentions.iter().any(|m| m.user_id == Some(u));
                 let cap = self.state.chat.config().unread_cap;
-                let id: Id = model["id"].as_str()?.parse().ok()?;
+                let id = view.message.id;
                 let (unread, mentions) = {
                     let mut s = client.state();
                     let counts = s.unread.as_mut()?.get_mut(&room)?;
@@ -340,11 +321,11 @@ impl Engine {
                     "model": { "id": room, "unreadItems": unread, "mentions": mentions },
                 }))
             }
-            (Topic::UserRooms(u), "users") if Some(u) == viewer => {
-                if frame.model["id"] != json!(u) {
+            (Topic::UserRooms(u), Resource::Users) if Some(u) == viewer => {
+                if frame.member() != Some(u) {
                     return None;
                 }
-                if frame.operation == "create" {
+                if frame.operation == Operation::Create {
                     let r = self.state.chat.views().room(room).await.ok()??;
                     if let Some(unread) = client.state().unread.as_mut() {
                         unread.insert(room, Unread::default());
@@ -359,8 +340,8 @@ impl Engine {
                     Some(json!({ "operation": "remove", "model": { "id": room } }))
                 }
             }
-            (Topic::UserRooms(u), "room") if Some(u) == viewer => {
-                if frame.operation == "remove" {
+            (Topic::UserRooms(u), Resource::Room) if Some(u) == viewer => {
+                if frame.operation == Operation::Remove {
                     if let Some(unread) = client.state().unread.as_mut() {
                         unread.remove(&room);
                     }
@@ -370,9 +351,14 @@ impl Engine {
                 store.membership(room, u).await.ok()??;
                 plain()
             }
-            (Topic::UserRooms(u), "readState") if Some(u) == viewer => {
+            (Topic::UserRooms(u), Resource::ReadState) if Some(u) == viewer => {
                 let store = self.state.chat.views();
-                let mark = frame.model["upToSeq"].as_i64()?;
+                let weft_core::Event::ReadAdvanced {
+                    up_to_seq: mark, ..
+                } = frame.event.event
+                else {
+                    return None;
+                };
                 let cap = self.state.chat.config().unread_cap;
                 let ids = store.unread_message_ids(room, u, mark, cap).await.ok()?;
                 let mentioned = store.unread_mention_ids(room, u, mark, cap).await.ok()?;

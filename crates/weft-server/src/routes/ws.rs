@@ -5,7 +5,7 @@
 //! Client messages: `{type: "subscribe", roomId, since?}`, `{type: "unsubscribe", roomId}`,
 //! `{type: "typing", roomId}`, `{type: "ping"}`.
 
-use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -16,12 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast;
+use tokio_stream::{Stream, StreamExt, StreamMap};
 use weft_chat::Actor;
 use weft_core::Id;
 
 use crate::extract::MaybeCaller;
-use crate::frames::{self, Frame};
+use crate::frames::Frame;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -58,13 +58,14 @@ enum ClientMessage {
     Ping,
 }
 
-/// One connection: its rooms and, per room, the last sequence number delivered.
+/// One room's frames for one connection.
+type RoomFeed = Pin<Box<dyn Stream<Item = Arc<Frame>> + Send>>;
+
+/// One connection: the frames of each room it follows, each from where it asked to start.
 struct Session {
     state: AppState,
     actor: Actor,
-    rooms: HashMap<Id, i64>,
-    /// Keeps the subscribed rooms' frames rendered (see [`crate::frames::Watch`]).
-    watches: HashMap<Id, crate::frames::Watch>,
+    rooms: StreamMap<Id, RoomFeed>,
 }
 
 impl Session {
@@ -73,19 +74,10 @@ impl Session {
         frame.private_to.is_none_or(|p| Some(p) == viewer)
     }
 
-    /// Sends a live frame unless it is for another room or was already delivered by a replay.
+    /// Sends a frame of a followed room.
     async fn deliver(&mut self, socket: &mut WebSocket, frame: &Frame) -> bool {
         if !self.visible(frame) {
             return true;
-        }
-        let Some(last) = self.rooms.get_mut(&frame.room_id) else {
-            return true;
-        };
-        if frame.seq != 0 && frame.seq <= *last {
-            return true;
-        }
-        if frame.seq != 0 {
-            *last = frame.seq;
         }
         if frame.may_revoke_access() {
             let (allowed, open) = self.recheck(socket, frame.room_id).await;
@@ -107,7 +99,6 @@ impl Session {
             Ok(_) => (true, true),
             Err(e) => {
                 self.rooms.remove(&room_id);
-                self.watches.remove(&room_id);
                 let open = send_json(
                     socket,
                     json!({ "type": "error", "roomId": room_id, "error": e.to_string() }),
@@ -118,46 +109,46 @@ impl Session {
         }
     }
 
-    /// Replays the log for one room from its last delivered sequence number.
-    async fn replay(&mut self, socket: &mut WebSocket, room_id: Id) -> bool {
-        let Some(mut last) = self.rooms.get(&room_id).copied() else {
-            return true;
-        };
-        let (allowed, open) = self.recheck(socket, room_id).await;
-        if !allowed {
-            return open;
+    /// Follows a room from `since` (or from now): the frames missed since then first, then
+    /// `subscribed` with the position reached, then live frames.
+    async fn subscribe(&mut self, socket: &mut WebSocket, room_id: Id, since: Option<i64>) -> bool {
+        if let Err(e) = self.state.chat.room(&self.actor, room_id).await {
+            return send_json(
+                socket,
+                json!({ "type": "error", "roomId": room_id, "error": e.to_string() }),
+            )
+            .await;
         }
-        let store = self.state.chat.views().clone();
-        loop {
-            let events = match store.events_after(last, 1000).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::error!(error = %e, %room_id, "replay failed");
-                    return send_json(
-                        socket,
-                        json!({ "type": "error", "error": "could not replay events; resubscribe" }),
-                    )
-                    .await;
-                }
-            };
-            let Some(end) = events.last().map(|e| e.seq) else {
-                break;
-            };
-            for event in events.iter().filter(|e| e.event.room_id() == Some(room_id)) {
-                if let Some(frame) = frames::build(&self.state.chat, event).await
-                    && self.visible(&frame)
-                    && socket
-                        .send(WsMessage::Text(frame.text.to_string().into()))
-                        .await
-                        .is_err()
-                {
-                    return false;
-                }
+        let now = match self.state.chat.views().last_event_seq().await {
+            Ok(seq) => seq,
+            Err(e) => {
+                return send_json(socket, json!({ "type": "error", "error": e.to_string() })).await;
             }
-            last = end;
+        };
+        let mut feed = self
+            .state
+            .frames
+            .follow(room_id, since.unwrap_or(now).min(now));
+        for frame in feed.caught_up().await {
+            if self.visible(&frame)
+                && socket
+                    .send(WsMessage::Text(frame.text.to_string().into()))
+                    .await
+                    .is_err()
+            {
+                return false;
+            }
         }
-        self.rooms.insert(room_id, last);
-        true
+        let seq = feed.position();
+        let feed: RoomFeed = Box::pin(futures_util::stream::unfold(feed, |mut feed| async move {
+            feed.next().await.map(|frame| (frame, feed))
+        }));
+        self.rooms.insert(room_id, feed);
+        send_json(
+            socket,
+            json!({ "type": "subscribed", "roomId": room_id, "seq": seq }),
+        )
+        .await
     }
 
     async fn handle(&mut self, socket: &mut WebSocket, text: &str) -> bool {
@@ -173,45 +164,10 @@ impl Session {
         };
         match message {
             ClientMessage::Subscribe { room_id, since } => {
-                if let Err(e) = self.state.chat.room(&self.actor, room_id).await {
-                    return send_json(
-                        socket,
-                        json!({ "type": "error", "roomId": room_id, "error": e.to_string() }),
-                    )
-                    .await;
-                }
-                // Watched before the position is read: every later event is rendered.
-                self.watches
-                    .entry(room_id)
-                    .or_insert_with(|| self.state.frames.watch(room_id));
-                let now = match self.state.chat.views().last_event_seq().await {
-                    Ok(seq) => seq,
-                    Err(e) => {
-                        return send_json(
-                            socket,
-                            json!({ "type": "error", "error": e.to_string() }),
-                        )
-                        .await;
-                    }
-                };
-                self.rooms.insert(room_id, since.unwrap_or(now).min(now));
-                if since.is_some() && !self.replay(socket, room_id).await {
-                    return false;
-                }
-                if !self.rooms.contains_key(&room_id) {
-                    // Access was lost during the replay; the client has been told.
-                    return true;
-                }
-                let seq = self.rooms.get(&room_id).copied().unwrap_or(now);
-                send_json(
-                    socket,
-                    json!({ "type": "subscribed", "roomId": room_id, "seq": seq }),
-                )
-                .await
+                self.subscribe(socket, room_id, since).await
             }
             ClientMessage::Unsubscribe { room_id } => {
                 self.rooms.remove(&room_id);
-                self.watches.remove(&room_id);
                 send_json(socket, json!({ "type": "unsubscribed", "roomId": room_id })).await
             }
             ClientMessage::Typing { room_id } => {
@@ -239,13 +195,10 @@ async fn send_json(socket: &mut WebSocket, value: serde_json::Value) -> bool {
 }
 
 async fn session(state: AppState, actor: Actor, mut socket: WebSocket) {
-    // Subscribe before anything else so that nothing committed from now on can be missed.
-    let mut frames: broadcast::Receiver<Arc<Frame>> = state.frames.subscribe();
     let mut session = Session {
         state,
         actor,
-        rooms: HashMap::new(),
-        watches: HashMap::new(),
+        rooms: StreamMap::new(),
     };
     loop {
         tokio::select! {
@@ -258,23 +211,11 @@ async fn session(state: AppState, actor: Actor, mut socket: WebSocket) {
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
-            frame = frames.recv() => match frame {
-                Ok(frame) => {
-                    if !session.deliver(&mut socket, &frame).await {
-                        return;
-                    }
+            Some((_, frame)) = session.rooms.next(), if !session.rooms.is_empty() => {
+                if !session.deliver(&mut socket, &frame).await {
+                    return;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too slow for the live feed: catch up from the log, room by room.
-                    let rooms: Vec<Id> = session.rooms.keys().copied().collect();
-                    for room_id in rooms {
-                        if !session.replay(&mut socket, room_id).await {
-                            return;
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use weft_chat::ChatConfig;
 use weft_core::{Id, RoomKind};
-use weft_server::ServerConfig;
+use weft_server::{Operation, Resource, ServerConfig};
 
 use crate::harness::{TestServer, TestUser, id_of};
 
@@ -680,16 +680,15 @@ async fn frames_are_rendered_only_for_watched_rooms() {
     let followed = server.room(&alice, "acme/general", RoomKind::Public).await;
     let quiet = server.room(&alice, "acme/quiet", RoomKind::Public).await;
     let frames = weft_server::Frames::start(server.chat.clone());
-    let mut feed = frames.subscribe();
-    async fn next_message(
-        feed: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<weft_server::Frame>>,
-    ) -> (Id, Value) {
+    let now = server.chat.views().last_event_seq().await.expect("seq");
+    let mut feed = frames.subscribe_from(now);
+    async fn next_message(feed: &mut weft_server::FrameStream) -> (Id, Value) {
         loop {
-            let frame = timeout(Duration::from_secs(5), feed.recv())
+            let frame = timeout(Duration::from_secs(5), feed.next())
                 .await
                 .expect("a frame in time")
                 .expect("the feed is open");
-            if frame.resource == "chatMessages" && frame.operation == "create" {
+            if frame.resource == Resource::ChatMessages && frame.operation == Operation::Create {
                 return (frame.room_id, frame.model["text"].clone());
             }
         }
@@ -714,4 +713,70 @@ async fn frames_are_rendered_only_for_watched_rooms() {
         next_message(&mut feed).await,
         (quiet, json!("now followed"))
     );
+}
+
+/// A subscriber that falls far behind the live frames (more than they hold) still gets every
+/// frame once, in order: the stream reads what it missed from the log. And one that starts
+/// from a past position gets what was logged since.
+#[tokio::test]
+async fn a_stream_that_falls_behind_catches_up_from_the_log() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = server.room(&alice, "acme/busy", RoomKind::Public).await;
+    let frames = weft_server::Frames::with_capacity(server.chat.clone(), 4);
+    let start = server.chat.views().last_event_seq().await.expect("seq");
+    let mut feed = frames.follow(room, start);
+    // Live first: the stream has read the log once and follows the live frames.
+    server.say(&alice, room, "first").await;
+    let first = timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("a frame in time")
+        .expect("the feed is open");
+    assert_eq!(first.model["text"], "first");
+    // Then far behind: forty frames while the live feed holds four.
+    for i in 0..40 {
+        server.say(&alice, room, &format!("message {i}")).await;
+    }
+    let mut texts = Vec::new();
+    let mut seqs = Vec::new();
+    while texts.len() < 40 {
+        let frame = timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("a frame in time")
+            .expect("the feed is open");
+        if frame.resource == Resource::ChatMessages && frame.operation == Operation::Create {
+            texts.push(frame.model["text"].as_str().unwrap_or_default().to_string());
+            seqs.push(frame.seq);
+        }
+    }
+    let expected: Vec<String> = (0..40).map(|i| format!("message {i}")).collect();
+    assert_eq!(texts, expected, "every message once, in order");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    server.say(&alice, room, "live again").await;
+    let next = loop {
+        let frame = timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("a frame in time")
+            .expect("the feed is open");
+        if frame.resource == Resource::ChatMessages {
+            break frame;
+        }
+    };
+    assert_eq!(
+        next.model["text"], "live again",
+        "nothing repeated after catching up"
+    );
+    assert_eq!(feed.position(), next.seq);
+
+    // From the past: a stream opened now from the start gets the same messages.
+    let mut late = frames.follow(room, start);
+    let replayed: Vec<String> = late
+        .caught_up()
+        .await
+        .iter()
+        .filter(|f| f.resource == Resource::ChatMessages && f.operation == Operation::Create)
+        .map(|f| f.model["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(replayed.len(), 42);
+    assert_eq!(replayed[1..41], expected[..]);
 }
