@@ -26,6 +26,7 @@ mod moderation;
 mod names;
 mod outbound;
 mod privacy;
+mod provision;
 mod refusals;
 pub mod tables;
 pub mod translate;

@@ -1,0 +1,328 @@
+//! Matrix → weft through the Application Service API the homeserver calls, against a real
+//! store: what a transaction's events become in weft, that a resent transaction changes
+//! nothing, that a reused transaction id with other events is applied (a homeserver that
+//! restarted), and that a refusal is recorded once however often it comes back.
+//!
+//! No homeserver is running: applying plain messages, edits, reactions and redactions never
+//! waits for one (the names of new senders are looked up in the background, and fail here
+//! quietly). The end-to-end suite (`tests/matrix`) covers the same with a real Synapse.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use weft_chat::{Actor, Chat, ChatConfig, MessageQuery, NewRoom, RoomPatch};
+use weft_core::{Id, MessageView, Profile, RoomKind};
+use weft_matrix::{Bridge, BridgeConfig, Carried, MatrixRoom, MatrixSettings, MatrixTables};
+use weft_store::Store;
+use weft_store::testing::Guard;
+
+const MATRIX_ROOM: &str = "!portal:hs.test";
+
+struct Rig {
+    chat: Chat,
+    tables: MatrixTables,
+    app: axum::Router,
+    hs_token: String,
+    room: Id,
+    store: Store,
+    guard: Guard,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start((store, guard): (Store, Guard)) -> Rig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registration = dir.path().join("registration.yaml");
+        // The homeserver's port is closed: nothing on the inbound path may need it.
+        let (yaml, _) = weft_matrix::generate_registration(
+            "hs.test",
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:1",
+            &registration,
+        )
+        .expect("a registration");
+        std::fs::write(&registration, yaml).expect("write the registration");
+        let config = BridgeConfig::load(MatrixSettings {
+            homeserver_url: "http://127.0.0.1:9".into(),
+            server_name: "hs.test".into(),
+            registration,
+        })
+        .expect("the bridge's configuration");
+        let hs_token = config.registration.hs_token.clone();
+        let chat = Chat::new(
+            store.clone(),
+            Arc::new(object_store::memory::InMemory::new()),
+            ChatConfig::default(),
+        );
+        let bridge = Bridge::new(chat.clone(), store.clone(), config)
+            .await
+            .expect("the bridge starts");
+        let system = Actor::system();
+        let group = chat
+            .create_group(&system, "acme", None)
+            .await
+            .expect("a community");
+        let room = chat
+            .create_room(
+                &system,
+                NewRoom {
+                    group_id: group.id,
+                    name: "general".into(),
+                    topic: String::new(),
+                    kind: RoomKind::Public,
+                },
+            )
+            .await
+            .expect("a room");
+        let tables = MatrixTables::open(store.clone()).await.expect("tables");
+        tables
+            .insert_room(MatrixRoom {
+                room_id: room.id,
+                matrix_room_id: MATRIX_ROOM.into(),
+                alias: "#acme_general:hs.test".into(),
+                open: true,
+            })
+            .await
+            .expect("the portal");
+        Rig {
+            app: bridge.router(),
+            chat,
+            tables,
+            hs_token,
+            room: room.id,
+            store,
+            guard,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a transaction as the homeserver does; answers the status.
+    async fn push(&self, txn_id: &str, events: &[Value]) -> StatusCode {
+        let request = Request::put(format!("/_matrix/app/v1/transactions/{txn_id}"))
+            .header("authorization", format!("Bearer {}", self.hs_token))
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "events": events }).to_string()))
+            .expect("a request");
+        self.app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("an answer")
+            .status()
+    }
+
+    /// The room's messages, thread replies included, oldest first.
+    async fn messages(&self) -> Vec<MessageView> {
+        self.chat
+            .messages(
+                &Actor::system(),
+                self.room,
+                MessageQuery {
+                    limit: Some(100),
+                    include_threads: true,
+                    ..MessageQuery::default()
+                },
+            )
+            .await
+            .expect("messages")
+    }
+
+    async fn message_of(&self, event_id: &str) -> Option<MessageView> {
+        let Carried::Message(id) = self.tables.carried_by(event_id).await.expect("lookup")? else {
+            panic!("{event_id} carries something else");
+        };
+        self.chat.views().message(id).await.expect("message")
+    }
+
+    async fn finish(self) {
+        drop(self.app);
+        self.guard.finish(self.store).await;
+    }
+}
+
+fn text(event_id: &str, sender: &str, body: &str) -> Value {
+    json!({
+        "type": "m.room.message", "event_id": event_id, "sender": sender,
+        "room_id": MATRIX_ROOM, "origin_server_ts": 1,
+        "content": { "msgtype": "m.text", "body": body },
+    })
+}
+
+fn with_content(mut event: Value, extra: Value) -> Value {
+    if let (Some(content), Some(extra)) = (event["content"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            content.insert(k.clone(), v.clone());
+        }
+    }
+    event
+}
+
+async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
+    let (maria, matt) = ("@maria:hs.test", "@matt:hs.test");
+    let events = vec![
+        text("$1", maria, "hello"),
+        with_content(
+            text("$2", matt, "**bold** reply"),
+            json!({ "format": "org.matrix.custom.html", "formatted_body": "<strong>bold</strong> reply" }),
+        ),
+        // A thread reply to a message of the same transaction, still pending when planned.
+        with_content(
+            text("$3", matt, "in the thread"),
+            json!({ "m.relates_to": { "rel_type": "m.thread", "event_id": "$1", "is_falling_back": true, "m.in_reply_to": { "event_id": "$1" } } }),
+        ),
+        with_content(
+            text("$4", maria, "* hello there"),
+            json!({ "m.new_content": { "msgtype": "m.text", "body": "hello there" }, "m.relates_to": { "rel_type": "m.replace", "event_id": "$1" } }),
+        ),
+        json!({
+            "type": "m.reaction", "event_id": "$5", "sender": maria, "room_id": MATRIX_ROOM,
+            "origin_server_ts": 1,
+            "content": { "m.relates_to": { "rel_type": "m.annotation", "event_id": "$2", "key": "👍" } },
+        }),
+        text("$6", matt, "oops"),
+        json!({
+            "type": "m.room.redaction", "event_id": "$7", "sender": matt, "room_id": MATRIX_ROOM,
+            "origin_server_ts": 1, "redacts": "$6", "content": { "redacts": "$6" },
+        }),
+    ];
+    assert_eq!(rig.push("1", &events).await, StatusCode::OK);
+
+    let messages = rig.messages().await;
+    let texts: Vec<&str> = messages.iter().map(|m| m.message.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["hello there", "**bold** reply", "in the thread"],
+        "{texts:?}"
+    );
+    let hello = rig.message_of("$1").await.expect("$1 stored");
+    assert!(hello.message.edited_at.is_some(), "the edit applied to it");
+    let reply = rig.message_of("$3").await.expect("$3 stored");
+    assert_eq!(
+        reply.message.parent_id,
+        Some(hello.message.id),
+        "in $1's thread"
+    );
+    let bold = rig.message_of("$2").await.expect("$2 stored");
+    assert!(
+        bold.message.html.contains("<strong>bold</strong>"),
+        "{}",
+        bold.message.html
+    );
+    let reacted = messages
+        .iter()
+        .find(|m| m.message.id == bold.message.id)
+        .expect("listed");
+    assert_eq!(
+        reacted
+            .message
+            .reactions
+            .iter()
+            .map(|r| (r.emoji.as_str(), r.count))
+            .collect::<Vec<_>>(),
+        [("👍", 1)]
+    );
+    assert!(
+        rig.message_of("$6").await.is_none(),
+        "the redacted message is gone"
+    );
+    match &hello.author {
+        Some(Profile::Virtual(v)) => {
+            assert_eq!((v.kind.as_str(), v.external_id.as_str()), ("matrix", maria));
+            // Named at once, by their Matrix ID (what the spec shows for a user without a
+            // display name), until their member event or profile names them.
+            assert_eq!(v.display_name, maria);
+        }
+        other => panic!("a Matrix person's message is theirs: {other:?}"),
+    }
+
+    // The homeserver sends it again (it missed the answer): nothing changes.
+    let seq = rig.chat.views().last_event_seq().await.expect("seq");
+    assert_eq!(rig.push("1", &events).await, StatusCode::OK);
+    assert_eq!(
+        rig.chat.views().last_event_seq().await.expect("seq"),
+        seq,
+        "nothing logged"
+    );
+    assert_eq!(rig.messages().await.len(), 3);
+
+    // After a restart the homeserver numbers transactions from 1 again: other events under a
+    // known id are a new transaction.
+    assert_eq!(
+        rig.push("1", &[text("$8", maria, "after the restart")])
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(rig.messages().await.len(), 4);
+    rig.finish().await;
+}
+
+async fn a_refusal_is_recorded_once(rig: Rig) {
+    let admin = rig
+        .chat
+        .create_user(weft_chat::NewUser {
+            username: "admin".into(),
+            display_name: None,
+            password: None,
+            site_admin: true,
+        })
+        .await
+        .expect("an admin");
+    rig.chat
+        .update_room(
+            &Actor::user(admin),
+            rig.room,
+            RoomPatch {
+                kind: Some(RoomKind::Private),
+                ..RoomPatch::default()
+            },
+        )
+        .await
+        .expect("the room becomes private");
+    let events = [text("$late", "@maria:hs.test", "is anyone there?")];
+    for _ in 0..3 {
+        // Refused, not failed: the homeserver must not send it again and again.
+        assert_eq!(rig.push("9", &events).await, StatusCode::OK);
+    }
+    assert!(
+        rig.message_of("$late").await.is_none(),
+        "nothing reaches a private room"
+    );
+    assert_eq!(
+        rig.tables.failure_count().await.expect("count"),
+        1,
+        "recorded once"
+    );
+    let failures = rig.tables.failures(10).await.expect("failures");
+    assert!(failures[0].error.contains("$late"), "{failures:?}");
+    rig.finish().await;
+}
+
+/// Declares each case once per database.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Rig::start(weft_store::testing::sqlite().await).await).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Rig::start(weft_store::testing::postgres().await).await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_transaction_becomes_weft_messages_once,
+    a_refusal_is_recorded_once
+);
