@@ -1,0 +1,12 @@
+//! Messages: posting (one at a time or in batches), reading, editing and deleting, reactions,
+//! and read state, one module each.
+
+mod editing;
+mod posting;
+mod reactions;
+mod read_state;
+mod reading;
+
+pub use posting::{NewPost, PostAs, PreparedPost};
+pub use read_state::UnreadItems;
+pub use reading::MessageQuery;
