@@ -256,15 +256,14 @@ impl Bridge {
     pub(crate) async fn moderate_from_matrix(
         &self,
         room_id: weft_core::Id,
-        event: &Value,
+        member: &crate::translate::IncomingMember,
     ) -> Result<(), BridgeError> {
-        let target = event["state_key"].as_str().unwrap_or_default();
-        let content = &event["content"];
-        let membership = content["membership"].as_str().unwrap_or_default();
-        let before = event["unsigned"]["prev_content"]["membership"]
-            .as_str()
-            .unwrap_or_default();
-        let reason = content["reason"].as_str().map(str::to_string);
+        let target = member.target.as_str();
+        let (membership, before) = (
+            member.membership.as_str(),
+            member.before.as_deref().unwrap_or_default(),
+        );
+        let reason = member.reason.clone();
         let puppet_of = self.ids().puppet_user_id(target);
         let actor = self.actor();
         let chat = self.chat();

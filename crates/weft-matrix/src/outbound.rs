@@ -449,7 +449,7 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
                     .event_for(&Carried::Message(*message_id))
                     .await?
                 {
-                    Some((event_id, _)) => event_id,
+                    Some((event_id, _)) => event_id.to_string(),
                     None => return Ok(()),
                 },
             };
@@ -533,7 +533,7 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             };
             let sender = bridge.ids().puppet(&user);
             bridge
-                .redact(matrix_room, &target, &txn(event), &sender, None)
+                .redact(matrix_room, target.as_str(), &txn(event), &sender, None)
                 .await?;
             Ok(())
         }
@@ -541,7 +541,7 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             let Some(room) = store.room(room_id).await? else {
                 return Ok(());
             };
-            let content = serde_json::json!({ "topic": room.topic });
+            let content = translate::topic_content(&room.topic);
             bridge
                 .hs()
                 .set_state(
@@ -577,7 +577,7 @@ async fn send_files(
     view: &MessageView,
     matrix_room: &str,
     sender: &str,
-    thread_root: Option<&str>,
+    thread_root: Option<&ruma::EventId>,
     permalink: &str,
 ) -> Result<(), BridgeError> {
     let caption = translate::caption_of(&view.message.text);

@@ -16,7 +16,7 @@
 //! [room directory](https://spec.matrix.org/latest/client-server-api/#listing-rooms).
 
 use crate::tables::{MatrixRoom, MatrixWrites};
-use serde_json::json;
+use crate::translate;
 use weft_core::{LoggedEvent, RoomKind};
 
 use crate::{Bridge, BridgeError};
@@ -63,18 +63,8 @@ impl Bridge {
     ) -> Result<(), BridgeError> {
         let room = mapped.matrix_room_id.as_str();
         let hs = self.hs();
-        self.set_states(
-            room,
-            &[
-                ("m.room.join_rules", json!({ "join_rule": "invite" })),
-                (
-                    "m.room.history_visibility",
-                    json!({ "history_visibility": "joined" }),
-                ),
-                ("m.room.canonical_alias", json!({})),
-            ],
-        )
-        .await?;
+        self.set_states(room, &translate::closed_room_state())
+            .await?;
         hs.unpublish(room).await?;
         hs.delete_alias(&mapped.alias).await?;
         self.bot_notice(event, room, why.notice()).await?;
@@ -93,18 +83,8 @@ impl Bridge {
         let room = mapped.matrix_room_id.as_str();
         let hs = self.hs();
         hs.create_alias(&mapped.alias, room).await?;
-        self.set_states(
-            room,
-            &[
-                ("m.room.canonical_alias", json!({ "alias": mapped.alias })),
-                ("m.room.join_rules", json!({ "join_rule": "public" })),
-                (
-                    "m.room.history_visibility",
-                    json!({ "history_visibility": "world_readable" }),
-                ),
-            ],
-        )
-        .await?;
+        self.set_states(room, &translate::open_room_state(&mapped.alias))
+            .await?;
         if let Err(e) = hs.publish(room).await {
             tracing::warn!(matrix_room_id = %room, error = %e, "could not list the room in the directory");
         }
@@ -155,7 +135,7 @@ impl Bridge {
         matrix_room: &str,
         text: &str,
     ) -> Result<(), BridgeError> {
-        let content = json!({ "msgtype": "m.notice", "body": text });
+        let content = translate::notice_content(text);
         self.send(
             matrix_room,
             "m.room.message",

@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
-use serde_json::json;
 use weft_chat::ChatError;
 
 use crate::{Bridge, BridgeError};
@@ -129,12 +128,10 @@ impl Bridge {
             told.put(sender.to_string(), Instant::now());
         }
         let text = format!("Not delivered to weft: {}", error.for_sender());
-        let content = json!({
-            "msgtype": "m.notice",
-            "body": text,
-            "m.relates_to": { "m.in_reply_to": { "event_id": event_id } },
-            "m.mentions": { "user_ids": [sender] },
-        });
+        let Ok(refused) = <&ruma::EventId>::try_from(event_id) else {
+            return;
+        };
+        let content = crate::translate::refusal_notice(&text, refused, sender);
         let (bridge, room, txn) = (
             self.clone(),
             matrix_room.to_string(),

@@ -7,6 +7,7 @@
 //! ([`weft_store::extension`]), in the same write transactions as the chat's changes. Chat
 //! data (messages, rooms, users) the bridge reads through the chat, never here.
 
+use ruma::OwnedEventId;
 use sqlx::Row;
 use weft_core::{Id, Millis};
 use weft_store::extension::{Migrator, id_column};
@@ -242,7 +243,19 @@ impl MatrixTables {
     }
 
     /// The Matrix event that carries `carried`, and its room.
-    pub async fn event_for(&self, carried: &Carried) -> Result<Option<(String, String)>> {
+    pub async fn event_for(&self, carried: &Carried) -> Result<Option<(OwnedEventId, String)>> {
+        Ok(match self.event_row_for(carried).await? {
+            Some((event_id, room)) => Some((
+                OwnedEventId::try_from(event_id.as_str()).map_err(|_| {
+                    StoreError::Corrupt(format!("bad Matrix event id {event_id:?}"))
+                })?,
+                room,
+            )),
+            None => None,
+        })
+    }
+
+    async fn event_row_for(&self, carried: &Carried) -> Result<Option<(String, String)>> {
         let (kind, weft_ref) = carried.columns();
         let row = sqlx::query(
             "SELECT matrix_event_id, matrix_room_id FROM matrix_events WHERE weft_ref = $1 AND kind = $2 LIMIT 1",

@@ -1,5 +1,7 @@
 //! Translation of message content between weft and Matrix, both ways, with no I/O: the one
 //! place to read how an edit, a thread reply, a mention or a `/me` looks on the other side.
+//! What the bridge sends and parses is ruma's typed content (`RoomMessageEventContent`,
+//! `ReactionEventContent`, relations, `Mentions`), so its shape is the spec's.
 //!
 //! Spec: <https://spec.matrix.org/latest/client-server-api/#mroommessage-msgtypes>,
 //! threads <https://spec.matrix.org/latest/client-server-api/#threading>, edits
@@ -8,6 +10,26 @@
 use htmd::Element;
 use htmd::element_handler::Handlers;
 use markup5ever_rcdom::{Node, NodeData};
+use ruma::events::Mentions;
+use ruma::events::reaction::ReactionEventContent;
+use ruma::events::relation::{Annotation, InReplyTo, Replacement, Reply, Thread};
+use ruma::events::room::canonical_alias::RoomCanonicalAliasEventContent;
+use ruma::events::room::history_visibility::{
+    HistoryVisibility, RoomHistoryVisibilityEventContent,
+};
+use ruma::events::room::join_rules::{JoinRule, RoomJoinRulesEventContent};
+use ruma::events::room::member::RoomMemberEventContent;
+use ruma::events::room::message::{
+    AudioInfo, AudioMessageEventContent, EmoteMessageEventContent, FileInfo,
+    FileMessageEventContent, ImageMessageEventContent, MessageFormat, MessageType, Relation,
+    RoomMessageEventContent, RoomMessageEventContentWithoutRelation, TextMessageEventContent,
+    VideoInfo, VideoMessageEventContent,
+};
+use ruma::events::room::redaction::RoomRedactionEventContent;
+use ruma::events::room::topic::RoomTopicEventContent;
+use ruma::events::room::{ImageInfo, MediaSource};
+use ruma::events::typing::TypingEventContent;
+use ruma::{EventId, OwnedMxcUri, OwnedRoomAliasId, OwnedUserId, UInt};
 use serde_json::{Value, json};
 use weft_core::Message;
 
@@ -121,42 +143,64 @@ pub fn formatted_body_if_needed(text: &str, html: &str, pills: &[Pill]) -> Optio
     (!plain).then(|| formatted_body(html, pills))
 }
 
-/// Adds `format` and `formatted_body` to `content` when there is one.
-fn with_formatted(mut content: Value, formatted: Option<&str>) -> Value {
-    if let Some(html) = formatted {
-        content["format"] = json!("org.matrix.custom.html");
-        content["formatted_body"] = json!(html);
+/// The `m.text` or `m.emote` body of a weft message: its text, and its HTML when it needs
+/// one.
+fn text_msgtype(status: bool, body: String, formatted: Option<String>) -> MessageType {
+    match (status, formatted) {
+        (false, Some(html)) => MessageType::Text(TextMessageEventContent::html(body, html)),
+        (false, None) => MessageType::Text(TextMessageEventContent::plain(body)),
+        (true, Some(html)) => MessageType::Emote(EmoteMessageEventContent::html(body, html)),
+        (true, None) => MessageType::Emote(EmoteMessageEventContent::plain(body)),
     }
-    content
 }
 
-/// The content of the Matrix event for a new weft message.
+/// [Mentions] of the pills' Matrix users, each once; Matrix IDs that do not parse are left
+/// out (no client could have been notified for them).
+///
+/// [Mentions]: https://spec.matrix.org/latest/client-server-api/#user-and-room-mentions
+fn mentions_of<'a>(mxids: impl IntoIterator<Item = &'a str>) -> Mentions {
+    Mentions::with_user_ids(
+        mxids
+            .into_iter()
+            .filter_map(|m| OwnedUserId::try_from(m).ok()),
+    )
+}
+
+/// A thread reply's relation, with the reply fallback for clients that do not show threads
+/// ([spec: threading](https://spec.matrix.org/latest/client-server-api/#threading)).
+fn in_thread(root: &EventId) -> Relation<RoomMessageEventContentWithoutRelation> {
+    Relation::Thread(Thread::plain(root.to_owned(), root.to_owned()))
+}
+
+/// Serialises typed content for sending, with weft's permalink (`external_url`, which
+/// bridges add so clients can link to the original).
+fn to_sendable(content: &impl serde::Serialize, permalink: Option<&str>) -> Value {
+    let mut value = serde_json::to_value(content).unwrap_or_else(|_| json!({}));
+    if let Some(url) = permalink {
+        value["external_url"] = json!(url);
+    }
+    value
+}
+
+/// The content of the [`m.room.message`] event for a new weft message.
 /// `thread_root` is the Matrix event of the thread's first message, for replies.
+///
+/// [`m.room.message`]: https://spec.matrix.org/latest/client-server-api/#mroommessage
 pub fn message_content(
     message: &Message,
     pills: &[Pill],
-    thread_root: Option<&str>,
+    thread_root: Option<&EventId>,
     permalink: &str,
 ) -> Value {
-    let mut content = with_formatted(
-        json!({
-            "msgtype": if message.status { "m.emote" } else { "m.text" },
-            "body": message.text,
-            "m.mentions": { "user_ids": newly_mentioned(pills, &[]) },
-            "external_url": permalink,
-        }),
-        formatted_body_if_needed(&message.text, &message.html, pills).as_deref(),
-    );
-    if let Some(root) = thread_root {
-        // A thread reply, with the reply fallback for clients that do not show threads.
-        content["m.relates_to"] = json!({
-            "rel_type": "m.thread",
-            "event_id": root,
-            "is_falling_back": true,
-            "m.in_reply_to": { "event_id": root },
-        });
-    }
-    content
+    let formatted = formatted_body_if_needed(&message.text, &message.html, pills);
+    let mut content = RoomMessageEventContent::new(text_msgtype(
+        message.status,
+        message.text.clone(),
+        formatted,
+    ));
+    content.mentions = Some(mentions_of(newly_mentioned(pills, &[])));
+    content.relates_to = thread_root.map(in_thread);
+    to_sendable(&content, Some(permalink))
 }
 
 /// The caption of a message that carries files: its text without the file links weft added.
@@ -180,28 +224,55 @@ pub fn file_msgtype(content_type: &str) -> &'static str {
 }
 
 /// The content of the event for one file of a weft message. With a caption, `body` holds
-/// the caption and `filename` the name (spec v1.10 media captions).
+/// the caption and `filename` the name
+/// ([spec: media captions](https://spec.matrix.org/latest/client-server-api/#media-captions)).
 pub fn file_content(
     attachment: &weft_core::Attachment,
     mxc: &str,
     caption: Option<&str>,
-    thread_root: Option<&str>,
+    thread_root: Option<&EventId>,
     permalink: &str,
 ) -> Value {
-    let mut content = json!({
-        "msgtype": file_msgtype(&attachment.content_type),
-        "body": caption.unwrap_or(&attachment.name),
-        "filename": attachment.name,
-        "url": mxc,
-        "info": { "mimetype": attachment.content_type, "size": attachment.size },
-        "external_url": permalink,
-    });
-    if let Some(root) = thread_root {
-        content["m.relates_to"] = json!({
-            "rel_type": "m.thread", "event_id": root, "is_falling_back": true, "m.in_reply_to": { "event_id": root },
-        });
-    }
-    content
+    let body = caption.unwrap_or(&attachment.name).to_string();
+    let source = MediaSource::Plain(OwnedMxcUri::from(mxc));
+    let (mimetype, size) = (
+        Some(attachment.content_type.clone()),
+        UInt::new(attachment.size.max(0) as u64),
+    );
+    let name = Some(attachment.name.clone());
+    let msgtype = match file_msgtype(&attachment.content_type) {
+        "m.image" => {
+            let mut c = ImageMessageEventContent::new(body, source);
+            let mut info = ImageInfo::new();
+            (info.mimetype, info.size) = (mimetype, size);
+            (c.filename, c.info) = (name, Some(Box::new(info)));
+            MessageType::Image(c)
+        }
+        "m.video" => {
+            let mut c = VideoMessageEventContent::new(body, source);
+            let mut info = VideoInfo::new();
+            (info.mimetype, info.size) = (mimetype, size);
+            (c.filename, c.info) = (name, Some(Box::new(info)));
+            MessageType::Video(c)
+        }
+        "m.audio" => {
+            let mut c = AudioMessageEventContent::new(body, source);
+            let mut info = AudioInfo::new();
+            (info.mimetype, info.size) = (mimetype, size);
+            (c.filename, c.info) = (name, Some(Box::new(info)));
+            MessageType::Audio(c)
+        }
+        _ => {
+            let mut c = FileMessageEventContent::new(body, source);
+            let mut info = FileInfo::new();
+            (info.mimetype, info.size) = (mimetype, size);
+            (c.filename, c.info) = (name, Some(Box::new(info)));
+            MessageType::File(c)
+        }
+    };
+    let mut content = RoomMessageEventContent::new(msgtype);
+    content.relates_to = thread_root.map(in_thread);
+    to_sendable(&content, Some(permalink))
 }
 
 /// An incoming file: where to get it and what to call it.
@@ -219,29 +290,43 @@ pub struct IncomingFile {
     pub size: Option<u64>,
 }
 
-/// Reads an `m.image`/`m.file`/`m.video`/`m.audio` content.
+/// Reads an `m.image`/`m.file`/`m.video`/`m.audio` content; `None` for other content, and
+/// for encrypted media, which weft cannot read.
 pub fn incoming_file(content: &Value) -> Option<IncomingFile> {
-    let msgtype = content["msgtype"].as_str()?;
-    if !matches!(msgtype, "m.image" | "m.file" | "m.video" | "m.audio") {
-        return None;
-    }
-    let url = content["url"].as_str()?.to_string();
-    let body = content["body"].as_str().unwrap_or("file");
-    let (name, caption) = match content["filename"].as_str() {
-        Some(filename) if filename != body => (filename.to_string(), Some(body.to_string())),
-        Some(filename) => (filename.to_string(), None),
-        None => (body.to_string(), None),
+    let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).ok()?;
+    let (body, filename, source, mimetype, size) = match parsed.msgtype {
+        MessageType::Image(c) => {
+            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
+            (c.body, c.filename, c.source, info.0, info.1)
+        }
+        MessageType::Video(c) => {
+            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
+            (c.body, c.filename, c.source, info.0, info.1)
+        }
+        MessageType::Audio(c) => {
+            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
+            (c.body, c.filename, c.source, info.0, info.1)
+        }
+        MessageType::File(c) => {
+            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
+            (c.body, c.filename, c.source, info.0, info.1)
+        }
+        _ => return None,
     };
-    let content_type = content["info"]["mimetype"]
-        .as_str()
-        .unwrap_or("application/octet-stream")
-        .to_string();
+    let MediaSource::Plain(url) = source else {
+        return None;
+    };
+    let (name, caption) = match filename {
+        Some(filename) if filename != body => (filename, Some(body)),
+        Some(filename) => (filename, None),
+        None => (body, None),
+    };
     Some(IncomingFile {
-        url,
+        url: url.to_string(),
         name,
-        content_type,
+        content_type: mimetype.unwrap_or_else(|| "application/octet-stream".into()),
         caption,
-        size: content["info"]["size"].as_u64(),
+        size: size.map(u64::from),
     })
 }
 
@@ -273,39 +358,39 @@ pub fn transaction_key(txn_id: &str, body: &Value) -> String {
     format!("{txn_id}:{}", hex::encode(&hash[..12]))
 }
 
-/// The content of the `m.replace` event for an edit of `original`.
+/// The content of the [`m.replace`] event for an edit of `original`.
 ///
 /// `m.new_content` mentions everyone the new text mentions; the top-level `m.mentions`,
 /// which is what notifies, only those of them not in `notified`, the people an earlier
 /// version mentioned: a newly mentioned person is notified, nobody twice
-/// (<https://spec.matrix.org/v1.16/client-server-api/#mentions>, "Mentions in edits").
+/// ([spec: mentions in edits](https://spec.matrix.org/latest/client-server-api/#user-and-room-mentions)).
+/// The top-level body, `* ` and the new text, is for clients that do not show edits.
+///
+/// [`m.replace`]: https://spec.matrix.org/latest/client-server-api/#event-replacements
 pub fn edit_content(
     message: &Message,
     pills: &[Pill],
-    original: &str,
+    original: &EventId,
     notified: &[String],
 ) -> Value {
-    let newly: Vec<&str> = newly_mentioned(pills, notified);
-    let msgtype = if message.status { "m.emote" } else { "m.text" };
     let formatted = formatted_body_if_needed(&message.text, &message.html, pills);
-    let new_content = with_formatted(
-        json!({
-            "msgtype": msgtype,
-            "body": message.text,
-            "m.mentions": { "user_ids": newly_mentioned(pills, &[]) },
-        }),
-        formatted.as_deref(),
-    );
-    with_formatted(
-        json!({
-            "msgtype": msgtype,
-            "body": format!("* {}", message.text),
-            "m.new_content": new_content,
-            "m.mentions": { "user_ids": newly },
-            "m.relates_to": { "rel_type": "m.replace", "event_id": original },
-        }),
-        formatted.map(|html| format!("* {html}")).as_deref(),
-    )
+    let mut new_content = RoomMessageEventContentWithoutRelation::new(text_msgtype(
+        message.status,
+        message.text.clone(),
+        formatted.clone(),
+    ));
+    new_content.mentions = Some(mentions_of(newly_mentioned(pills, &[])));
+    let mut content = RoomMessageEventContent::new(text_msgtype(
+        message.status,
+        format!("* {}", message.text),
+        formatted.map(|html| format!("* {html}")),
+    ));
+    content.mentions = Some(mentions_of(newly_mentioned(pills, notified)));
+    content.relates_to = Some(Relation::Replacement(Replacement::new(
+        original.to_owned(),
+        new_content,
+    )));
+    to_sendable(&content, None)
 }
 
 /// The Matrix IDs among `pills` not in `notified`, each once.
@@ -319,9 +404,85 @@ pub fn newly_mentioned<'p>(pills: &'p [Pill], notified: &[String]) -> Vec<&'p st
     out
 }
 
-/// The content of a reaction.
-pub fn reaction_content(target: &str, emoji: &str) -> Value {
-    json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": target, "key": emoji } })
+/// The content of an [`m.reaction`] to `target`.
+///
+/// [`m.reaction`]: https://spec.matrix.org/latest/client-server-api/#mreaction
+pub fn reaction_content(target: &EventId, emoji: &str) -> Value {
+    to_sendable(
+        &ReactionEventContent::new(Annotation::new(target.to_owned(), emoji.to_string())),
+        None,
+    )
+}
+
+/// The bridge bot's [`m.notice`] saying `text`.
+///
+/// [`m.notice`]: https://spec.matrix.org/latest/client-server-api/#mnotice
+pub fn notice_content(text: &str) -> Value {
+    let mut content = RoomMessageEventContent::notice_plain(text);
+    content.mentions = Some(Mentions::new());
+    to_sendable(&content, None)
+}
+
+/// The notice telling a Matrix user that their event did not reach weft: a reply to it that
+/// mentions them, so their client shows it to them.
+pub fn refusal_notice(text: &str, refused: &EventId, sender: &str) -> Value {
+    let mut content = RoomMessageEventContent::notice_plain(text);
+    content.mentions = Some(mentions_of([sender]));
+    content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(
+        refused.to_owned(),
+    ))));
+    to_sendable(&content, None)
+}
+
+/// The [`m.room.topic`] of a weft room.
+///
+/// [`m.room.topic`]: https://spec.matrix.org/latest/client-server-api/#mroomtopic
+pub fn topic_content(topic: &str) -> Value {
+    to_sendable(&RoomTopicEventContent::new(topic.to_string()), None)
+}
+
+/// The state that closes a Matrix room to newcomers when its weft room stops being public:
+/// invite only, history for members only, no canonical alias
+/// ([join rules](https://spec.matrix.org/latest/client-server-api/#mroomjoin_rules),
+/// [history visibility](https://spec.matrix.org/latest/client-server-api/#mroomhistory_visibility)).
+pub fn closed_room_state() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "m.room.join_rules",
+            to_sendable(&RoomJoinRulesEventContent::new(JoinRule::Invite), None),
+        ),
+        (
+            "m.room.history_visibility",
+            to_sendable(
+                &RoomHistoryVisibilityEventContent::new(HistoryVisibility::Joined),
+                None,
+            ),
+        ),
+        (
+            "m.room.canonical_alias",
+            to_sendable(&RoomCanonicalAliasEventContent::new(), None),
+        ),
+    ]
+}
+
+/// The state of a public portal room: its alias, open to all, history readable by anyone.
+pub fn open_room_state(alias: &str) -> Vec<(&'static str, Value)> {
+    let mut canonical = RoomCanonicalAliasEventContent::new();
+    canonical.alias = OwnedRoomAliasId::try_from(alias).ok();
+    vec![
+        ("m.room.canonical_alias", to_sendable(&canonical, None)),
+        (
+            "m.room.join_rules",
+            to_sendable(&RoomJoinRulesEventContent::new(JoinRule::Public), None),
+        ),
+        (
+            "m.room.history_visibility",
+            to_sendable(
+                &RoomHistoryVisibilityEventContent::new(HistoryVisibility::WorldReadable),
+                None,
+            ),
+        ),
+    ]
 }
 
 /// What an incoming `m.room.message` means for weft.
@@ -339,55 +500,132 @@ pub struct IncomingText {
     pub replaces: Option<String>,
 }
 
-/// Reads an incoming message's content; `None` for content weft does not take as text
-/// (files are handled apart). `puppet_names` maps a pill's Matrix ID to a weft username.
+/// Reads an incoming [`m.room.message`]'s content; `None` for content weft does not take as
+/// text (files are handled apart, and content that is not a valid message). `username_of`
+/// maps a pill's Matrix ID to a weft username.
+///
+/// [`m.room.message`]: https://spec.matrix.org/latest/client-server-api/#mroommessage
 pub fn incoming_text(
     content: &Value,
     username_of: impl Fn(&str) -> Option<String>,
 ) -> Option<IncomingText> {
-    let relates = &content["m.relates_to"];
-    let replaces = (relates["rel_type"] == "m.replace")
-        .then(|| relates["event_id"].as_str().map(str::to_string))
-        .flatten();
+    let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).ok()?;
+    let (mut in_reply_to, mut thread_root, mut replaces, mut falling_back) =
+        (None, None, None, false);
     // For an edit, the new text is in m.new_content.
-    let body_source = if replaces.is_some() && content["m.new_content"].is_object() {
-        &content["m.new_content"]
-    } else {
-        content
-    };
-    let msgtype = body_source["msgtype"].as_str().unwrap_or("m.text");
-    if !matches!(msgtype, "m.text" | "m.notice" | "m.emote") {
-        return None;
+    let mut msgtype = parsed.msgtype;
+    match parsed.relates_to {
+        Some(Relation::Reply(reply)) => in_reply_to = Some(reply.in_reply_to.event_id),
+        Some(Relation::Thread(thread)) => {
+            in_reply_to = thread.in_reply_to.map(|r| r.event_id);
+            falling_back = thread.is_falling_back;
+            thread_root = Some(thread.event_id);
+        }
+        Some(Relation::Replacement(replacement)) => {
+            replaces = Some(replacement.event_id);
+            msgtype = replacement.new_content.msgtype;
+        }
+        _ => {}
     }
-    let thread_root = (relates["rel_type"] == "m.thread")
-        .then(|| relates["event_id"].as_str().map(str::to_string))
-        .flatten();
-    let in_reply_to = relates["m.in_reply_to"]["event_id"]
-        .as_str()
-        .map(str::to_string);
-    let falling_back = relates["is_falling_back"].as_bool().unwrap_or(false);
-    let html = (body_source["format"] == "org.matrix.custom.html")
-        .then(|| body_source["formatted_body"].as_str())
-        .flatten();
+    let (status, body, formatted) = match msgtype {
+        MessageType::Text(t) => (false, t.body, t.formatted),
+        MessageType::Notice(n) => (false, n.body, n.formatted),
+        MessageType::Emote(e) => (true, e.body, e.formatted),
+        _ => return None,
+    };
+    let html = formatted
+        .filter(|f| f.format == MessageFormat::Html)
+        .map(|f| f.body);
     let text = match html {
         // The HTML is what the sender meant; the plain body is only a fallback.
-        Some(html) => html_to_markdown(&pills_to_names(html, &username_of)),
-        None => {
-            let body = body_source["body"].as_str()?;
-            if in_reply_to.is_some() && !falling_back {
-                strip_reply_fallback(body)
-            } else {
-                body.to_string()
-            }
-        }
+        Some(html) => html_to_markdown(&pills_to_names(&html, &username_of)),
+        None if in_reply_to.is_some() && !falling_back => strip_reply_fallback(&body),
+        None => body,
     };
     Some(IncomingText {
         text,
-        status: msgtype == "m.emote",
-        in_reply_to,
-        thread_root,
-        replaces,
+        status,
+        in_reply_to: in_reply_to.map(String::from),
+        thread_root: thread_root.map(String::from),
+        replaces: replaces.map(String::from),
     })
+}
+
+/// The event a message (or file) replies to or whose thread it joins: the thread root for
+/// `m.thread`, else the replied-to event.
+pub fn relation_target(content: &Value) -> Option<String> {
+    let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).ok()?;
+    match parsed.relates_to? {
+        Relation::Thread(thread) => Some(thread.event_id.into()),
+        Relation::Reply(reply) => Some(reply.in_reply_to.event_id.into()),
+        _ => None,
+    }
+}
+
+/// An incoming [`m.reaction`]: the event reacted to and the key.
+///
+/// [`m.reaction`]: https://spec.matrix.org/latest/client-server-api/#mreaction
+pub fn incoming_reaction(content: &Value) -> Option<(String, String)> {
+    let parsed: ReactionEventContent = serde_json::from_value(content.clone()).ok()?;
+    Some((parsed.relates_to.event_id.into(), parsed.relates_to.key))
+}
+
+/// An incoming [`m.room.redaction`]: the event it removes (in the content from room version
+/// 11, at the top level before) and why.
+///
+/// [`m.room.redaction`]: https://spec.matrix.org/latest/client-server-api/#mroomredaction
+pub fn incoming_redaction(event: &Value) -> Option<(String, Option<String>)> {
+    let content: RoomRedactionEventContent =
+        serde_json::from_value(event["content"].clone()).unwrap_or_default();
+    let redacts = match content.redacts {
+        Some(id) => id.to_string(),
+        None => <&EventId>::try_from(event["redacts"].as_str()?)
+            .ok()?
+            .to_string(),
+    };
+    Some((redacts, content.reason))
+}
+
+/// What an incoming [`m.room.member`] event says.
+///
+/// [`m.room.member`]: https://spec.matrix.org/latest/client-server-api/#mroommember
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMember {
+    /// Whom it is about (`state_key`).
+    pub target: String,
+    /// `join`, `leave`, `ban`, `invite`, `knock`.
+    pub membership: String,
+    /// The membership before, if the homeserver said (`unsigned.prev_content`).
+    pub before: Option<String>,
+    /// The display name it sets, if any and not blank.
+    pub display_name: Option<String>,
+    /// The reason a moderator gave.
+    pub reason: Option<String>,
+}
+
+/// Reads an `m.room.member` event; `None` if it is not a valid one.
+pub fn incoming_member(event: &Value) -> Option<IncomingMember> {
+    let content: RoomMemberEventContent = serde_json::from_value(event["content"].clone()).ok()?;
+    let before =
+        serde_json::from_value::<RoomMemberEventContent>(event["unsigned"]["prev_content"].clone())
+            .ok()
+            .map(|prev| prev.membership.as_str().to_string());
+    Some(IncomingMember {
+        target: event["state_key"].as_str()?.to_string(),
+        membership: content.membership.as_str().to_string(),
+        before,
+        display_name: content.displayname.filter(|n| !n.trim().is_empty()),
+        reason: content.reason,
+    })
+}
+
+/// The Matrix users an [`m.typing`] event says are typing.
+///
+/// [`m.typing`]: https://spec.matrix.org/latest/client-server-api/#mtyping
+pub fn typing_users(event: &Value) -> Vec<String> {
+    serde_json::from_value::<TypingEventContent>(event["content"].clone())
+        .map(|c| c.user_ids.into_iter().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// Drops the quoted `> <@user> …` lines a reply carries for old clients.
@@ -672,6 +910,60 @@ mod tests {
         }
     }
 
+    #[test]
+    fn reactions_redactions_and_member_events_parse_as_the_spec_says() {
+        let reaction = json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": "$m", "key": "👍 ok" } });
+        assert_eq!(
+            incoming_reaction(&reaction),
+            Some(("$m".to_string(), "👍 ok".to_string()))
+        );
+        assert_eq!(
+            incoming_reaction(&json!({ "m.relates_to": { "event_id": "$m" } })),
+            None
+        );
+        // Room version 11 carries `redacts` in the content, earlier versions at the top.
+        let v11 = json!({ "content": { "redacts": "$a", "reason": "spam" } });
+        assert_eq!(
+            incoming_redaction(&v11),
+            Some(("$a".into(), Some("spam".into())))
+        );
+        let v10 = json!({ "redacts": "$b", "content": {} });
+        assert_eq!(incoming_redaction(&v10), Some(("$b".into(), None)));
+        assert_eq!(incoming_redaction(&json!({ "content": {} })), None);
+        let unban = json!({
+            "state_key": "@spam:hs", "content": { "membership": "leave", "reason": "ok now" },
+            "unsigned": { "prev_content": { "membership": "ban" } },
+        });
+        assert_eq!(
+            incoming_member(&unban),
+            Some(IncomingMember {
+                target: "@spam:hs".into(),
+                membership: "leave".into(),
+                before: Some("ban".into()),
+                display_name: None,
+                reason: Some("ok now".into()),
+            })
+        );
+        let join = json!({ "state_key": "@a:hs", "content": { "membership": "join", "displayname": "  " } });
+        assert_eq!(
+            incoming_member(&join).and_then(|m| m.display_name),
+            None,
+            "a blank name names nobody"
+        );
+        assert_eq!(
+            incoming_member(&json!({ "state_key": "@a:hs", "content": {} })),
+            None
+        );
+        assert_eq!(
+            typing_users(&json!({ "content": { "user_ids": ["@a:hs", "@b:hs"] } })),
+            ["@a:hs", "@b:hs"]
+        );
+        let thread = json!({ "msgtype": "m.text", "body": "x", "m.relates_to": { "rel_type": "m.thread", "event_id": "$root", "m.in_reply_to": { "event_id": "$last" } } });
+        assert_eq!(relation_target(&thread).as_deref(), Some("$root"));
+        let reply = json!({ "msgtype": "m.text", "body": "x", "m.relates_to": { "m.in_reply_to": { "event_id": "$q" } } });
+        assert_eq!(relation_target(&reply).as_deref(), Some("$q"));
+    }
+
     /// The review's case: an edit that adds a mention must notify the person added, and
     /// only them; the new content still mentions everyone.
     #[test]
@@ -682,7 +974,8 @@ mod tests {
         };
         let pills = [pill("bob"), pill("carol"), pill("bob")];
         let message = message_with("hi @bob and @carol");
-        let content = edit_content(&message, &pills, "$original", &["@bob:s".to_string()]);
+        let original = <&EventId>::try_from("$original").expect("an event id");
+        let content = edit_content(&message, &pills, original, &["@bob:s".to_string()]);
         assert_eq!(content["m.mentions"], json!({ "user_ids": ["@carol:s"] }));
         assert_eq!(
             content["m.new_content"]["m.mentions"],
@@ -693,14 +986,10 @@ mod tests {
         let again = edit_content(
             &message,
             &pills,
-            "$original",
+            original,
             &["@bob:s".to_string(), "@carol:s".to_string()],
         );
-        assert_eq!(
-            again["m.mentions"],
-            json!({ "user_ids": [] }),
-            "nobody is notified twice"
-        );
+        assert_eq!(again["m.mentions"], json!({}), "nobody is notified twice");
     }
 
     #[test]

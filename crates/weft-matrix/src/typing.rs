@@ -103,8 +103,8 @@ impl Bridge {
                     continue;
                 }
             };
-            let typing = event["content"]["user_ids"].as_array();
-            for mxid in typing.into_iter().flatten().filter_map(Value::as_str) {
+            for mxid in crate::translate::typing_users(event) {
+                let mxid = mxid.as_str();
                 if self.ids().is_ours(mxid) {
                     continue;
                 }

@@ -178,6 +178,11 @@ proptest! {
             let _ = translate::incoming_text(content, |_| None);
             let _ = translate::incoming_file(content);
             let _ = translate::strip_reply_fallback(content["body"].as_str().unwrap_or_default());
+            let _ = translate::relation_target(content);
+            let _ = translate::incoming_reaction(content);
+            let _ = translate::incoming_redaction(event);
+            let _ = translate::incoming_member(event);
+            let _ = translate::typing_users(event);
         }
     }
 
@@ -185,5 +190,7 @@ proptest! {
     fn contents_never_panic(content in any_json()) {
         let _ = translate::incoming_text(&content, |m| Some(m.to_string()));
         let _ = translate::incoming_file(&content);
+        let _ = translate::relation_target(&content);
+        let _ = translate::incoming_reaction(&content);
     }
 }

@@ -55,17 +55,17 @@ impl Bridge {
         let content = &event["content"];
         match event_type {
             "m.room.member" => {
+                let Some(member) = translate::incoming_member(event) else {
+                    return Ok(());
+                };
                 // One about someone else is a moderator's act (or an invite); it carries the
                 // target's profile, never the sender's.
-                if event["state_key"].as_str() != Some(sender) {
-                    return self.moderate_from_matrix(room_id, event).await;
+                if member.target != sender {
+                    return self.moderate_from_matrix(room_id, &member).await;
                 }
-                if content["membership"] != "join" {
-                    return Ok(());
-                }
-                match content["displayname"].as_str() {
-                    Some(name) if !name.trim().is_empty() => {
-                        self.rename_virtual_user(sender, name).await
+                match member.display_name {
+                    Some(name) if member.membership == "join" => {
+                        self.rename_virtual_user(sender, &name).await
                     }
                     _ => Ok(()),
                 }
@@ -75,34 +75,30 @@ impl Bridge {
                     .await
             }
             "m.reaction" => {
-                let relates = &content["m.relates_to"];
-                let (Some(target), Some(key)) =
-                    (relates["event_id"].as_str(), relates["key"].as_str())
-                else {
+                let Some((target, key)) = translate::incoming_reaction(content) else {
                     return Ok(());
                 };
-                let Some(message_id) = self.weft_message(target).await? else {
+                let Some(message_id) = self.weft_message(&target).await? else {
                     return Err(BridgeError::Refused(
                         "it reacts to a message weft does not have".into(),
                     ));
                 };
                 let who = self.post_as(sender);
                 self.chat()
-                    .react(self.actor(), room_id, message_id, key, true, Some(who))
+                    .react(self.actor(), room_id, message_id, &key, true, Some(who))
                     .await?;
                 let reaction = Carried::Reaction {
                     message: message_id,
-                    key: key.to_string(),
+                    key,
                     by: None,
                 };
                 self.record_inbound(event_id, matrix_room, reaction).await
             }
             "m.room.redaction" => {
-                let redacts = event["redacts"]
-                    .as_str()
-                    .or(content["redacts"].as_str())
-                    .unwrap_or_default();
-                let Some(carried) = self.tables().carried_by(redacts).await? else {
+                let Some((redacts, reason)) = translate::incoming_redaction(event) else {
+                    return Ok(());
+                };
+                let Some(carried) = self.tables().carried_by(&redacts).await? else {
                     return Ok(());
                 };
                 let who = self.post_as(sender);
@@ -122,7 +118,6 @@ impl Bridge {
                                         "only the room's moderators may remove other people's messages".into(),
                                     ));
                                 }
-                                let reason = content["reason"].as_str().map(str::to_string);
                                 match self
                                     .chat()
                                     .delete(self.actor(), room_id, id, None, reason)
@@ -223,13 +218,8 @@ impl Bridge {
             }
             Err(e) => return Err(e.into()),
         };
-        let relates = &content["m.relates_to"];
-        let target = relates["event_id"]
-            .as_str()
-            .filter(|_| relates["rel_type"] == "m.thread");
-        let target = target.or(relates["m.in_reply_to"]["event_id"].as_str());
-        let parent = match target {
-            Some(t) => self.weft_message(t).await?,
+        let parent = match translate::relation_target(content) {
+            Some(target) => self.weft_message(&target).await?,
             None => None,
         };
         let post = NewPost {
