@@ -240,35 +240,21 @@ pub fn file_content(
         UInt::new(attachment.size.max(0) as u64),
     );
     let name = Some(attachment.name.clone());
+    // The four media msgtypes differ only in their types.
+    macro_rules! media {
+        ($variant:ident, $content:ident, $info:ident) => {{
+            let mut c = $content::new(body, source);
+            let mut info = $info::new();
+            (info.mimetype, info.size) = (mimetype, size);
+            (c.filename, c.info) = (name, Some(Box::new(info)));
+            MessageType::$variant(c)
+        }};
+    }
     let msgtype = match file_msgtype(&attachment.content_type) {
-        "m.image" => {
-            let mut c = ImageMessageEventContent::new(body, source);
-            let mut info = ImageInfo::new();
-            (info.mimetype, info.size) = (mimetype, size);
-            (c.filename, c.info) = (name, Some(Box::new(info)));
-            MessageType::Image(c)
-        }
-        "m.video" => {
-            let mut c = VideoMessageEventContent::new(body, source);
-            let mut info = VideoInfo::new();
-            (info.mimetype, info.size) = (mimetype, size);
-            (c.filename, c.info) = (name, Some(Box::new(info)));
-            MessageType::Video(c)
-        }
-        "m.audio" => {
-            let mut c = AudioMessageEventContent::new(body, source);
-            let mut info = AudioInfo::new();
-            (info.mimetype, info.size) = (mimetype, size);
-            (c.filename, c.info) = (name, Some(Box::new(info)));
-            MessageType::Audio(c)
-        }
-        _ => {
-            let mut c = FileMessageEventContent::new(body, source);
-            let mut info = FileInfo::new();
-            (info.mimetype, info.size) = (mimetype, size);
-            (c.filename, c.info) = (name, Some(Box::new(info)));
-            MessageType::File(c)
-        }
+        "m.image" => media!(Image, ImageMessageEventContent, ImageInfo),
+        "m.video" => media!(Video, VideoMessageEventContent, VideoInfo),
+        "m.audio" => media!(Audio, AudioMessageEventContent, AudioInfo),
+        _ => media!(File, FileMessageEventContent, FileInfo),
     };
     let mut content = RoomMessageEventContent::new(msgtype);
     content.relates_to = thread_root.map(in_thread);
@@ -294,22 +280,23 @@ pub struct IncomingFile {
 /// for encrypted media, which weft cannot read.
 pub fn incoming_file(content: &Value) -> Option<IncomingFile> {
     let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).ok()?;
-    let (body, filename, source, mimetype, size) = match parsed.msgtype {
+    let info = |mimetype: Option<String>, size: Option<UInt>| (mimetype, size);
+    let (body, filename, source, (mimetype, size)) = match parsed.msgtype {
         MessageType::Image(c) => {
-            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
-            (c.body, c.filename, c.source, info.0, info.1)
+            let i = c.info.map_or((None, None), |i| info(i.mimetype, i.size));
+            (c.body, c.filename, c.source, i)
         }
         MessageType::Video(c) => {
-            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
-            (c.body, c.filename, c.source, info.0, info.1)
+            let i = c.info.map_or((None, None), |i| info(i.mimetype, i.size));
+            (c.body, c.filename, c.source, i)
         }
         MessageType::Audio(c) => {
-            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
-            (c.body, c.filename, c.source, info.0, info.1)
+            let i = c.info.map_or((None, None), |i| info(i.mimetype, i.size));
+            (c.body, c.filename, c.source, i)
         }
         MessageType::File(c) => {
-            let info = c.info.map(|i| (i.mimetype, i.size)).unwrap_or_default();
-            (c.body, c.filename, c.source, info.0, info.1)
+            let i = c.info.map_or((None, None), |i| info(i.mimetype, i.size));
+            (c.body, c.filename, c.source, i)
         }
         _ => return None,
     };
