@@ -121,10 +121,11 @@ pub(super) fn realistic(rooms: &[String], senders: usize, transactions: usize, s
     let mut own: HashMap<usize, Vec<(usize, String)>> = HashMap::new();
     let mut counts: HashMap<Kind, usize> = HashMap::new();
     let mut messages = 0usize;
-    // Threads: each message's thread root (a reply joins the thread of what it answers), and
-    // the roots that have replies, which stay as placeholders when redacted.
+    // Threads as weft keeps them: each reply's thread root (a reply joins the thread of what
+    // it answers) and each root's live replies. A root with replies stays as a placeholder
+    // when redacted; a reply redacted leaves its thread.
     let mut root_of: HashMap<String, String> = HashMap::new();
-    let mut heads: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut replies: HashMap<String, usize> = HashMap::new();
     let total: u32 = REALISTIC.iter().map(|(_, n)| n).sum();
     let mut out = Vec::with_capacity(transactions);
     for _ in 0..transactions {
@@ -178,7 +179,7 @@ pub(super) fn realistic(rooms: &[String], senders: usize, transactions: usize, s
                         .get(&target)
                         .cloned()
                         .unwrap_or_else(|| target.clone());
-                    heads.insert(root.clone());
+                    *replies.entry(root.clone()).or_default() += 1;
                     root_of.insert(event_id.clone(), root);
                     let text = sentence(&mut rng);
                     let content = if kind == Kind::RichReply {
@@ -232,9 +233,13 @@ pub(super) fn realistic(rooms: &[String], senders: usize, transactions: usize, s
                         continue;
                     };
                     let (room_index, target) = list.remove(0);
-                    // A thread's head stays, as a placeholder for its replies.
-                    if !heads.contains(&target) {
+                    if replies.get(&target).is_some_and(|n| *n > 0) {
+                        // A thread's head stays, as a placeholder for its replies.
+                    } else {
                         messages -= 1;
+                        if let Some(root) = root_of.get(&target) {
+                            *replies.entry(root.clone()).or_default() -= 1;
+                        }
                     }
                     state[room_index].recent.retain(|(e, _)| *e != target);
                     json!({
