@@ -25,7 +25,10 @@ use weft_store::Store;
 pub use error::{ChatError, Result};
 pub use files::{Download, Upload, file_url};
 pub use live::Live;
-pub use messages::{MessageQuery, NewPost, PostAs, PreparedPost, UnreadItems};
+pub use messages::{
+    Change, MessageQuery, NewPost, PostAs, PreparedDeletion, PreparedEdit, PreparedPost,
+    PreparedReaction, UnreadItems,
+};
 pub use people::PEOPLE_PAGE_MAX;
 pub use rooms::{NewRoom, RoomPatch, RoomSummary};
 pub use users::{NewUser, TOKEN_CACHE_TTL};

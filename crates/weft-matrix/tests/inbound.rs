@@ -238,6 +238,61 @@ async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
         other => panic!("a Matrix person's message is theirs: {other:?}"),
     }
 
+    // Reactions, edits and redactions of what is stored already go into the transaction's
+    // one write, with what their events carry.
+    let later = vec![
+        json!({
+            "type": "m.reaction", "event_id": "$9", "sender": matt, "room_id": MATRIX_ROOM,
+            "origin_server_ts": 2,
+            "content": { "m.relates_to": { "rel_type": "m.annotation", "event_id": "$1", "key": "🎉" } },
+        }),
+        with_content(
+            text("$10", matt, "* **bold** reply, edited"),
+            json!({ "m.new_content": { "msgtype": "m.text", "body": "**bold** reply, edited" }, "m.relates_to": { "rel_type": "m.replace", "event_id": "$2" } }),
+        ),
+        json!({
+            "type": "m.room.redaction", "event_id": "$11", "sender": maria, "room_id": MATRIX_ROOM,
+            "origin_server_ts": 2, "redacts": "$5", "content": { "redacts": "$5" },
+        }),
+        text("$12", maria, "still here"),
+    ];
+    assert_eq!(rig.push("2", &later).await, StatusCode::OK);
+    let bold = rig.message_of("$2").await.expect("$2 stored");
+    assert_eq!(bold.message.text, "**bold** reply, edited");
+    assert_eq!(
+        rig.tables.carried_by("$10").await.expect("lookup"),
+        Some(Carried::Edit(bold.message.id))
+    );
+    let by_id = |id: Id, list: &[MessageView]| {
+        list.iter().find(|m| m.message.id == id).map(|m| {
+            m.message
+                .reactions
+                .iter()
+                .map(|r| (r.emoji.clone(), r.count))
+                .collect::<Vec<_>>()
+        })
+    };
+    let listed = rig.messages().await;
+    assert_eq!(
+        by_id(bold.message.id, &listed),
+        Some(vec![]),
+        "the 👍 was redacted"
+    );
+    assert_eq!(
+        by_id(hello.message.id, &listed),
+        Some(vec![("🎉".to_string(), 1)])
+    );
+    // The same reaction event again, in another transaction beside a new message: the
+    // reaction is known by its event id and counted once.
+    let again = vec![later[0].clone(), text("$13", matt, "and more")];
+    assert_eq!(rig.push("3", &again).await, StatusCode::OK);
+    let listed = rig.messages().await;
+    assert_eq!(
+        by_id(hello.message.id, &listed),
+        Some(vec![("🎉".to_string(), 1)])
+    );
+    assert_eq!(listed.len(), 5, "$12 and $13 joined");
+
     // The homeserver sends it again (it missed the answer): nothing changes.
     let seq = rig.chat.views().last_event_seq().await.expect("seq");
     assert_eq!(rig.push("1", &events).await, StatusCode::OK);
@@ -246,7 +301,7 @@ async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
         seq,
         "nothing logged"
     );
-    assert_eq!(rig.messages().await.len(), 3);
+    assert_eq!(rig.messages().await.len(), 5);
 
     // After a restart the homeserver numbers transactions from 1 again: other events under a
     // known id are a new transaction.
@@ -255,7 +310,7 @@ async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
             .await,
         StatusCode::OK
     );
-    assert_eq!(rig.messages().await.len(), 4);
+    assert_eq!(rig.messages().await.len(), 6);
     rig.finish().await;
 }
 

@@ -2,10 +2,10 @@
 //! moderators.
 
 use weft_core::permission::{self, Standing};
-use weft_core::{Author, Event, Id, MessageView, validate};
-use weft_store::EditedText;
+use weft_core::{Attachment, Author, Event, Id, Message, MessageView, Origin, validate};
+use weft_store::{EditedText, WriteTx};
 
-use crate::error::{from_write, rejected};
+use crate::error::from_write;
 use crate::{Actor, Chat, ChatError, Result};
 
 use super::posting::PostAs;
@@ -42,9 +42,29 @@ impl Chat {
         text: &str,
         as_virtual: Option<PostAs>,
     ) -> Result<MessageView> {
+        let prepared = self
+            .prepare_edit(actor, room_id, message_id, text, as_virtual)
+            .await?;
+        self.store()
+            .write(move |tx| Box::pin(write_edit(tx, prepared)))
+            .await
+            .map_err(from_write)?;
+        self.message(actor, room_id, message_id).await
+    }
+
+    /// Checks an edit (the author, the edit window) and renders the new text, without
+    /// writing it.
+    pub async fn prepare_edit(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        message_id: Id,
+        text: &str,
+        as_virtual: Option<PostAs>,
+    ) -> Result<PreparedEdit> {
         self.refuse_if_banned(room_id, as_virtual.as_ref()).await?;
         let room = self.room(actor, room_id).await?;
-        let view = self.message(actor, room_id, message_id).await?;
+        let view = self.message_in(room_id, message_id).await?;
         if !self.is_author(actor, &view, as_virtual.as_ref()).await? {
             return Err(ChatError::Forbidden(
                 "you can only edit your own messages".into(),
@@ -66,33 +86,28 @@ impl Chat {
         let from_elsewhere = matches!(view.message.author, Author::Virtual(_));
         let (html, mentions, issues, urls) =
             self.render(actor, &room, &text, from_elsewhere).await?;
-        let origin = actor.origin.clone();
-        let message = view.message.clone();
+        Ok(PreparedEdit {
+            room_id,
+            message: view.message,
+            edited: EditedText {
+                text,
+                html,
+                mentions,
+                issues,
+                urls,
+            },
+            at: now,
+            origin: actor.origin.clone(),
+        })
+    }
+
+    /// A message of a room, without decorations (reactions, read counts).
+    async fn message_in(&self, room_id: Id, message_id: Id) -> Result<MessageView> {
         self.store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    let edited = EditedText {
-                        text,
-                        html,
-                        mentions,
-                        issues,
-                        urls,
-                    };
-                    tx.update_message_text(&message, &edited, now).await?;
-                    tx.append(
-                        &origin,
-                        &Event::MessageEdited {
-                            room_id,
-                            message_id,
-                        },
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
-            .map_err(from_write)?;
-        self.message(actor, room_id, message_id).await
+            .message(message_id)
+            .await?
+            .filter(|v| v.message.room_id == room_id)
+            .ok_or(ChatError::NotFound("message"))
     }
 
     /// Deletes a message: its author, or a moderator. A thread parent with replies stays as a
@@ -108,9 +123,35 @@ impl Chat {
         as_virtual: Option<PostAs>,
         reason: Option<String>,
     ) -> Result<()> {
+        let prepared = self
+            .prepare_deletion(actor, room_id, message_id, as_virtual, reason)
+            .await?;
+        let attachments = prepared.attachments.clone();
+        let deleted = self
+            .store()
+            .write(move |tx| Box::pin(write_deletion(tx, prepared)))
+            .await
+            .map_err(from_write)?;
+        if !deleted {
+            return Err(ChatError::NotFound("message"));
+        }
+        self.remove_files(&attachments).await;
+        Ok(())
+    }
+
+    /// Checks a deletion (the author, or a moderator's right) without writing it.
+    pub async fn prepare_deletion(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        message_id: Id,
+        as_virtual: Option<PostAs>,
+        reason: Option<String>,
+    ) -> Result<PreparedDeletion> {
         let me = actor.require_user()?;
         self.refuse_if_banned(room_id, as_virtual.as_ref()).await?;
-        let view = self.message(actor, room_id, message_id).await?;
+        self.room(actor, room_id).await?;
+        let view = self.message_in(room_id, message_id).await?;
         let mut moderator = None;
         let bridge_moderates = actor.is_bridge() && as_virtual.is_none();
         if !bridge_moderates && !self.is_author(actor, &view, as_virtual.as_ref()).await? {
@@ -131,46 +172,87 @@ impl Chat {
         let reason = reason
             .filter(|r| !r.trim().is_empty())
             .map(|r| r.chars().take(512).collect::<String>());
-        let origin = actor.origin.clone();
-        self.store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    // Read again inside the transaction: a reply may have arrived meanwhile.
-                    let Some(current) = tx.message(message_id).await? else {
-                        return Err(rejected(ChatError::NotFound("message")));
-                    };
-                    if current.message.deleted {
-                        return Ok(());
-                    }
-                    let external_ref = tx.external_ref_of(message_id).await?;
-                    tx.delete_message(&current.message).await?;
-                    tx.append(
-                        &origin,
-                        &Event::MessageDeleted {
-                            room_id,
-                            message_id,
-                            moderator,
-                            reason: reason.clone(),
-                            external_ref,
-                        },
-                    )
-                    .await?;
-                    if let Some(parent) = current.message.parent_id {
-                        tx.append(
-                            &origin,
-                            &Event::ThreadUpdated {
-                                room_id,
-                                message_id: parent,
-                            },
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
-            .map_err(from_write)?;
-        self.remove_files(&view.message.attachments).await;
-        Ok(())
+        Ok(PreparedDeletion {
+            room_id,
+            message_id,
+            moderator,
+            reason,
+            attachments: view.message.attachments,
+            origin: actor.origin.clone(),
+        })
     }
+}
+
+/// An edit checked and rendered ([`Chat::prepare_edit`]), ready to write alone or in a batch
+/// ([`crate::Change`]).
+#[derive(Debug)]
+pub struct PreparedEdit {
+    room_id: Id,
+    message: Message,
+    edited: EditedText,
+    at: i64,
+    origin: Origin,
+}
+
+/// A deletion checked ([`Chat::prepare_deletion`]), ready to write alone or in a batch.
+#[derive(Debug)]
+pub struct PreparedDeletion {
+    room_id: Id,
+    message_id: Id,
+    moderator: Option<Id>,
+    reason: Option<String>,
+    /// The files the message carried, removed once the deletion is committed.
+    pub(crate) attachments: Vec<Attachment>,
+    origin: Origin,
+}
+
+/// Writes a prepared edit with its event; nothing when the message went away meanwhile.
+pub(super) async fn write_edit(tx: &mut WriteTx, e: PreparedEdit) -> weft_store::Result<()> {
+    let Some(current) = tx.message(e.message.id).await? else {
+        return Ok(());
+    };
+    if current.message.deleted {
+        return Ok(());
+    }
+    tx.update_message_text(&current.message, &e.edited, e.at)
+        .await?;
+    let event = Event::MessageEdited {
+        room_id: e.room_id,
+        message_id: e.message.id,
+    };
+    tx.append(&e.origin, &event).await?;
+    Ok(())
+}
+
+/// Writes a prepared deletion with its events; false when the message is not there any more
+/// (a deletion already applied is true: it changes nothing).
+pub(super) async fn write_deletion(
+    tx: &mut WriteTx,
+    d: PreparedDeletion,
+) -> weft_store::Result<bool> {
+    // Read again inside the transaction: a reply may have arrived meanwhile.
+    let Some(current) = tx.message(d.message_id).await? else {
+        return Ok(false);
+    };
+    if current.message.deleted {
+        return Ok(true);
+    }
+    let external_ref = tx.external_ref_of(d.message_id).await?;
+    tx.delete_message(&current.message).await?;
+    let event = Event::MessageDeleted {
+        room_id: d.room_id,
+        message_id: d.message_id,
+        moderator: d.moderator,
+        reason: d.reason,
+        external_ref,
+    };
+    tx.append(&d.origin, &event).await?;
+    if let Some(parent) = current.message.parent_id {
+        let event = Event::ThreadUpdated {
+            room_id: d.room_id,
+            message_id: parent,
+        };
+        tx.append(&d.origin, &event).await?;
+    }
+    Ok(true)
 }

@@ -7,6 +7,8 @@ mod reactions;
 mod read_state;
 mod reading;
 
-pub use posting::{NewPost, PostAs, PreparedPost};
+pub use editing::{PreparedDeletion, PreparedEdit};
+pub use posting::{Change, NewPost, PostAs, PreparedPost};
+pub use reactions::PreparedReaction;
 pub use read_state::UnreadItems;
 pub use reading::MessageQuery;

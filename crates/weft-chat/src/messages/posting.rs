@@ -13,6 +13,20 @@ use weft_store::{NewMessage, WriteTx};
 use crate::error::{from_write, rejected};
 use crate::{Actor, Chat, ChatError, Result};
 
+/// A change checked and prepared ahead, to write with others in one batch
+/// ([`Chat::write_batch`]).
+#[derive(Debug)]
+pub enum Change {
+    /// A new message ([`Chat::prepare_post`]).
+    Post(PreparedPost),
+    /// A reaction added or removed ([`Chat::prepare_reaction`]).
+    Reaction(super::reactions::PreparedReaction),
+    /// An edit ([`Chat::prepare_edit`]).
+    Edit(super::editing::PreparedEdit),
+    /// A deletion ([`Chat::prepare_deletion`]).
+    Deletion(super::editing::PreparedDeletion),
+}
+
 /// Who a bridge posts as: someone from another network.
 #[derive(Debug, Clone)]
 pub struct PostAs {
@@ -52,7 +66,7 @@ struct PostLookups {
     virtual_users: HashMap<(String, String), VirtualUser>,
 }
 
-/// A post that passed every check and is rendered, ready for [`Chat::post_batch`].
+/// A post that passed every check and is rendered, ready for [`Chat::write_batch`].
 #[derive(Debug, Clone)]
 pub struct PreparedPost {
     new: NewMessage,
@@ -218,7 +232,7 @@ impl Chat {
 
     /// Checks and renders a post without writing it: everything [`Chat::post`] does before
     /// the write. A bridge prepares many posts and writes them in one transaction with
-    /// [`Chat::post_batch`], together with its own records.
+    /// [`Chat::write_batch`], together with its own records.
     pub async fn prepare_post(
         &self,
         actor: &Actor,
@@ -289,36 +303,67 @@ impl Chat {
         })
     }
 
-    /// Writes prepared posts ([`Chat::prepare_post`]) in one store transaction, in order,
-    /// with their events, together with `extra`: the caller's own rows, written first in the
-    /// same transaction (a bridge's record of the transaction it applied, of what it refused).
-    /// When `extra` answers false nothing is written at all (the bridge found the batch
-    /// applied already) and the answer is `None`. Each post's answer is the stored message,
-    /// or `None` when a message with its external key was stored already.
+    /// Writes prepared changes in one store transaction, in the order given, with their
+    /// events, together with `extra`: the caller's own rows, written first in the same
+    /// transaction (a bridge's record of the transaction it applied, of what it refused, of
+    /// which of its events carried which change). When `extra` answers false nothing is
+    /// written at all (the bridge found the batch applied already) and the answer is false.
     ///
-    /// The rows go in a few multi-row statements, so a bridge applying a hundred messages
-    /// makes a handful of database round trips rather than hundreds.
-    pub async fn post_batch<F>(
-        &self,
-        posts: Vec<PreparedPost>,
-        extra: F,
-    ) -> Result<Option<Vec<Option<MessageView>>>>
+    /// Runs of posts go in a few multi-row statements, so a bridge applying a hundred
+    /// messages makes a handful of database round trips rather than hundreds. A post whose
+    /// external key is stored already, a reaction, edit or deletion whose message went away
+    /// since it was prepared: these write nothing and do not fail the batch.
+    pub async fn write_batch<F>(&self, changes: Vec<Change>, extra: F) -> Result<bool>
     where
         F: for<'t> FnOnce(&'t mut WriteTx) -> weft_store::BoxFuture<'t, weft_store::Result<bool>>
             + Send
             + 'static,
     {
-        self.store()
+        let removed: Vec<Attachment> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Deletion(d) => Some(d.attachments.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let written = self
+            .store()
             .write(move |tx| {
                 Box::pin(async move {
                     if !extra(tx).await? {
-                        return Ok(None);
+                        return Ok(false);
                     }
-                    Chat::write_posts(tx, posts).await.map(Some)
+                    let mut posts = Vec::new();
+                    for change in changes {
+                        if let Change::Post(post) = change {
+                            posts.push(post);
+                            continue;
+                        }
+                        if !posts.is_empty() {
+                            Chat::write_posts(tx, std::mem::take(&mut posts)).await?;
+                        }
+                        match change {
+                            Change::Post(_) => {}
+                            Change::Reaction(r) => super::reactions::write_reaction(tx, r).await?,
+                            Change::Edit(e) => super::editing::write_edit(tx, e).await?,
+                            Change::Deletion(d) => {
+                                super::editing::write_deletion(tx, d).await?;
+                            }
+                        }
+                    }
+                    if !posts.is_empty() {
+                        Chat::write_posts(tx, posts).await?;
+                    }
+                    Ok(true)
                 })
             })
             .await
-            .map_err(from_write)
+            .map_err(from_write)?;
+        if written {
+            self.remove_files(&removed).await;
+        }
+        Ok(written)
     }
 
     /// Writes a prepared post inside the caller's transaction, with its events. Answers

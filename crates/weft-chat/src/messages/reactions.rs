@@ -1,11 +1,25 @@
 //! Reactions: one per person, emoji and message, by Unicode or `:shortcode:`.
 
-use weft_core::{Author, Event, Id, MessageView, validate};
+use weft_core::{Author, Event, Id, MessageView, Origin, validate};
+use weft_store::WriteTx;
 
 use crate::error::from_write;
 use crate::{Actor, Chat, ChatError, Result};
 
 use super::posting::{PostAs, virtual_author};
+
+/// A reaction checked and ready to write ([`Chat::prepare_reaction`]), alone or in a batch
+/// ([`crate::Change`]).
+#[derive(Debug)]
+pub struct PreparedReaction {
+    room_id: Id,
+    message_id: Id,
+    emoji: String,
+    add: bool,
+    author: Author,
+    as_virtual: Option<PostAs>,
+    origin: Origin,
+}
 
 impl Chat {
     /// Adds (`add`) or removes a reaction by the actor (or the virtual user a bridge names).
@@ -18,9 +32,36 @@ impl Chat {
         add: bool,
         as_virtual: Option<PostAs>,
     ) -> Result<MessageView> {
+        let prepared = self
+            .prepare_reaction(actor, room_id, message_id, emoji, add, as_virtual)
+            .await?;
+        self.store()
+            .write(move |tx| Box::pin(write_reaction(tx, prepared)))
+            .await
+            .map_err(from_write)?;
+        self.message(actor, room_id, message_id).await
+    }
+
+    /// Checks a reaction (the emoji, the actor's standing, the message) without writing it.
+    pub async fn prepare_reaction(
+        &self,
+        actor: &Actor,
+        room_id: Id,
+        message_id: Id,
+        emoji: &str,
+        add: bool,
+        as_virtual: Option<PostAs>,
+    ) -> Result<PreparedReaction> {
         let emoji = resolve_emoji(emoji)?;
         let (_, standing) = self.room_with_standing(actor, room_id).await?;
-        let view = self.message(actor, room_id, message_id).await?;
+        let Some(view) = self
+            .store()
+            .message(message_id)
+            .await?
+            .filter(|v| v.message.room_id == room_id)
+        else {
+            return Err(ChatError::NotFound("message"));
+        };
         if view.message.deleted {
             return Err(ChatError::Invalid(
                 "a deleted message cannot be reacted to".into(),
@@ -29,51 +70,59 @@ impl Chat {
         let author = self
             .poster(actor, room_id, &standing, as_virtual.as_ref())
             .await?;
-        let origin = actor.origin.clone();
-        self.store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    let mut reactor = author;
-                    if let Some(v) = as_virtual {
-                        let vu = virtual_author(tx, &v).await?;
-                        reactor = Author::Virtual(vu.id);
-                    }
-                    let emoji = emoji.clone();
-                    if add {
-                        if tx
-                            .add_reaction(message_id, reactor, &emoji, weft_core::now_millis())
-                            .await?
-                        {
-                            tx.append(
-                                &origin,
-                                &Event::ReactionAdded {
-                                    room_id,
-                                    message_id,
-                                    reactor,
-                                    emoji,
-                                },
-                            )
-                            .await?;
-                        }
-                    } else if tx.remove_reaction(message_id, reactor, &emoji).await? {
-                        tx.append(
-                            &origin,
-                            &Event::ReactionRemoved {
-                                room_id,
-                                message_id,
-                                reactor,
-                                emoji,
-                            },
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
-            .map_err(from_write)?;
-        self.message(actor, room_id, message_id).await
+        Ok(PreparedReaction {
+            room_id,
+            message_id,
+            emoji,
+            add,
+            author,
+            as_virtual,
+            origin: actor.origin.clone(),
+        })
     }
+}
+
+/// Writes a prepared reaction with its event; nothing when it is already there (or already
+/// gone), or when its message went away since it was prepared.
+pub(super) async fn write_reaction(
+    tx: &mut WriteTx,
+    r: PreparedReaction,
+) -> weft_store::Result<()> {
+    if tx
+        .message(r.message_id)
+        .await?
+        .is_none_or(|v| v.message.deleted)
+    {
+        return Ok(());
+    }
+    let mut reactor = r.author;
+    if let Some(v) = &r.as_virtual {
+        reactor = Author::Virtual(virtual_author(tx, v).await?.id);
+    }
+    let (room_id, message_id, emoji) = (r.room_id, r.message_id, r.emoji);
+    if r.add {
+        if tx
+            .add_reaction(message_id, reactor, &emoji, weft_core::now_millis())
+            .await?
+        {
+            let event = Event::ReactionAdded {
+                room_id,
+                message_id,
+                reactor,
+                emoji,
+            };
+            tx.append(&r.origin, &event).await?;
+        }
+    } else if tx.remove_reaction(message_id, reactor, &emoji).await? {
+        let event = Event::ReactionRemoved {
+            room_id,
+            message_id,
+            reactor,
+            emoji,
+        };
+        tx.append(&r.origin, &event).await?;
+    }
+    Ok(())
 }
 
 /// Accepts a Unicode emoji or a `:shortcode:`, returning the Unicode form.

@@ -184,7 +184,9 @@ impl Bridge {
             .prepare_message(room_id, event_id, self.post_as(sender), incoming)
             .await?;
         self.chat()
-            .post_batch(vec![post], |_| Box::pin(async { Ok(true) }))
+            .write_batch(vec![weft_chat::Change::Post(post)], |_| {
+                Box::pin(async { Ok(true) })
+            })
             .await?;
         Ok(())
     }

@@ -2,9 +2,10 @@
 //!
 //! A transaction is taken event by event. [`plan`] decides what each becomes: a plain new
 //! message joins the pending batch (checked and rendered on its own task while the rest is
-//! planned); anything else is applied on its own by [`apply`], after the pending batch is
-//! written, as is a message that relates to one still pending. The batch goes to the store in
-//! one write ([`weft_chat::Chat::post_batch`]) with the transaction's record when it is the
+//! planned), and so do reactions, edits and redactions of what is already stored (prepared
+//! as they come); anything else is applied on its own by [`apply`], after the pending batch
+//! is written, as is an event that relates to one still pending. The batch goes to the store
+//! in one write ([`weft_chat::Chat::write_batch`]) with the transaction's record when it is the
 //! last write, so a crash at any point leaves either nothing or everything up to a point that
 //! a retry (deduplicated by event id) completes.
 
@@ -14,24 +15,39 @@ mod plan;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
-use weft_chat::{ChatError, PreparedPost};
+use weft_chat::{Change, ChatError, PreparedPost};
 use weft_core::Id;
 
 use crate::refusals::Verdict;
-use crate::tables::MatrixWrites;
+use crate::tables::{Carried, MatrixWrites};
 use crate::translate;
 use crate::{Bridge, BridgeError};
 
-/// Plain messages of one AS transaction, checked and rendered, waiting to be written together
-/// (at the end with the transaction id) in one store transaction: one commit per transaction
+/// The changes of one AS transaction, checked and prepared, waiting to be written together (at
+/// the end with the transaction id) in one store transaction: one commit per transaction
 /// rather than two per event.
 #[derive(Default)]
 struct PendingPosts {
-    posts: Vec<PendingPost>,
-    /// The posts' event ids, to see when a later event relates to one not yet written.
+    items: Vec<Pending>,
+    /// The pending events' ids, to see when a later event relates to one not yet written.
     event_ids: HashSet<String>,
     /// Matrix room → weft room, looked up once per transaction.
     rooms: HashMap<String, Option<Id>>,
+}
+
+/// One pending change, in transaction order.
+enum Pending {
+    Post(PendingPost),
+    Change(Box<PendingChange>),
+}
+
+/// A reaction, edit or deletion on its way to the store.
+struct PendingChange {
+    event_id: String,
+    matrix_room: String,
+    change: Change,
+    /// What the event carries, recorded in the same write (reactions and edits).
+    carried: Option<Carried>,
 }
 
 /// A plain message on its way to the store.
@@ -47,14 +63,16 @@ struct PendingPost {
 
 /// What to do with one incoming event.
 enum Plan {
-    /// A plain new message: add it to the pending posts.
+    /// A plain new message: add it to the pending batch.
     Post(PendingPost),
+    /// A reaction, edit or redaction of something stored: add it to the pending batch.
+    Change(Box<PendingChange>),
     /// Nothing to bridge (our own echo, an unbridged room, an event already applied).
     Skip,
     /// Relates to a message still pending: write the pending posts, then plan again.
     AfterPending,
-    /// Anything else (edits, files, reactions, redactions, profile changes): apply it on its
-    /// own, after the pending posts.
+    /// Anything else (files, member events, edits weft refuses, moderators' redactions):
+    /// apply it on its own, after the pending batch.
     Apply,
 }
 
@@ -90,7 +108,12 @@ impl Bridge {
             let outcome = match plan {
                 Ok(Plan::Post(post)) => {
                     pending.event_ids.insert(post.event_id.clone());
-                    pending.posts.push(post);
+                    pending.items.push(Pending::Post(post));
+                    Ok(())
+                }
+                Ok(Plan::Change(change)) => {
+                    pending.event_ids.insert(change.event_id.clone());
+                    pending.items.push(Pending::Change(change));
                     Ok(())
                 }
                 Ok(Plan::Skip) => Ok(()),
@@ -111,7 +134,7 @@ impl Bridge {
                 self.record_failure(event, &e).await?;
             }
         }
-        if pending.posts.is_empty() && !wrote {
+        if pending.items.is_empty() && !wrote {
             // Nothing was written (only echoes of weft's own events, events of unbridged
             // rooms, ephemeral events): a replay would write nothing either, so recording the
             // transaction would only cost a commit, and the homeserver pushes one such
@@ -128,14 +151,26 @@ impl Bridge {
         pending: &mut PendingPosts,
         txn_id: Option<&str>,
     ) -> Result<(), BridgeError> {
-        if pending.posts.is_empty() && txn_id.is_none() {
+        if pending.items.is_empty() && txn_id.is_none() {
             return Ok(());
         }
-        let posts = std::mem::take(&mut pending.posts);
+        let items = std::mem::take(&mut pending.items);
         pending.event_ids.clear();
-        let mut ready = Vec::with_capacity(posts.len());
+        let mut ready = Vec::with_capacity(items.len());
         let mut refused = Vec::new();
-        for post in posts {
+        let mut carried = Vec::new();
+        for item in items {
+            let post = match item {
+                Pending::Post(post) => post,
+                Pending::Change(change) => {
+                    let change = *change;
+                    if let Some(c) = change.carried {
+                        carried.push((change.event_id, change.matrix_room, c));
+                    }
+                    ready.push(change.change);
+                    continue;
+                }
+            };
             let outcome = match post.prepared.await {
                 Ok(outcome) => outcome,
                 Err(e) => Err(BridgeError::Config(format!(
@@ -143,7 +178,7 @@ impl Bridge {
                 ))),
             };
             match outcome {
-                Ok(prepared) => ready.push(prepared),
+                Ok(prepared) => ready.push(Change::Post(prepared)),
                 // Storage trouble: fail the transaction so that the homeserver retries it.
                 Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
                     return Err(e);
@@ -169,12 +204,12 @@ impl Bridge {
                 )
             })
             .collect();
-        // No mapping rows: each message carries its event id as its unique external key,
-        // which is what lookups by event id find (`MatrixTables::carried_by`), and what makes
-        // a replay a no-op.
+        // Messages need no mapping rows: each carries its event id as its unique external
+        // key, which is what lookups by event id find (`MatrixTables::carried_by`), and what
+        // makes a replay a no-op. Reactions and edits are recorded in the same write.
         let written = self
             .chat()
-            .post_batch(ready, move |tx| {
+            .write_batch(ready, move |tx| {
                 Box::pin(async move {
                     // The transaction's last write records it first: a replay writes nothing.
                     if let Some(txn) = &txn
@@ -186,11 +221,14 @@ impl Bridge {
                         tx.insert_matrix_failure(0, Some(*room_id), event_id, note)
                             .await?;
                     }
+                    for (event_id, matrix_room, what) in &carried {
+                        tx.insert_inbound_event(event_id, matrix_room, what).await?;
+                    }
                     Ok(true)
                 })
             })
             .await?;
-        if written.is_none() {
+        if !written {
             return Ok(());
         }
         for (event_id, _, matrix_room, sender, error) in refused {

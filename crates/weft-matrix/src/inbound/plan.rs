@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use weft_chat::{NewPost, PostAs, PreparedPost};
+use weft_chat::{Change, ChatError, NewPost, PostAs, PreparedPost};
 use weft_core::{Id, RoomKind};
 
-use super::{PendingPost, PendingPosts, Plan};
+use super::{PendingChange, PendingPost, PendingPosts, Plan};
+use crate::tables::Carried;
 use crate::translate::{self, IncomingText};
 use crate::{Bridge, BridgeError};
 
@@ -28,13 +29,19 @@ impl Bridge {
         }
     }
 
-    /// Decides how to apply an event; prepares plain messages for the pending batch.
+    /// Decides how to apply an event: plain messages are prepared for the pending batch, and
+    /// so are reactions, edits and redactions whose target is already stored; the rest is
+    /// applied on its own.
     pub(super) async fn plan(
         &self,
         event: &Value,
         pending: &mut PendingPosts,
     ) -> Result<Plan, BridgeError> {
-        if event["type"] != "m.room.message" {
+        let event_type = event["type"].as_str().unwrap_or_default();
+        if !matches!(
+            event_type,
+            "m.room.message" | "m.reaction" | "m.room.redaction"
+        ) {
             return Ok(Plan::Apply);
         }
         let sender = event["sender"].as_str().unwrap_or_default();
@@ -45,21 +52,36 @@ impl Bridge {
         }
         let room_id = match pending.rooms.get(matrix_room) {
             Some(known) => *known,
-            None => {
-                let found = self.open_room(matrix_room).await?;
-                pending.rooms.insert(matrix_room.to_string(), found);
-                found
-            }
+            None => match self.open_room(matrix_room).await {
+                Ok(found) => {
+                    pending.rooms.insert(matrix_room.to_string(), found);
+                    found
+                }
+                // A redaction in a room that is closed changes nothing in weft.
+                Err(_) if event_type == "m.room.redaction" => return Ok(Plan::Skip),
+                Err(e) => return Err(e),
+            },
         };
         let Some(room_id) = room_id else {
             return Ok(Plan::Skip);
         };
+        let at = Target {
+            room_id,
+            matrix_room,
+            event_id,
+            sender,
+        };
+        match event_type {
+            "m.reaction" => return self.plan_reaction(event, at, pending).await,
+            "m.room.redaction" => return self.plan_redaction(event, at, pending).await,
+            _ => {}
+        }
         let content = &event["content"];
         let Some(incoming) = self.incoming_text(content).await? else {
             return Ok(Plan::Apply);
         };
-        if incoming.replaces.is_some() {
-            return Ok(Plan::Apply);
+        if let Some(original) = incoming.replaces.clone() {
+            return self.plan_edit(at, &original, incoming, pending).await;
         }
         let target = incoming
             .thread_root
@@ -80,6 +102,120 @@ impl Bridge {
             sender: sender.to_string(),
             prepared,
         }))
+    }
+
+    /// A reaction to a stored message joins the batch; one to a message still pending waits
+    /// for it.
+    async fn plan_reaction(
+        &self,
+        event: &Value,
+        at: Target<'_>,
+        pending: &PendingPosts,
+    ) -> Result<Plan, BridgeError> {
+        let Some((target, key)) = translate::incoming_reaction(&event["content"]) else {
+            return Ok(Plan::Skip);
+        };
+        if pending.event_ids.contains(&target) {
+            return Ok(Plan::AfterPending);
+        }
+        if self.tables().carried_by(at.event_id).await?.is_some() {
+            return Ok(Plan::Skip);
+        }
+        let Some(message_id) = self.weft_message(&target).await? else {
+            return Err(BridgeError::Refused(
+                "it reacts to a message weft does not have".into(),
+            ));
+        };
+        let who = self.post_as(at.sender);
+        let change = self
+            .chat()
+            .prepare_reaction(self.actor(), at.room_id, message_id, &key, true, Some(who))
+            .await?;
+        let carried = Carried::Reaction {
+            message: message_id,
+            key,
+            by: None,
+        };
+        Ok(at.change(Change::Reaction(change), Some(carried)))
+    }
+
+    /// An edit of a stored message joins the batch; one that weft refuses (too late, someone
+    /// else's) is applied on its own, which says so in a new message.
+    async fn plan_edit(
+        &self,
+        at: Target<'_>,
+        original: &str,
+        incoming: IncomingText,
+        pending: &PendingPosts,
+    ) -> Result<Plan, BridgeError> {
+        if pending.event_ids.contains(original) {
+            return Ok(Plan::AfterPending);
+        }
+        if self.tables().carried_by(at.event_id).await?.is_some() {
+            return Ok(Plan::Skip);
+        }
+        let Some(message_id) = self.weft_message(original).await? else {
+            return Err(BridgeError::Refused(
+                "it edits a message weft does not have".into(),
+            ));
+        };
+        let who = self.post_as(at.sender);
+        match self
+            .chat()
+            .prepare_edit(
+                self.actor(),
+                at.room_id,
+                message_id,
+                &incoming.text,
+                Some(who),
+            )
+            .await
+        {
+            Ok(change) => Ok(at.change(Change::Edit(change), Some(Carried::Edit(message_id)))),
+            Err(ChatError::Forbidden(_)) => Ok(Plan::Apply),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A redaction of the sender's own stored message, or of a reaction, joins the batch; a
+    /// moderator's redaction of someone else's message is applied on its own (it asks the
+    /// homeserver for the room's power levels).
+    async fn plan_redaction(
+        &self,
+        event: &Value,
+        at: Target<'_>,
+        pending: &PendingPosts,
+    ) -> Result<Plan, BridgeError> {
+        let Some((redacts, _)) = translate::incoming_redaction(event) else {
+            return Ok(Plan::Skip);
+        };
+        if pending.event_ids.contains(&redacts) {
+            return Ok(Plan::AfterPending);
+        }
+        let who = self.post_as(at.sender);
+        match self.tables().carried_by(&redacts).await? {
+            Some(Carried::Message(id)) => match self
+                .chat()
+                .prepare_deletion(self.actor(), at.room_id, id, Some(who), None)
+                .await
+            {
+                Ok(change) => Ok(at.change(Change::Deletion(change), None)),
+                Err(ChatError::NotFound(_)) => Ok(Plan::Skip),
+                Err(ChatError::Forbidden(_)) => Ok(Plan::Apply),
+                Err(e) => Err(e.into()),
+            },
+            Some(Carried::Reaction { message, key, .. }) => match self
+                .chat()
+                .prepare_reaction(self.actor(), at.room_id, message, &key, false, Some(who))
+                .await
+            {
+                Ok(change) => Ok(at.change(Change::Reaction(change), None)),
+                Err(ChatError::NotFound(_) | ChatError::Invalid(_)) => Ok(Plan::Skip),
+                Err(e) => Err(e.into()),
+            },
+            // Redacting an edit leaves the edited text: weft keeps no history of versions.
+            Some(Carried::Edit(_)) | None => Ok(Plan::Skip),
+        }
     }
 
     /// Reads a message's text, turning pills of weft users' puppets into their usernames;
@@ -134,5 +270,26 @@ impl Bridge {
             .chat()
             .prepare_post(self.actor(), room_id, post)
             .await?)
+    }
+}
+
+/// The event being planned, and the bridged room it is in.
+#[derive(Clone, Copy)]
+struct Target<'e> {
+    room_id: Id,
+    matrix_room: &'e str,
+    event_id: &'e str,
+    sender: &'e str,
+}
+
+impl Target<'_> {
+    /// A prepared change for the batch, with what its event carries (recorded with it).
+    fn change(self, change: Change, carried: Option<Carried>) -> Plan {
+        Plan::Change(Box::new(PendingChange {
+            event_id: self.event_id.to_string(),
+            matrix_room: self.matrix_room.to_string(),
+            change,
+            carried,
+        }))
     }
 }

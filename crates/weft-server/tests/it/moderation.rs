@@ -323,7 +323,9 @@ async fn a_ban_committed_between_preparing_and_writing_a_post_still_wins() {
         .expect("banned");
     let written = server
         .chat
-        .post_batch(vec![prepared], |_| Box::pin(async { Ok(true) }))
+        .write_batch(vec![weft_chat::Change::Post(prepared)], |_| {
+            Box::pin(async { Ok(true) })
+        })
         .await;
     assert!(
         written.is_err(),
