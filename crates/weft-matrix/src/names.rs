@@ -107,6 +107,18 @@ impl Bridge {
         }
     }
 
+    /// The profile a Matrix user's own member event gives their virtual user, remembered at
+    /// once so that their later messages carry it; written by the caller.
+    pub(crate) fn named_by_member_event(&self, mxid: &str, name: String) -> weft_chat::PostAs {
+        self.names().set(mxid, &name);
+        weft_chat::PostAs {
+            kind: VIRTUAL_KIND.into(),
+            external_id: mxid.to_string(),
+            display_name: name,
+            avatar_url: None,
+        }
+    }
+
     /// Renames a Matrix user's virtual user (from their own `m.room.member` event, or their
     /// profile), if the name is new.
     pub(crate) async fn rename_virtual_user(

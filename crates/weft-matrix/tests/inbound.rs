@@ -255,10 +255,24 @@ async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
             "origin_server_ts": 2, "redacts": "$5", "content": { "redacts": "$5" },
         }),
         text("$12", maria, "still here"),
+        // Her member event names her, in the same write as the messages around it.
+        json!({
+            "type": "m.room.member", "event_id": "$14", "sender": maria, "state_key": maria,
+            "room_id": MATRIX_ROOM, "origin_server_ts": 2,
+            "content": { "membership": "join", "displayname": "Maria M" },
+        }),
     ];
     assert_eq!(rig.push("2", &later).await, StatusCode::OK);
     let bold = rig.message_of("$2").await.expect("$2 stored");
     assert_eq!(bold.message.text, "**bold** reply, edited");
+    let named = rig
+        .chat
+        .views()
+        .virtual_user_by_external_id("matrix", maria)
+        .await
+        .expect("lookup")
+        .expect("maria's virtual user");
+    assert_eq!(named.display_name, "Maria M");
     assert_eq!(
         rig.tables.carried_by("$10").await.expect("lookup"),
         Some(Carried::Edit(bold.message.id))

@@ -25,6 +25,8 @@ pub enum Change {
     Edit(super::editing::PreparedEdit),
     /// A deletion ([`Chat::prepare_deletion`]).
     Deletion(super::editing::PreparedDeletion),
+    /// A virtual user's new name or avatar ([`Chat::prepare_profile`]).
+    Profile(PostAs),
 }
 
 /// Who a bridge posts as: someone from another network.
@@ -133,16 +135,25 @@ impl Chat {
 
     /// Creates or refreshes a virtual user's name and avatar (bridge actors only).
     pub async fn update_virtual_user(&self, actor: &Actor, who: PostAs) -> Result<()> {
+        let Change::Profile(who) = self.prepare_profile(actor, who)? else {
+            unreachable!("prepare_profile prepares a profile");
+        };
+        self.store()
+            .write(move |tx| Box::pin(async move { virtual_author(tx, &who).await.map(|_| ()) }))
+            .await
+            .map_err(from_write)
+    }
+
+    /// Checks a virtual user's new profile (a bridge's only) for a batch
+    /// ([`Chat::write_batch`]).
+    pub fn prepare_profile(&self, actor: &Actor, who: PostAs) -> Result<Change> {
         if !actor.is_bridge() {
             return Err(ChatError::Forbidden(
                 "only bridge tokens may manage virtual users".into(),
             ));
         }
         validate::short_text("virtual user name", &who.display_name, 256)?;
-        self.store()
-            .write(move |tx| Box::pin(async move { virtual_author(tx, &who).await.map(|_| ()) }))
-            .await
-            .map_err(from_write)
+        Ok(Change::Profile(who))
     }
 
     /// Whether the actor may use `@/all` in the room.
@@ -349,6 +360,9 @@ impl Chat {
                             Change::Edit(e) => super::editing::write_edit(tx, e).await?,
                             Change::Deletion(d) => {
                                 super::editing::write_deletion(tx, d).await?;
+                            }
+                            Change::Profile(who) => {
+                                virtual_author(tx, &who).await?;
                             }
                         }
                     }

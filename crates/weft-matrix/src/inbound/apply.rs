@@ -55,17 +55,11 @@ impl Bridge {
         let content = &event["content"];
         match event_type {
             "m.room.member" => {
-                let Some(member) = translate::incoming_member(event) else {
-                    return Ok(());
-                };
-                // One about someone else is a moderator's act (or an invite); it carries the
-                // target's profile, never the sender's.
-                if member.target != sender {
-                    return self.moderate_from_matrix(room_id, &member).await;
-                }
-                match member.display_name {
-                    Some(name) if member.membership == "join" => {
-                        self.rename_virtual_user(sender, &name).await
+                // One about someone else is a moderator's act (or an invite); a sender's own,
+                // which names them, goes into the batch (`plan`).
+                match translate::incoming_member(event) {
+                    Some(member) if member.target != sender => {
+                        self.moderate_from_matrix(room_id, &member).await
                     }
                     _ => Ok(()),
                 }

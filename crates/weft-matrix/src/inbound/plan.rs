@@ -30,8 +30,8 @@ impl Bridge {
     }
 
     /// Decides how to apply an event: plain messages are prepared for the pending batch, and
-    /// so are reactions, edits and redactions whose target is already stored; the rest is
-    /// applied on its own.
+    /// so are reactions, edits and redactions whose target is already stored and member
+    /// events that name their sender; the rest is applied on its own.
     pub(super) async fn plan(
         &self,
         event: &Value,
@@ -40,7 +40,7 @@ impl Bridge {
         let event_type = event["type"].as_str().unwrap_or_default();
         if !matches!(
             event_type,
-            "m.room.message" | "m.reaction" | "m.room.redaction"
+            "m.room.message" | "m.reaction" | "m.room.redaction" | "m.room.member"
         ) {
             return Ok(Plan::Apply);
         }
@@ -57,8 +57,11 @@ impl Bridge {
                     pending.rooms.insert(matrix_room.to_string(), found);
                     found
                 }
-                // A redaction in a room that is closed changes nothing in weft.
-                Err(_) if event_type == "m.room.redaction" => return Ok(Plan::Skip),
+                // Redactions and member events in a room that is closed change nothing in
+                // weft; what people say is refused, and they are told.
+                Err(_) if matches!(event_type, "m.room.redaction" | "m.room.member") => {
+                    return Ok(Plan::Skip);
+                }
                 Err(e) => return Err(e),
             },
         };
@@ -72,6 +75,7 @@ impl Bridge {
             sender,
         };
         match event_type {
+            "m.room.member" => return self.plan_member(event, at),
             "m.reaction" => return self.plan_reaction(event, at, pending).await,
             "m.room.redaction" => return self.plan_redaction(event, at, pending).await,
             _ => {}
@@ -102,6 +106,23 @@ impl Bridge {
             sender: sender.to_string(),
             prepared,
         }))
+    }
+
+    /// A member event naming its own sender joins the batch: the name their virtual user
+    /// takes from then on (spec: a user's name in a room is their member event's). One about
+    /// someone else is a moderator's act, applied on its own.
+    fn plan_member(&self, event: &Value, at: Target<'_>) -> Result<Plan, BridgeError> {
+        let Some(member) = translate::incoming_member(event) else {
+            return Ok(Plan::Skip);
+        };
+        if member.target != at.sender {
+            return Ok(Plan::Apply);
+        }
+        let Some(name) = member.display_name.filter(|_| member.membership == "join") else {
+            return Ok(Plan::Skip);
+        };
+        let who = self.named_by_member_event(at.sender, name);
+        Ok(at.change(self.chat().prepare_profile(self.actor(), who)?, None))
     }
 
     /// A reaction to a stored message joins the batch; one to a message still pending waits
