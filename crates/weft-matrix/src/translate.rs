@@ -172,6 +172,12 @@ fn in_thread(root: &EventId) -> Relation<RoomMessageEventContentWithoutRelation>
     Relation::Thread(Thread::plain(root.to_owned(), root.to_owned()))
 }
 
+/// Reads typed content out of a JSON value in place (no copy of the value); `None` when it is
+/// not valid content of that type.
+fn typed<'v, T: serde::Deserialize<'v>>(value: &'v Value) -> Option<T> {
+    T::deserialize(value).ok()
+}
+
 /// Serialises typed content for sending, with weft's permalink (`external_url`, which
 /// bridges add so clients can link to the original).
 fn to_sendable(content: &impl serde::Serialize, permalink: Option<&str>) -> Value {
@@ -279,7 +285,7 @@ pub struct IncomingFile {
 /// Reads an `m.image`/`m.file`/`m.video`/`m.audio` content; `None` for other content, and
 /// for encrypted media, which weft cannot read.
 pub fn incoming_file(content: &Value) -> Option<IncomingFile> {
-    let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).ok()?;
+    let parsed = typed::<RoomMessageEventContent>(content)?;
     let info = |mimetype: Option<String>, size: Option<UInt>| (mimetype, size);
     let (body, filename, source, (mimetype, size)) = match parsed.msgtype {
         MessageType::Image(c) => {
@@ -496,7 +502,7 @@ pub fn incoming_text(
     content: &Value,
     username_of: impl Fn(&str) -> Option<String>,
 ) -> Option<IncomingText> {
-    let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).ok()?;
+    let parsed = typed::<RoomMessageEventContent>(content)?;
     let (mut in_reply_to, mut thread_root, mut replaces, mut falling_back) =
         (None, None, None, false);
     // For an edit, the new text is in m.new_content.
@@ -541,7 +547,7 @@ pub fn incoming_text(
 /// The event a message (or file) replies to or whose thread it joins: the thread root for
 /// `m.thread`, else the replied-to event.
 pub fn relation_target(content: &Value) -> Option<String> {
-    let parsed: RoomMessageEventContent = serde_json::from_value(content.clone()).ok()?;
+    let parsed = typed::<RoomMessageEventContent>(content)?;
     match parsed.relates_to? {
         Relation::Thread(thread) => Some(thread.event_id.into()),
         Relation::Reply(reply) => Some(reply.in_reply_to.event_id.into()),
@@ -553,7 +559,7 @@ pub fn relation_target(content: &Value) -> Option<String> {
 ///
 /// [`m.reaction`]: https://spec.matrix.org/latest/client-server-api/#mreaction
 pub fn incoming_reaction(content: &Value) -> Option<(String, String)> {
-    let parsed: ReactionEventContent = serde_json::from_value(content.clone()).ok()?;
+    let parsed = typed::<ReactionEventContent>(content)?;
     Some((parsed.relates_to.event_id.into(), parsed.relates_to.key))
 }
 
@@ -562,8 +568,7 @@ pub fn incoming_reaction(content: &Value) -> Option<(String, String)> {
 ///
 /// [`m.room.redaction`]: https://spec.matrix.org/latest/client-server-api/#mroomredaction
 pub fn incoming_redaction(event: &Value) -> Option<(String, Option<String>)> {
-    let content: RoomRedactionEventContent =
-        serde_json::from_value(event["content"].clone()).unwrap_or_default();
+    let content: RoomRedactionEventContent = typed(&event["content"]).unwrap_or_default();
     let redacts = match content.redacts {
         Some(id) => id.to_string(),
         None => <&EventId>::try_from(event["redacts"].as_str()?)
@@ -592,11 +597,9 @@ pub struct IncomingMember {
 
 /// Reads an `m.room.member` event; `None` if it is not a valid one.
 pub fn incoming_member(event: &Value) -> Option<IncomingMember> {
-    let content: RoomMemberEventContent = serde_json::from_value(event["content"].clone()).ok()?;
-    let before =
-        serde_json::from_value::<RoomMemberEventContent>(event["unsigned"]["prev_content"].clone())
-            .ok()
-            .map(|prev| prev.membership.as_str().to_string());
+    let content = typed::<RoomMemberEventContent>(&event["content"])?;
+    let before = typed::<RoomMemberEventContent>(&event["unsigned"]["prev_content"])
+        .map(|prev| prev.membership.as_str().to_string());
     Some(IncomingMember {
         target: event["state_key"].as_str()?.to_string(),
         membership: content.membership.as_str().to_string(),
@@ -610,7 +613,7 @@ pub fn incoming_member(event: &Value) -> Option<IncomingMember> {
 ///
 /// [`m.typing`]: https://spec.matrix.org/latest/client-server-api/#mtyping
 pub fn typing_users(event: &Value) -> Vec<String> {
-    serde_json::from_value::<TypingEventContent>(event["content"].clone())
+    typed::<TypingEventContent>(&event["content"])
         .map(|c| c.user_ids.into_iter().map(String::from).collect())
         .unwrap_or_default()
 }
