@@ -7,19 +7,18 @@
 //! waits for one (the names of new senders are looked up in the background, and fail here
 //! quietly). The end-to-end suite (`tests/matrix`) covers the same with a real Synapse.
 
-use std::sync::Arc;
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::MATRIX_ROOM;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use weft_chat::{Actor, Chat, ChatConfig, MessageQuery, NewRoom, RoomPatch};
+use weft_chat::{Actor, Chat, MessageQuery, RoomPatch};
 use weft_core::{Id, MessageView, Profile, RoomKind};
-use weft_matrix::{Bridge, BridgeConfig, Carried, MatrixRoom, MatrixSettings, MatrixTables};
+use weft_matrix::{Bridge, Carried, MatrixTables};
 use weft_store::Store;
 use weft_store::testing::Guard;
-
-const MATRIX_ROOM: &str = "!portal:hs.test";
 
 struct Rig {
     chat: Chat,
@@ -34,59 +33,15 @@ struct Rig {
 
 impl Rig {
     async fn start((store, guard): (Store, Guard)) -> Rig {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let registration = dir.path().join("registration.yaml");
         // The homeserver's port is closed: nothing on the inbound path may need it.
-        let (yaml, _) = weft_matrix::generate_registration(
-            "hs.test",
-            "http://127.0.0.1:9",
-            "http://127.0.0.1:1",
-            &registration,
-        )
-        .expect("a registration");
-        std::fs::write(&registration, yaml).expect("write the registration");
-        let config = BridgeConfig::load(MatrixSettings {
-            homeserver_url: "http://127.0.0.1:9".into(),
-            server_name: "hs.test".into(),
-            registration,
-        })
-        .expect("the bridge's configuration");
+        let (config, dir) = common::bridge_config("http://127.0.0.1:9");
         let hs_token = config.registration.hs_token.clone();
-        let chat = Chat::new(
-            store.clone(),
-            Arc::new(object_store::memory::InMemory::new()),
-            ChatConfig::default(),
-        );
+        let chat = common::chat_over(&store);
         let bridge = Bridge::new(chat.clone(), store.clone(), config)
             .await
             .expect("the bridge starts");
-        let system = Actor::system();
-        let group = chat
-            .create_group(&system, "acme", None)
-            .await
-            .expect("a community");
-        let room = chat
-            .create_room(
-                &system,
-                NewRoom {
-                    group_id: group.id,
-                    name: "general".into(),
-                    topic: String::new(),
-                    kind: RoomKind::Public,
-                },
-            )
-            .await
-            .expect("a room");
         let tables = MatrixTables::open(store.clone()).await.expect("tables");
-        tables
-            .insert_room(MatrixRoom {
-                room_id: room.id,
-                matrix_room_id: MATRIX_ROOM.into(),
-                alias: "#acme_general:hs.test".into(),
-                open: true,
-            })
-            .await
-            .expect("the portal");
+        let room = common::portal(&chat, &tables).await;
         Rig {
             app: bridge.router(),
             chat,

@@ -5,6 +5,8 @@
 //! log positions, the puppet as sender, typed content, the mappings and cursor recorded, and
 //! nothing from Matrix sent back.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,11 +17,10 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use weft_chat::{Actor, Chat, ChatConfig, NewPost, NewRoom, NewUser};
-use weft_core::RoomKind;
-use weft_matrix::{Bridge, BridgeConfig, Carried, MatrixRoom, MatrixSettings, MatrixTables};
+use weft_chat::{Actor, NewPost, NewUser};
+use weft_matrix::{Bridge, Carried, MatrixTables};
 
-const MATRIX_ROOM: &str = "!portal:hs.test";
+use common::MATRIX_ROOM;
 
 /// One request the bridge made of the homeserver.
 #[derive(Debug, Clone)]
@@ -108,51 +109,11 @@ async fn weft_messages_reach_the_homeserver_in_log_order_once() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (store, guard) = weft_store::testing::sqlite().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registration = dir.path().join("registration.yaml");
-    let (yaml, _) =
-        weft_matrix::generate_registration("hs.test", &hs_url, "http://127.0.0.1:1", &registration)
-            .expect("a registration");
-    std::fs::write(&registration, yaml).expect("write the registration");
-    let config = BridgeConfig::load(MatrixSettings {
-        homeserver_url: hs_url.clone(),
-        server_name: "hs.test".into(),
-        registration,
-    })
-    .expect("configuration");
+    let (config, _dir) = common::bridge_config(&hs_url);
     let hs_token = config.registration.hs_token.clone();
-    let chat = Chat::new(
-        store.clone(),
-        Arc::new(object_store::memory::InMemory::new()),
-        ChatConfig::default(),
-    );
-    let system = Actor::system();
-    let group = chat
-        .create_group(&system, "acme", None)
-        .await
-        .expect("community");
-    let room = chat
-        .create_room(
-            &system,
-            NewRoom {
-                group_id: group.id,
-                name: "general".into(),
-                topic: String::new(),
-                kind: RoomKind::Public,
-            },
-        )
-        .await
-        .expect("room");
+    let chat = common::chat_over(&store);
     let tables = MatrixTables::open(store.clone()).await.expect("tables");
-    tables
-        .insert_room(MatrixRoom {
-            room_id: room.id,
-            matrix_room_id: MATRIX_ROOM.into(),
-            alias: "#acme_general:hs.test".into(),
-            open: true,
-        })
-        .await
-        .expect("the portal");
+    let room = common::portal(&chat, &tables).await;
     let alice = chat
         .create_user(NewUser {
             username: "alice".into(),

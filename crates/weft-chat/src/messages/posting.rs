@@ -135,9 +135,7 @@ impl Chat {
 
     /// Creates or refreshes a virtual user's name and avatar (bridge actors only).
     pub async fn update_virtual_user(&self, actor: &Actor, who: PostAs) -> Result<()> {
-        let Change::Profile(who) = self.prepare_profile(actor, who)? else {
-            unreachable!("prepare_profile prepares a profile");
-        };
+        check_profile(actor, &who)?;
         self.store()
             .write(move |tx| Box::pin(async move { virtual_author(tx, &who).await.map(|_| ()) }))
             .await
@@ -147,12 +145,7 @@ impl Chat {
     /// Checks a virtual user's new profile (a bridge's only) for a batch
     /// ([`Chat::write_batch`]).
     pub fn prepare_profile(&self, actor: &Actor, who: PostAs) -> Result<Change> {
-        if !actor.is_bridge() {
-            return Err(ChatError::Forbidden(
-                "only bridge tokens may manage virtual users".into(),
-            ));
-        }
-        validate::short_text("virtual user name", &who.display_name, 256)?;
+        check_profile(actor, &who)?;
         Ok(Change::Profile(who))
     }
 
@@ -551,6 +544,17 @@ impl Chat {
             None => Ok(None),
         }
     }
+}
+
+/// Only a bridge names its virtual users, and names are bounded.
+fn check_profile(actor: &Actor, who: &PostAs) -> Result<()> {
+    if !actor.is_bridge() {
+        return Err(ChatError::Forbidden(
+            "only bridge tokens may manage virtual users".into(),
+        ));
+    }
+    validate::short_text("virtual user name", &who.display_name, 256)?;
+    Ok(())
 }
 
 /// The virtual user a bridge acts as, created or refreshed inside the write. A claim without

@@ -339,3 +339,136 @@ async fn a_ban_committed_between_preparing_and_writing_a_post_still_wins() {
         .await;
     assert_eq!(page.as_array().map(Vec::len), Some(0), "{page}");
 }
+
+/// A batch holds changes prepared earlier; the message one of them is about may be deleted
+/// meanwhile (by a moderator on weft, say). That change then writes nothing, and the rest of
+/// the batch (here a post, and a reaction to a message still there) is written: a bridge's
+/// transaction must never wedge on one stale change.
+#[tokio::test]
+async fn a_batch_skips_changes_whose_message_went_away_since_they_were_prepared() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    let bridge_actor = server
+        .chat
+        .authenticate_token(&bridge.token)
+        .await
+        .expect("bridge actor");
+    let who = weft_chat::PostAs {
+        kind: "matrix".into(),
+        external_id: "@maria:hs".into(),
+        display_name: "Maria".into(),
+        avatar_url: None,
+    };
+    let post = |text: &str| weft_chat::NewPost {
+        text: text.into(),
+        as_virtual: Some(who.clone()),
+        ..weft_chat::NewPost::default()
+    };
+    let chat = &server.chat;
+    let doomed = chat
+        .post(&bridge_actor, room, post("to be deleted"))
+        .await
+        .expect("posted");
+    let kept = chat
+        .post(&bridge_actor, room, post("to be kept"))
+        .await
+        .expect("posted");
+    let doomed_id = doomed.message.id;
+    let reaction_to_doomed = chat
+        .prepare_reaction(
+            &bridge_actor,
+            room,
+            doomed_id,
+            "👍",
+            true,
+            Some(who.clone()),
+        )
+        .await
+        .expect("prepared");
+    let edit_of_doomed = chat
+        .prepare_edit(&bridge_actor, room, doomed_id, "edited", Some(who.clone()))
+        .await
+        .expect("prepared");
+    let reaction_to_kept = chat
+        .prepare_reaction(
+            &bridge_actor,
+            room,
+            kept.message.id,
+            "🎉",
+            true,
+            Some(who.clone()),
+        )
+        .await
+        .expect("prepared");
+    let late_post = chat
+        .prepare_post(&bridge_actor, room, post("after the deletion"))
+        .await
+        .expect("prepared");
+    // Alice, the room's admin, deletes the message before the batch is written.
+    chat.delete(
+        &weft_chat::Actor::user(alice.user.clone()),
+        room,
+        doomed_id,
+        None,
+        None,
+    )
+    .await
+    .expect("deleted");
+    let before_batch = chat.views().last_event_seq().await.expect("seq");
+    let written = chat
+        .write_batch(
+            vec![
+                weft_chat::Change::Reaction(reaction_to_doomed),
+                weft_chat::Change::Edit(edit_of_doomed),
+                weft_chat::Change::Reaction(reaction_to_kept),
+                weft_chat::Change::Post(late_post),
+            ],
+            |_| Box::pin(async { Ok(true) }),
+        )
+        .await
+        .expect("the batch is written despite the stale changes");
+    assert!(written);
+    let logged = chat
+        .views()
+        .events_after(before_batch, 100)
+        .await
+        .expect("the log");
+    let about_doomed: Vec<_> = logged
+        .iter()
+        .filter(|e| {
+            matches!(e.event,
+                weft_core::Event::ReactionAdded { message_id, .. }
+                | weft_core::Event::MessageEdited { message_id, .. } if message_id == doomed_id)
+        })
+        .collect();
+    assert!(
+        about_doomed.is_empty(),
+        "nothing logged about the deleted message: {about_doomed:?}"
+    );
+    assert_eq!(
+        logged.len(),
+        2,
+        "the kept reaction and the post: {logged:?}"
+    );
+    let (_, page) = server
+        .get(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/chatMessages"),
+        )
+        .await;
+    let texts: Vec<&str> = page
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["to be kept", "after the deletion"], "{page}");
+    let kept_json = &page[0];
+    assert_eq!(
+        kept_json["reactions"],
+        json!([{ "count": 1, "emoji": "🎉", "me": false }]),
+        "{kept_json}"
+    );
+}
