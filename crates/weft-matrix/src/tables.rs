@@ -160,7 +160,7 @@ impl MatrixTables {
     }
 
     /// Runs `job` in a write transaction with the chat's writes (see [`Store::write`]).
-    pub async fn write<T, F>(&self, job: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'t> FnOnce(&'t mut WriteTx) -> weft_store::BoxFuture<'t, Result<T>> + Send + 'static,
@@ -169,7 +169,7 @@ impl MatrixTables {
     }
 
     /// Takes the fenced lease `name` (see [`Store::take_lease`]).
-    pub async fn take_lease(&self, name: &str) -> Result<weft_store::Lease> {
+    pub(crate) async fn take_lease(&self, name: &str) -> Result<weft_store::Lease> {
         self.store.take_lease(name).await
     }
 

@@ -172,8 +172,8 @@ fn in_thread(root: &EventId) -> Relation<RoomMessageEventContentWithoutRelation>
     Relation::Thread(Thread::plain(root.to_owned(), root.to_owned()))
 }
 
-/// Reads typed content out of a JSON value in place (no copy of the value); `None` when it is
-/// not valid content of that type.
+/// Reads typed content out of a JSON value without cloning it first (ruma still goes through
+/// its raw JSON text); `None` when it is not valid content of that type.
 fn typed<'v, T: serde::Deserialize<'v>>(value: &'v Value) -> Option<T> {
     T::deserialize(value).ok()
 }

@@ -183,10 +183,14 @@ impl Figures {
 }
 
 impl Replayer<'_> {
-    async fn put(&self, txn: &str, events: &[serde_json::Value]) -> anyhow::Result<()> {
-        let body = serde_json::to_vec(&serde_json::json!({ "events": events }))?;
+    fn url(&self, txn: &str) -> String {
+        format!("{}/_matrix/app/v1/transactions/{txn}", self.base)
+    }
+
+    /// PUTs a transaction's recorded bytes as the homeserver does.
+    async fn send(&self, url: String, body: Vec<u8>) -> anyhow::Result<()> {
         self.http
-            .put(format!("{}/_matrix/app/v1/transactions/{txn}", self.base))
+            .put(url)
             .bearer_auth(self.hs_token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
@@ -194,6 +198,11 @@ impl Replayer<'_> {
             .await?
             .error_for_status()?;
         Ok(())
+    }
+
+    async fn put(&self, txn: &str, events: &[serde_json::Value]) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(&serde_json::json!({ "events": events }))?;
+        self.send(self.url(txn), body).await
     }
 
     /// Sends a run's first transaction (the plain mix's member events) untimed, then times
@@ -211,21 +220,14 @@ impl Replayer<'_> {
             .enumerate()
             .map(|(t, events)| {
                 let body = serde_json::to_vec(&serde_json::json!({ "events": events }))?;
-                let url = format!("{}/_matrix/app/v1/transactions/{name}{t}", self.base);
+                let url = self.url(&format!("{name}{t}"));
                 anyhow::Ok((url, body))
             })
             .collect::<anyhow::Result<_>>()?;
         let cpu_before = self.pid.map(cpu_seconds).transpose()?;
         let started = Instant::now();
         for (url, body) in recorded {
-            self.http
-                .put(url)
-                .bearer_auth(self.hs_token)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await?
-                .error_for_status()?;
+            self.send(url, body).await?;
         }
         let seconds = started.elapsed().as_secs_f64();
         let events: usize = timed.iter().map(Vec::len).sum();
