@@ -58,7 +58,7 @@ impl Chat {
     ) -> Result<MessageView> {
         let post = NewPost {
             text: caption.unwrap_or_default(),
-            parent_id,
+            parent: parent_id.map(crate::MessageRef::Stored),
             ..NewPost::default()
         };
         self.upload_with(actor, room_id, upload, post).await

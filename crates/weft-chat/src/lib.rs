@@ -26,8 +26,8 @@ pub use error::{ChatError, Result};
 pub use files::{Download, Upload, file_url};
 pub use live::Live;
 pub use messages::{
-    Change, MessageQuery, NewPost, PostAs, PreparedDeletion, PreparedEdit, PreparedPost,
-    PreparedReaction, UnreadItems,
+    Change, MessageQuery, MessageRef, NewPost, PendingMessage, PostAs, PreparedDeletion,
+    PreparedEdit, PreparedPost, PreparedReaction, UnreadItems,
 };
 pub use people::PEOPLE_PAGE_MAX;
 pub use rooms::{NewRoom, RoomPatch, RoomSummary};

@@ -196,6 +196,11 @@ pub enum Event {
         /// User.
         user_id: Id,
     },
+    /// A virtual user (someone a bridge speaks for) was renamed or given another avatar.
+    VirtualUserUpdated {
+        /// Virtual user.
+        virtual_user_id: Id,
+    },
     /// A user read a room up to a point.
     ReadAdvanced {
         /// Room.
@@ -256,7 +261,10 @@ impl Event {
             | RoomDeleted { room_id }
             | ReadAdvanced { room_id, .. }
             | Typing { room_id, .. } => Some(*room_id),
-            GroupCreated { .. } | UserCreated { .. } | UserUpdated { .. } => None,
+            GroupCreated { .. }
+            | UserCreated { .. }
+            | UserUpdated { .. }
+            | VirtualUserUpdated { .. } => None,
         }
     }
 
@@ -285,6 +293,7 @@ impl Event {
             GroupCreated { .. } => "groupCreated",
             UserCreated { .. } => "userCreated",
             UserUpdated { .. } => "userUpdated",
+            VirtualUserUpdated { .. } => "virtualUserUpdated",
             ReadAdvanced { .. } => "readAdvanced",
             Typing { .. } => "typing",
         }
@@ -351,6 +360,9 @@ mod tests {
                 who: Author::Virtual(room_id),
             },
             Event::UserCreated { user_id: room_id },
+            Event::VirtualUserUpdated {
+                virtual_user_id: room_id,
+            },
             Event::RoomPrivacyChanged {
                 room_id,
                 public: false,

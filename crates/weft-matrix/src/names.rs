@@ -9,9 +9,15 @@
 //!
 //! Nothing here waits for the homeserver on a transaction's path: the homeserver is waiting
 //! for weft's answer to that very transaction. A sender weft has no name for is posted
-//! under the name weft already stored, or their Matrix ID if weft has never met them, and
-//! their profile is looked up in the background, which renames the virtual user once it
-//! answers.
+//! under the name weft already stored, or their Matrix ID if weft has never met them; in the
+//! background the stored name is remembered, or, for someone weft has never named, their
+//! profile is looked up, which renames the virtual user once it answers.
+//!
+//! Every instance keeps its own cache, and any of them may apply a transaction, so the cache
+//! only says *whether* weft has a name for someone, never *which*: messages claim no name
+//! (posting keeps the stored one), so an instance that is behind cannot rename a person back
+//! with their next message, and a profile's answer renames nobody weft has named since. A
+//! rename is logged ([`weft_core::Event::VirtualUserUpdated`]) for whoever shows names.
 //!
 //! [spec: calculating display names]: https://spec.matrix.org/latest/client-server-api/#calculating-the-display-name-for-a-user
 
@@ -62,12 +68,9 @@ impl Names {
         lock(&self.known).get(mxid).cloned()
     }
 
-    /// Remembers a name; true if it differs from the one remembered before.
-    pub(crate) fn set(&self, mxid: &str, name: &str) -> bool {
-        lock(&self.known)
-            .put(mxid.to_string(), name.to_string())
-            .as_deref()
-            != Some(name)
+    /// Remembers that weft has a name for `mxid`.
+    pub(crate) fn set(&self, mxid: &str, name: &str) {
+        lock(&self.known).put(mxid.to_string(), name.to_string());
     }
 
     /// Whether a profile look-up for `mxid` should start now (none recently).
@@ -88,27 +91,25 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Bridge {
-    /// The virtual user a Matrix user posts as. Never waits for the homeserver: an empty name
-    /// keeps the name weft stored (a new virtual user is named by its Matrix ID), and a
-    /// profile look-up starts in the background.
+    /// The virtual user a Matrix user posts as. It claims no name: posting keeps the name
+    /// weft stored (a new virtual user is named by its Matrix ID), so only a member event or
+    /// a profile renames anyone, and an instance whose cache is behind never renames people
+    /// back. Never waits for the homeserver: for someone weft has no name for, a look-up
+    /// starts in the background.
     pub(crate) fn post_as(&self, mxid: &str) -> weft_chat::PostAs {
-        let display_name = match self.names().get(mxid) {
-            Some(name) => name,
-            None => {
-                self.look_up_profile(mxid);
-                String::new()
-            }
-        };
+        if self.names().get(mxid).is_none() {
+            self.look_up_profile(mxid);
+        }
         weft_chat::PostAs {
             kind: VIRTUAL_KIND.into(),
             external_id: mxid.to_string(),
-            display_name,
+            display_name: String::new(),
             avatar_url: None,
         }
     }
 
-    /// The profile a Matrix user's own member event gives their virtual user, remembered at
-    /// once so that their later messages carry it; written by the caller.
+    /// The profile a Matrix user's own member event gives their virtual user (written by the
+    /// caller); from then on no profile look-up renames them.
     pub(crate) fn named_by_member_event(&self, mxid: &str, name: String) -> weft_chat::PostAs {
         self.names().set(mxid, &name);
         weft_chat::PostAs {
@@ -119,16 +120,14 @@ impl Bridge {
         }
     }
 
-    /// Renames a Matrix user's virtual user (from their own `m.room.member` event, or their
-    /// profile), if the name is new.
+    /// Renames a Matrix user's virtual user. Always written (the store changes nothing when
+    /// the name is the same): this instance's cache may be behind another's rename.
     pub(crate) async fn rename_virtual_user(
         &self,
         mxid: &str,
         name: &str,
     ) -> Result<(), crate::BridgeError> {
-        if !self.names().set(mxid, name) {
-            return Ok(());
-        }
+        self.names().set(mxid, name);
         let who = weft_chat::PostAs {
             kind: VIRTUAL_KIND.into(),
             external_id: mxid.to_string(),
@@ -139,8 +138,9 @@ impl Bridge {
         Ok(())
     }
 
-    /// Asks the homeserver for a profile in the background and renames the virtual user
-    /// with the answer, unless a member event named them meanwhile.
+    /// Learns a sender's name in the background: the one weft stored (after a restart, or
+    /// when the cache let it go), or else their profile from the homeserver, which renames
+    /// the virtual user, unless a member event named them meanwhile.
     fn look_up_profile(&self, mxid: &str) {
         if !self.names().should_ask(mxid) {
             return;
@@ -148,6 +148,23 @@ impl Bridge {
         let bridge = self.clone();
         let mxid = mxid.to_string();
         tokio::spawn(async move {
+            match bridge
+                .chat()
+                .views()
+                .virtual_user_by_external_id(VIRTUAL_KIND, &mxid)
+                .await
+            {
+                // Named before (a member event, a profile): that name stands.
+                Ok(Some(stored)) if stored.display_name != mxid => {
+                    bridge.names().set(&mxid, &stored.display_name);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%mxid, error = %e, "could not read a virtual user");
+                    return;
+                }
+            }
             let Ok(_permit) = bridge.names().lookups.acquire().await else {
                 return;
             };
@@ -167,6 +184,17 @@ impl Bridge {
             };
             if bridge.names().get(&mxid).is_some() {
                 return; // A member event, which wins, named them first.
+            }
+            // Or named them on another instance meanwhile.
+            if let Ok(Some(stored)) = bridge
+                .chat()
+                .views()
+                .virtual_user_by_external_id(VIRTUAL_KIND, &mxid)
+                .await
+                && stored.display_name != mxid
+            {
+                bridge.names().set(&mxid, &stored.display_name);
+                return;
             }
             if let Err(e) = bridge.rename_virtual_user(&mxid, &name).await {
                 tracing::warn!(%mxid, error = %e, "could not rename a Matrix user's virtual user");

@@ -332,6 +332,29 @@ pub fn transaction_events(body: &Value) -> &[Value] {
         .unwrap_or_default()
 }
 
+/// The events a transaction's events name, their own ids first: what a relation
+/// (`m.relates_to`: a reply, thread, edit or reaction) points at and what a redaction removes
+/// ([spec: relations](https://spec.matrix.org/latest/client-server-api/#forming-relationships-between-events),
+/// [redactions](https://spec.matrix.org/latest/client-server-api/#redactions)), so that
+/// what they carry in weft can be looked up in one go. Read loosely: it only decides what is
+/// looked up ahead, and each event is parsed properly when it is planned.
+pub fn events_named(events: &[Value]) -> Vec<&str> {
+    let mut named: Vec<&str> = Vec::with_capacity(events.len() * 2);
+    for event in events {
+        named.extend(event["event_id"].as_str());
+    }
+    for event in events {
+        let content = &event["content"];
+        let relation = &content["m.relates_to"];
+        named.extend(relation["event_id"].as_str());
+        named.extend(relation["m.in_reply_to"]["event_id"].as_str());
+        named.extend(content["redacts"].as_str().or(event["redacts"].as_str()));
+    }
+    named.sort_unstable();
+    named.dedup();
+    named
+}
+
 /// What identifies an AS transaction for deduplication: its id *and* the events it carries.
 ///
 /// The spec asks homeservers for a transaction id unique per application service

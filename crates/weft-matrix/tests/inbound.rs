@@ -24,6 +24,7 @@ struct Rig {
     chat: Chat,
     tables: MatrixTables,
     app: axum::Router,
+    config: weft_matrix::BridgeConfig,
     hs_token: String,
     room: Id,
     store: Store,
@@ -37,13 +38,14 @@ impl Rig {
         let (config, dir) = common::bridge_config("http://127.0.0.1:9");
         let hs_token = config.registration.hs_token.clone();
         let chat = common::chat_over(&store);
-        let bridge = Bridge::new(chat.clone(), store.clone(), config)
+        let bridge = Bridge::new(chat.clone(), store.clone(), config.clone())
             .await
             .expect("the bridge starts");
         let tables = MatrixTables::open(store.clone()).await.expect("tables");
         let room = common::portal(&chat, &tables).await;
         Rig {
             app: bridge.router(),
+            config,
             chat,
             tables,
             hs_token,
@@ -54,15 +56,29 @@ impl Rig {
         }
     }
 
+    /// A second weft instance on the same database, with its own bridge (its own caches), as
+    /// behind a load balancer; its AS endpoints.
+    async fn another_instance(&self) -> axum::Router {
+        let chat = common::chat_over(&self.store);
+        let bridge = Bridge::new(chat, self.store.clone(), self.config.clone())
+            .await
+            .expect("the second bridge starts");
+        bridge.router()
+    }
+
     /// Sends a transaction as the homeserver does; answers the status.
     async fn push(&self, txn_id: &str, events: &[Value]) -> StatusCode {
+        self.push_to(&self.app, txn_id, events).await
+    }
+
+    /// Sends a transaction to one instance's AS endpoints.
+    async fn push_to(&self, app: &axum::Router, txn_id: &str, events: &[Value]) -> StatusCode {
         let request = Request::put(format!("/_matrix/app/v1/transactions/{txn_id}"))
             .header("authorization", format!("Bearer {}", self.hs_token))
             .header("content-type", "application/json")
             .body(Body::from(json!({ "events": events }).to_string()))
             .expect("a request");
-        self.app
-            .clone()
+        app.clone()
             .oneshot(request)
             .await
             .expect("an answer")
@@ -143,7 +159,11 @@ async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
             "origin_server_ts": 1, "redacts": "$6", "content": { "redacts": "$6" },
         }),
     ];
+    // One write for the whole transaction, though the thread reply, the edit, the reaction
+    // and the redaction each relate to a message of it that was not written yet.
+    let writes = rig.store.writes_requested();
     assert_eq!(rig.push("1", &events).await, StatusCode::OK);
+    assert_eq!(rig.store.writes_requested() - writes, 1, "one write");
 
     let messages = rig.messages().await;
     let texts: Vec<&str> = messages.iter().map(|m| m.message.text.as_str()).collect();
@@ -217,7 +237,9 @@ async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
             "content": { "membership": "join", "displayname": "Maria M" },
         }),
     ];
+    let writes = rig.store.writes_requested();
     assert_eq!(rig.push("2", &later).await, StatusCode::OK);
+    assert_eq!(rig.store.writes_requested() - writes, 1, "one write");
     let bold = rig.message_of("$2").await.expect("$2 stored");
     assert_eq!(bold.message.text, "**bold** reply, edited");
     let named = rig
@@ -280,6 +302,111 @@ async fn a_transaction_becomes_weft_messages_once(rig: Rig) {
         StatusCode::OK
     );
     assert_eq!(rig.messages().await.len(), 6);
+    rig.finish().await;
+}
+
+/// A transaction that comes again after part of it was written (the homeserver timed out
+/// while weft was writing a file it held, say) finds its first messages stored: what relates
+/// to them in it must change the stored messages, not the copies that will not be written.
+async fn a_partly_written_transaction_relates_to_what_is_stored(rig: Rig) {
+    let maria = "@maria:hs.test";
+    assert_eq!(
+        rig.push("a", &[text("$p1", maria, "first words")]).await,
+        StatusCode::OK
+    );
+    // Under another id, as after a restart: $p1 is planned again beside what relates to it.
+    let again = vec![
+        text("$p1", maria, "first words"),
+        with_content(
+            text("$p2", maria, "* first words, fixed"),
+            json!({ "m.new_content": { "msgtype": "m.text", "body": "first words, fixed" }, "m.relates_to": { "rel_type": "m.replace", "event_id": "$p1" } }),
+        ),
+        json!({
+            "type": "m.reaction", "event_id": "$p3", "sender": maria, "room_id": MATRIX_ROOM,
+            "origin_server_ts": 1,
+            "content": { "m.relates_to": { "rel_type": "m.annotation", "event_id": "$p1", "key": "👀" } },
+        }),
+        with_content(
+            text("$p4", maria, "a reply"),
+            json!({ "m.relates_to": { "m.in_reply_to": { "event_id": "$p1" } } }),
+        ),
+    ];
+    assert_eq!(rig.push("b", &again).await, StatusCode::OK);
+    let messages = rig.messages().await;
+    assert_eq!(messages.len(), 2, "$p1 once, and the reply: {messages:?}");
+    let first = rig.message_of("$p1").await.expect("$p1 stored");
+    assert_eq!(first.message.text, "first words, fixed");
+    assert_eq!(first.message.thread_count, 1);
+    let listed = messages
+        .iter()
+        .find(|m| m.message.id == first.message.id)
+        .expect("listed");
+    assert_eq!(listed.message.reactions.len(), 1, "{listed:?}");
+    let reply = rig.message_of("$p4").await.expect("$p4 stored");
+    assert_eq!(reply.message.parent_id, Some(first.message.id));
+    rig.finish().await;
+}
+
+fn member(event_id: &str, sender: &str, name: &str) -> Value {
+    json!({
+        "type": "m.room.member", "event_id": event_id, "sender": sender, "state_key": sender,
+        "room_id": MATRIX_ROOM, "origin_server_ts": 1,
+        "content": { "membership": "join", "displayname": name },
+    })
+}
+
+/// The name weft shows for a Matrix user.
+async fn name(rig: &Rig, mxid: &str) -> String {
+    rig.chat
+        .views()
+        .virtual_user_by_external_id("matrix", mxid)
+        .await
+        .expect("lookup")
+        .expect("a virtual user")
+        .display_name
+}
+
+/// Two instances behind a load balancer take turns with the homeserver's transactions. One
+/// learns a new name from a member event; the other, which knew the old name, must not
+/// rename the person back when their next message reaches it.
+async fn a_rename_on_one_instance_holds_on_another(rig: Rig) {
+    let other = rig.another_instance().await;
+    let maria = "@maria:hs.test";
+    let status = rig
+        .push_to(
+            &other,
+            "o1",
+            &[member("$m1", maria, "Maria"), text("$m2", maria, "hi")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(name(&rig, maria).await, "Maria");
+    assert_eq!(
+        rig.push("r1", &[member("$m3", maria, "Maria M")]).await,
+        StatusCode::OK
+    );
+    assert_eq!(name(&rig, maria).await, "Maria M");
+    let logged = rig.store.events_after(0, 1000).await.expect("the log");
+    assert!(
+        logged
+            .iter()
+            .any(|e| matches!(e.event, weft_core::Event::VirtualUserUpdated { .. })),
+        "the rename is logged"
+    );
+    for (i, app) in [&other, &rig.app, &other].into_iter().enumerate() {
+        let txn = format!("t{i}");
+        let event = text(&format!("$m{}", 10 + i), maria, "still me");
+        assert_eq!(rig.push_to(app, &txn, &[event]).await, StatusCode::OK);
+        assert_eq!(name(&rig, maria).await, "Maria M", "after message {i}");
+    }
+    let messages = rig.messages().await;
+    assert_eq!(messages.len(), 4);
+    for m in &messages {
+        match &m.author {
+            Some(Profile::Virtual(v)) => assert_eq!(v.display_name, "Maria M"),
+            other => panic!("{other:?}"),
+        }
+    }
     rig.finish().await;
 }
 
@@ -348,5 +475,7 @@ macro_rules! on_both {
 
 on_both!(
     a_transaction_becomes_weft_messages_once,
+    a_partly_written_transaction_relates_to_what_is_stored,
+    a_rename_on_one_instance_holds_on_another,
     a_refusal_is_recorded_once
 );

@@ -551,7 +551,8 @@ async fn build_with(
         | Event::VirtualUnbanned { .. }
         | Event::GroupCreated { .. }
         | Event::UserCreated { .. }
-        | Event::UserUpdated { .. } => {
+        | Event::UserUpdated { .. }
+        | Event::VirtualUserUpdated { .. } => {
             return None;
         }
     };

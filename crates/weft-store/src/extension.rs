@@ -47,6 +47,16 @@ impl WriteTx {
     }
 }
 
+/// `n` bind placeholders for an `IN (…)` list in the store's dialect.
+pub fn list_placeholders(store: &Store, n: usize) -> String {
+    rows::list_placeholders(store.dialect(), n)
+}
+
+/// How many values fit in one `IN (…)` list.
+pub fn values_per_list(store: &Store) -> usize {
+    rows::rows_per_statement(store.dialect()) * 4
+}
+
 /// Reads a 24-hex id column.
 pub fn id_column(row: &AnyRow, col: &str) -> Result<Id> {
     rows::id(row, col)

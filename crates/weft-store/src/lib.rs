@@ -33,6 +33,7 @@ pub use lease::{Fence, LEASE_CHECK_INTERVAL, Lease};
 pub use messages::{EditedText, MessagePage, NewMessage, PageAnchor};
 pub use moderation::Ban;
 pub use rooms::RoomWithMembership;
+pub use users::Upserted;
 pub use writer::{BoxFuture, WriteTx};
 
 /// Which database is behind the store.
@@ -178,6 +179,13 @@ impl Store {
         F: for<'t> Fn(&'t mut WriteTx) -> BoxFuture<'t, Result<T>> + Send + 'static,
     {
         self.writer.run_replayable(job).await
+    }
+
+    /// How many writes ([`Store::write`], [`Store::write_replayable`]) this process has asked
+    /// for since the store opened: what batching saves shows here (a bridge's transaction is
+    /// one write, whatever it holds).
+    pub fn writes_requested(&self) -> u64 {
+        self.writer.queued()
     }
 
     /// Follows the sequence number of the last committed event log entry, to wake tailers.

@@ -225,6 +225,29 @@ impl Store {
         row.map(|r| rows::id(&r, "id")).transpose()
     }
 
+    /// The ids of the messages stored under these keys, by key; keys no message has are left
+    /// out. One query per few hundred keys.
+    pub async fn message_ids_for_external_refs(
+        &self,
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, Id>> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in keys.chunks(rows::rows_per_statement(self.dialect) * 4) {
+            let sql = format!(
+                "SELECT id, external_ref FROM messages WHERE external_ref IN ({})",
+                rows::list_placeholders(self.dialect, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for key in chunk {
+                query = query.bind(key.to_string());
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                found.insert(row.try_get("external_ref")?, rows::id(&row, "id")?);
+            }
+        }
+        Ok(found)
+    }
+
     /// A page of a room's timeline, oldest first.
     pub async fn messages(&self, page: MessagePage) -> Result<Vec<MessageView>> {
         let room = page.room_id.to_hex();

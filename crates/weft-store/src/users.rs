@@ -257,15 +257,15 @@ impl WriteTx {
     }
 
     /// Creates or refreshes the virtual user for `(kind, external_id)` and returns it with
-    /// whether anything changed. Without a display name, a known name is kept (and a new
-    /// virtual user is named after its external id).
+    /// what changed. Without a display name, a known name is kept (and a new virtual user is
+    /// named after its external id).
     pub async fn upsert_virtual_user(
         &mut self,
         kind: &str,
         external_id: &str,
         display_name: Option<&str>,
         avatar_url: Option<&str>,
-    ) -> Result<(VirtualUser, bool)> {
+    ) -> Result<(VirtualUser, Upserted)> {
         let existing = sqlx::query(
             "SELECT id, kind, external_id, display_name, avatar_url FROM virtual_users WHERE kind = $1 AND external_id = $2",
         )
@@ -280,7 +280,7 @@ impl WriteTx {
                 .map(str::to_string)
                 .or_else(|| current.avatar_url.clone());
             if current.display_name == name && current.avatar_url == avatar {
-                return Ok((current, false));
+                return Ok((current, Upserted::Unchanged));
             }
             sqlx::query(
                 "UPDATE virtual_users SET display_name = $2, avatar_url = $3 WHERE id = $1",
@@ -292,7 +292,7 @@ impl WriteTx {
             .await?;
             current.display_name = name;
             current.avatar_url = avatar;
-            return Ok((current, true));
+            return Ok((current, Upserted::Updated));
         }
         let created = VirtualUser {
             id: Id::generate(),
@@ -311,6 +311,17 @@ impl WriteTx {
         .bind(avatar_url.map(str::to_string))
         .execute(&mut *self.conn)
         .await?;
-        Ok((created, true))
+        Ok((created, Upserted::Created))
     }
+}
+
+/// What [`WriteTx::upsert_virtual_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    /// The virtual user was stored already, as claimed.
+    Unchanged,
+    /// A new virtual user.
+    Created,
+    /// A known virtual user with a new name or avatar.
+    Updated,
 }

@@ -150,6 +150,8 @@ enum Request {
 pub(crate) struct WriterHandle {
     jobs: mpsc::Sender<Request>,
     committed: watch::Sender<i64>,
+    /// Write jobs queued since the store opened.
+    queued: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl WriterHandle {
@@ -183,7 +185,14 @@ impl WriterHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Write jobs queued since the store opened.
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn queue(&self, job: Job) -> Result<()> {
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jobs
             .send(Request::Job(job))
             .await
@@ -221,6 +230,7 @@ pub(crate) fn spawn(
     let handle = WriterHandle {
         jobs: jobs_tx,
         committed: committed.clone(),
+        queued: Arc::default(),
     };
     tokio::spawn(writer_loop(pool, dialect, jobs_rx, committed, access));
     handle

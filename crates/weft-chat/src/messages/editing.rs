@@ -9,30 +9,9 @@ use crate::error::from_write;
 use crate::{Actor, Chat, ChatError, Result};
 
 use super::posting::PostAs;
+use super::subject::MessageRef;
 
 impl Chat {
-    /// Whether the actor wrote this message (directly, or as the bridge for its virtual author).
-    async fn is_author(
-        &self,
-        actor: &Actor,
-        view: &MessageView,
-        as_virtual: Option<&PostAs>,
-    ) -> Result<bool> {
-        match view.message.author {
-            Author::User(id) => {
-                Ok(as_virtual.is_none() && actor.user.as_ref().is_some_and(|u| u.id == id))
-            }
-            Author::Virtual(id) => {
-                let Some(claim) = as_virtual.filter(|_| actor.is_bridge()) else {
-                    return Ok(false);
-                };
-                let vu = self.store().virtual_user(id).await?;
-                Ok(vu
-                    .is_some_and(|vu| vu.kind == claim.kind && vu.external_id == claim.external_id))
-            }
-        }
-    }
-
     /// Edits a message's text: its author only, within the edit window.
     pub async fn edit(
         &self,
@@ -53,19 +32,19 @@ impl Chat {
     }
 
     /// Checks an edit (the author, the edit window) and renders the new text, without
-    /// writing it.
+    /// writing it. The message may be one pending in the same batch.
     pub async fn prepare_edit(
         &self,
         actor: &Actor,
         room_id: Id,
-        message_id: Id,
+        target: impl Into<MessageRef>,
         text: &str,
         as_virtual: Option<PostAs>,
     ) -> Result<PreparedEdit> {
         self.refuse_if_banned(room_id, as_virtual.as_ref()).await?;
         let room = self.room(actor, room_id).await?;
-        let view = self.message_in(room_id, message_id).await?;
-        if !self.is_author(actor, &view, as_virtual.as_ref()).await? {
+        let view = self.subject(room_id, &target.into()).await?;
+        if !self.is_author(actor, &view, as_virtual.as_ref()) {
             return Err(ChatError::Forbidden(
                 "you can only edit your own messages".into(),
             ));
@@ -101,15 +80,6 @@ impl Chat {
         })
     }
 
-    /// A message of a room, without decorations (reactions, read counts).
-    async fn message_in(&self, room_id: Id, message_id: Id) -> Result<MessageView> {
-        self.store()
-            .message(message_id)
-            .await?
-            .filter(|v| v.message.room_id == room_id)
-            .ok_or(ChatError::NotFound("message"))
-    }
-
     /// Deletes a message: its author, or a moderator. A thread parent with replies stays as a
     /// placeholder.
     ///
@@ -139,22 +109,24 @@ impl Chat {
         Ok(())
     }
 
-    /// Checks a deletion (the author, or a moderator's right) without writing it.
+    /// Checks a deletion (the author, or a moderator's right) without writing it. The
+    /// message may be one pending in the same batch.
     pub async fn prepare_deletion(
         &self,
         actor: &Actor,
         room_id: Id,
-        message_id: Id,
+        target: impl Into<MessageRef>,
         as_virtual: Option<PostAs>,
         reason: Option<String>,
     ) -> Result<PreparedDeletion> {
         let me = actor.require_user()?;
         self.refuse_if_banned(room_id, as_virtual.as_ref()).await?;
         self.room(actor, room_id).await?;
-        let view = self.message_in(room_id, message_id).await?;
+        let view = self.subject(room_id, &target.into()).await?;
+        let message_id = view.message.id;
         let mut moderator = None;
         let bridge_moderates = actor.is_bridge() && as_virtual.is_none();
-        if !bridge_moderates && !self.is_author(actor, &view, as_virtual.as_ref()).await? {
+        if !bridge_moderates && !self.is_author(actor, &view, as_virtual.as_ref()) {
             let (membership, banned) = self.standing(actor, room_id).await?;
             if as_virtual.is_some()
                 || !permission::can_moderate(Standing {

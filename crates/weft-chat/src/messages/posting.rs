@@ -10,6 +10,7 @@ use weft_core::{
 };
 use weft_store::{NewMessage, WriteTx};
 
+use super::subject::MessageRef;
 use crate::error::{from_write, rejected};
 use crate::{Actor, Chat, ChatError, Result};
 
@@ -26,7 +27,7 @@ pub enum Change {
     /// A deletion ([`Chat::prepare_deletion`]).
     Deletion(super::editing::PreparedDeletion),
     /// A virtual user's new name or avatar ([`Chat::prepare_profile`]).
-    Profile(PostAs),
+    Profile(PostAs, Origin),
 }
 
 /// Who a bridge posts as: someone from another network.
@@ -49,8 +50,8 @@ pub struct NewPost {
     pub text: String,
     /// A `/me` status message.
     pub status: bool,
-    /// Reply in this message's thread.
-    pub parent_id: Option<Id>,
+    /// Reply in this message's thread: a stored message, or one pending in the same batch.
+    pub parent: Option<MessageRef>,
     /// Post as a virtual user (bridge tokens only).
     pub as_virtual: Option<PostAs>,
     /// Files uploaded with this message, recorded in the same transaction.
@@ -71,9 +72,9 @@ struct PostLookups {
 /// A post that passed every check and is rendered, ready for [`Chat::write_batch`].
 #[derive(Debug, Clone)]
 pub struct PreparedPost {
-    new: NewMessage,
+    pub(super) new: NewMessage,
     files: Vec<StoredFile>,
-    as_virtual: Option<PostAs>,
+    pub(super) as_virtual: Option<PostAs>,
     origin: Origin,
     poster: Option<User>,
 }
@@ -136,8 +137,11 @@ impl Chat {
     /// Creates or refreshes a virtual user's name and avatar (bridge actors only).
     pub async fn update_virtual_user(&self, actor: &Actor, who: PostAs) -> Result<()> {
         check_profile(actor, &who)?;
+        let origin = actor.origin.clone();
         self.store()
-            .write(move |tx| Box::pin(async move { virtual_author(tx, &who).await.map(|_| ()) }))
+            .write(move |tx| {
+                Box::pin(async move { virtual_author(tx, &who, &origin).await.map(|_| ()) })
+            })
             .await
             .map_err(from_write)
     }
@@ -146,7 +150,7 @@ impl Chat {
     /// ([`Chat::write_batch`]).
     pub fn prepare_profile(&self, actor: &Actor, who: PostAs) -> Result<Change> {
         check_profile(actor, &who)?;
-        Ok(Change::Profile(who))
+        Ok(Change::Profile(who, actor.origin.clone()))
     }
 
     /// Whether the actor may use `@/all` in the room.
@@ -254,20 +258,25 @@ impl Chat {
         let author = self
             .poster(actor, room_id, &standing, post.as_virtual.as_ref())
             .await?;
-        let parent_id = match post.parent_id {
-            Some(pid) => {
-                let parent = self
-                    .store()
-                    .message(pid)
-                    .await?
-                    .ok_or(ChatError::NotFound("parent message"))?;
-                if parent.message.room_id != room.id {
+        let parent_id = match &post.parent {
+            Some(target) => {
+                let parent = match target {
+                    MessageRef::Stored(pid) => {
+                        self.store()
+                            .message(*pid)
+                            .await?
+                            .ok_or(ChatError::NotFound("parent message"))?
+                            .message
+                    }
+                    MessageRef::Pending(_) => self.subject(room.id, target).await?.message,
+                };
+                if parent.room_id != room.id {
                     return Err(ChatError::Invalid(
                         "parentId belongs to another room".into(),
                     ));
                 }
                 // Threads are one level deep: a reply to a reply joins the same thread.
-                Some(parent.message.parent_id.unwrap_or(parent.message.id))
+                Some(parent.parent_id.unwrap_or(parent.id))
             }
             None => None,
         };
@@ -354,8 +363,8 @@ impl Chat {
                             Change::Deletion(d) => {
                                 super::editing::write_deletion(tx, d).await?;
                             }
-                            Change::Profile(who) => {
-                                virtual_author(tx, &who).await?;
+                            Change::Profile(who, origin) => {
+                                virtual_author(tx, &who, &origin).await?;
                             }
                         }
                     }
@@ -476,7 +485,7 @@ impl Chat {
                     let vu = match virtual_users.get(&key) {
                         Some(known) if claim_matches(&claim, known) => known.clone(),
                         _ => {
-                            let vu = virtual_author(tx, &claim).await?;
+                            let vu = virtual_author(tx, &claim, &origin).await?;
                             virtual_users.insert(key, vu.clone());
                             vu
                         }
@@ -558,19 +567,27 @@ fn check_profile(actor: &Actor, who: &PostAs) -> Result<()> {
 }
 
 /// The virtual user a bridge acts as, created or refreshed inside the write. A claim without
-/// a display name (a removal by id only) never blanks a known name.
+/// a display name (a removal by id only) never blanks a known name. A rename is logged, so
+/// that every instance (and every bridge's cache of names) learns it.
 pub(super) async fn virtual_author(
     tx: &mut weft_store::WriteTx,
     v: &PostAs,
+    origin: &Origin,
 ) -> weft_store::Result<weft_core::VirtualUser> {
     let name = if v.display_name.trim().is_empty() {
         None
     } else {
         Some(v.display_name.as_str())
     };
-    let (vu, _) = tx
+    let (vu, upserted) = tx
         .upsert_virtual_user(&v.kind, &v.external_id, name, v.avatar_url.as_deref())
         .await?;
+    if upserted == weft_store::Upserted::Updated {
+        let event = Event::VirtualUserUpdated {
+            virtual_user_id: vu.id,
+        };
+        tx.append(origin, &event).await?;
+    }
     Ok(vu)
 }
 
@@ -602,7 +619,7 @@ fn claim_matches(claim: &PostAs, stored: &VirtualUser) -> bool {
 }
 
 /// The message a [`NewMessage`] became once stored under `seq`.
-fn written_message(new: NewMessage, seq: i64) -> Message {
+pub(super) fn written_message(new: NewMessage, seq: i64) -> Message {
     Message {
         id: new.id,
         seq,

@@ -7,6 +7,7 @@ use crate::error::from_write;
 use crate::{Actor, Chat, ChatError, Result};
 
 use super::posting::{PostAs, virtual_author};
+use super::subject::MessageRef;
 
 /// A reaction checked and ready to write ([`Chat::prepare_reaction`]), alone or in a batch
 /// ([`crate::Change`]).
@@ -43,25 +44,20 @@ impl Chat {
     }
 
     /// Checks a reaction (the emoji, the actor's standing, the message) without writing it.
+    /// The message may be one pending in the same batch.
     pub async fn prepare_reaction(
         &self,
         actor: &Actor,
         room_id: Id,
-        message_id: Id,
+        target: impl Into<MessageRef>,
         emoji: &str,
         add: bool,
         as_virtual: Option<PostAs>,
     ) -> Result<PreparedReaction> {
         let emoji = resolve_emoji(emoji)?;
         let (_, standing) = self.room_with_standing(actor, room_id).await?;
-        let Some(view) = self
-            .store()
-            .message(message_id)
-            .await?
-            .filter(|v| v.message.room_id == room_id)
-        else {
-            return Err(ChatError::NotFound("message"));
-        };
+        let view = self.subject(room_id, &target.into()).await?;
+        let message_id = view.message.id;
         if view.message.deleted {
             return Err(ChatError::Invalid(
                 "a deleted message cannot be reacted to".into(),
@@ -97,7 +93,7 @@ pub(super) async fn write_reaction(
     }
     let mut reactor = r.author;
     if let Some(v) = &r.as_virtual {
-        reactor = Author::Virtual(virtual_author(tx, v).await?.id);
+        reactor = Author::Virtual(virtual_author(tx, v, &r.origin).await?.id);
     }
     let (room_id, message_id, emoji) = (r.room_id, r.message_id, r.emoji);
     if r.add {

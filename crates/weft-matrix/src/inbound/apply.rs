@@ -174,8 +174,9 @@ impl Bridge {
                 )
                 .await;
         }
+        let reply_to = super::plan::ReplyTo::of(&incoming);
         let post = self
-            .prepare_message(room_id, event_id, self.post_as(sender), incoming)
+            .prepare_message(room_id, event_id, self.post_as(sender), incoming, reply_to)
             .await?;
         self.chat()
             .write_batch(vec![weft_chat::Change::Post(post)], |_| {
@@ -220,7 +221,7 @@ impl Bridge {
         };
         let post = NewPost {
             text: file.caption.unwrap_or_default(),
-            parent_id: parent,
+            parent: parent.map(weft_chat::MessageRef::Stored),
             as_virtual: Some(self.post_as(sender)),
             external_ref: Some(event_id.to_string()),
             ..NewPost::default()

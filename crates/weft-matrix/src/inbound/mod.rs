@@ -2,20 +2,20 @@
 //!
 //! A transaction is taken event by event. [`plan`] decides what each becomes: a plain new
 //! message joins the pending batch (checked and rendered on its own task while the rest is
-//! planned), and so do reactions, edits and redactions of what is already stored (prepared
-//! as they come); anything else is applied on its own by [`apply`], after the pending batch
-//! is written, as is an event that relates to one still pending. The batch goes to the store
-//! in one write ([`weft_chat::Chat::write_batch`]) with the transaction's record when it is the
-//! last write, so a crash at any point leaves either nothing or everything up to a point that
-//! a retry (deduplicated by event id) completes.
+//! planned), and so do replies, reactions, edits and redactions, whether what they relate to
+//! is stored or still pending in the batch ([`weft_chat::MessageRef`]); anything else (files,
+//! moderators' acts) is applied on its own by [`apply`], after the pending batch is written.
+//! The batch goes to the store in one write ([`weft_chat::Chat::write_batch`]) with the
+//! transaction's record when it is the last write, so a crash at any point leaves either
+//! nothing or everything up to a point that a retry (deduplicated by event id) completes.
 
 mod apply;
 mod plan;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::Value;
-use weft_chat::{Change, ChatError, PreparedPost};
+use weft_chat::{Change, ChatError, MessageRef, PreparedPost};
 use weft_core::Id;
 
 use crate::refusals::Verdict;
@@ -29,10 +29,15 @@ use crate::{Bridge, BridgeError};
 #[derive(Default)]
 struct PendingPosts {
     items: Vec<Pending>,
-    /// The pending events' ids, to see when a later event relates to one not yet written.
-    event_ids: HashSet<String>,
+    /// Where each pending event is in `items`, to see when a later event relates to one not
+    /// yet written.
+    by_event: HashMap<String, usize>,
     /// Matrix room → weft room, looked up once per transaction.
     rooms: HashMap<String, Option<Id>>,
+    /// What the transaction's events, and the events they name, carried in weft when it
+    /// started, read in one go: an event missing here carried nothing. `None` once part of
+    /// the transaction is written (then each is read from the store).
+    known: Option<HashMap<String, Carried>>,
 }
 
 /// One pending change, in transaction order.
@@ -58,7 +63,70 @@ struct PendingPost {
     sender: String,
     /// Checking and rendering it, on any of the runtime's threads: the messages of a
     /// transaction are prepared side by side while the rest is planned.
-    prepared: tokio::task::JoinHandle<Result<PreparedPost, BridgeError>>,
+    prepared: Preparation,
+}
+
+/// A pending message's preparation: running, or awaited because a later event of the
+/// transaction relates to it.
+enum Preparation {
+    Running(tokio::task::JoinHandle<Result<PreparedPost, BridgeError>>),
+    Done(Box<Result<PreparedPost, BridgeError>>),
+}
+
+impl Preparation {
+    /// Waits for the message to be prepared.
+    async fn finish(&mut self) -> &Result<PreparedPost, BridgeError> {
+        if let Preparation::Running(handle) = self {
+            let outcome = match handle.await {
+                Ok(outcome) => outcome,
+                Err(e) => Err(BridgeError::Config(format!(
+                    "preparing the message failed: {e}"
+                ))),
+            };
+            *self = Preparation::Done(Box::new(outcome));
+        }
+        match self {
+            Preparation::Done(outcome) => outcome,
+            Preparation::Running(_) => unreachable!("the preparation was awaited above"),
+        }
+    }
+
+    /// The prepared message, or why it could not be.
+    async fn into_outcome(mut self) -> Result<PreparedPost, BridgeError> {
+        self.finish().await;
+        match self {
+            Preparation::Done(outcome) => *outcome,
+            Preparation::Running(_) => unreachable!("the preparation was awaited above"),
+        }
+    }
+}
+
+impl PendingPosts {
+    /// Whether the event is pending in this batch.
+    fn holds(&self, event_id: &str) -> bool {
+        self.by_event.contains_key(event_id)
+    }
+
+    /// The pending message `event_id` carries, as later changes of the batch name it; `None`
+    /// when it is not a pending message, or one that could not be prepared.
+    async fn message(&mut self, event_id: &str) -> Option<MessageRef> {
+        let index = *self.by_event.get(event_id)?;
+        match self.items.get_mut(index)? {
+            Pending::Post(post) => post
+                .prepared
+                .finish()
+                .await
+                .as_ref()
+                .ok()
+                .map(PreparedPost::pending),
+            Pending::Change(_) => None,
+        }
+    }
+
+    fn push(&mut self, event_id: String, item: Pending) {
+        self.by_event.insert(event_id, self.items.len());
+        self.items.push(item);
+    }
 }
 
 /// What to do with one incoming event.
@@ -69,7 +137,8 @@ enum Plan {
     Change(Box<PendingChange>),
     /// Nothing to bridge (our own echo, an unbridged room, an event already applied).
     Skip,
-    /// Relates to a message still pending: write the pending posts, then plan again.
+    /// Relates to an event still pending that changes cannot name (a reaction or edit, a
+    /// message weft refused): write the pending batch, then plan again.
     AfterPending,
     /// Anything else (files, member events, edits weft refuses, moderators' redactions):
     /// apply it on its own, after the pending batch.
@@ -97,8 +166,13 @@ impl Bridge {
         }
         let mut wrote = false;
         self.apply_ephemeral(body).await;
+        let events = translate::transaction_events(body);
         let mut pending = PendingPosts::default();
-        for event in translate::transaction_events(body) {
+        if events.iter().any(|e| self.relates_to_others(e)) {
+            let named = translate::events_named(events);
+            pending.known = Some(self.tables().carried_by_many(&named).await?);
+        }
+        for event in events {
             let mut plan = self.plan(event, &mut pending).await;
             if matches!(plan, Ok(Plan::AfterPending)) {
                 wrote = true;
@@ -107,13 +181,11 @@ impl Bridge {
             }
             let outcome = match plan {
                 Ok(Plan::Post(post)) => {
-                    pending.event_ids.insert(post.event_id.clone());
-                    pending.items.push(Pending::Post(post));
+                    pending.push(post.event_id.clone(), Pending::Post(post));
                     Ok(())
                 }
                 Ok(Plan::Change(change)) => {
-                    pending.event_ids.insert(change.event_id.clone());
-                    pending.items.push(Pending::Change(change));
+                    pending.push(change.event_id.clone(), Pending::Change(change));
                     Ok(())
                 }
                 Ok(Plan::Skip) => Ok(()),
@@ -144,6 +216,34 @@ impl Bridge {
         self.write_pending(&mut pending, Some(txn_id)).await
     }
 
+    /// Whether an event of a transaction relates to another (a reply, an edit, a reaction, a
+    /// redaction) and does not come from weft: then what the transaction's events name is
+    /// looked up in one go, rather than event by event.
+    fn relates_to_others(&self, event: &Value) -> bool {
+        let related = match event["type"].as_str() {
+            Some("m.reaction" | "m.room.redaction") => true,
+            Some("m.room.message") => event["content"].get("m.relates_to").is_some(),
+            _ => false,
+        };
+        related
+            && !self
+                .ids()
+                .is_ours(event["sender"].as_str().unwrap_or_default())
+    }
+
+    /// What an event carries in weft: from what the transaction looked up ahead while that
+    /// holds, else from the store.
+    async fn carried(
+        &self,
+        event_id: &str,
+        pending: &PendingPosts,
+    ) -> Result<Option<Carried>, BridgeError> {
+        match &pending.known {
+            Some(known) => Ok(known.get(event_id).cloned()),
+            None => Ok(self.tables().carried_by(event_id).await?),
+        }
+    }
+
     /// Writes the pending posts in one store transaction, with the AS transaction id when it
     /// is the last write of the transaction, and the refusals among them.
     async fn write_pending(
@@ -155,7 +255,9 @@ impl Bridge {
             return Ok(());
         }
         let items = std::mem::take(&mut pending.items);
-        pending.event_ids.clear();
+        pending.by_event.clear();
+        // What was looked up ahead is out of date once part of the transaction is written.
+        pending.known = None;
         let mut ready = Vec::with_capacity(items.len());
         let mut refused = Vec::new();
         let mut carried = Vec::new();
@@ -171,25 +273,20 @@ impl Bridge {
                     continue;
                 }
             };
-            let outcome = match post.prepared.await {
-                Ok(outcome) => outcome,
-                Err(e) => Err(BridgeError::Config(format!(
-                    "preparing the message failed: {e}"
-                ))),
-            };
-            match outcome {
+            let PendingPost {
+                event_id,
+                matrix_room,
+                room_id,
+                sender,
+                prepared,
+            } = post;
+            match prepared.into_outcome().await {
                 Ok(prepared) => ready.push(Change::Post(prepared)),
                 // Storage trouble: fail the transaction so that the homeserver retries it.
                 Err(e @ (BridgeError::Store(_) | BridgeError::Chat(ChatError::Store(_)))) => {
                     return Err(e);
                 }
-                Err(e) => refused.push((
-                    post.event_id,
-                    post.room_id,
-                    post.matrix_room,
-                    post.sender,
-                    e,
-                )),
+                Err(e) => refused.push((event_id, room_id, matrix_room, sender, e)),
             }
         }
         let count = ready.len();

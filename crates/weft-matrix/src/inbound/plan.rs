@@ -1,14 +1,15 @@
 //! Planning an incoming event: what it becomes in weft, and whether it can wait in the
-//! pending batch. Plain new messages are prepared (checked against the room's rules and
-//! rendered) here, side by side.
+//! pending batch. New messages are prepared (checked against the room's rules and rendered)
+//! here, side by side; replies, edits, reactions and redactions are prepared against the
+//! message they relate to, stored or pending.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
-use weft_chat::{Change, ChatError, NewPost, PostAs, PreparedPost};
+use weft_chat::{Change, ChatError, MessageRef, NewPost, PostAs, PreparedPost};
 use weft_core::{Id, RoomKind};
 
-use super::{PendingChange, PendingPost, PendingPosts, Plan};
+use super::{PendingChange, PendingPost, PendingPosts, Plan, Preparation};
 use crate::tables::Carried;
 use crate::translate::{self, IncomingText};
 use crate::{Bridge, BridgeError};
@@ -87,25 +88,59 @@ impl Bridge {
         if let Some(original) = incoming.replaces.clone() {
             return self.plan_edit(at, &original, incoming, pending).await;
         }
-        let target = incoming
-            .thread_root
-            .as_deref()
-            .or(incoming.in_reply_to.as_deref());
-        if target.is_some_and(|t| pending.event_ids.contains(t)) {
-            return Ok(Plan::AfterPending);
-        }
+        let reply_to = match ReplyTo::of(&incoming) {
+            // Found now when the transaction looked its events up ahead, or it is pending;
+            // else looked up while the message is prepared.
+            Some(ReplyTo::Event(target)) if pending.holds(&target) || pending.known.is_some() => {
+                match self.related_message(&target, pending).await? {
+                    Related::Message(parent) => Some(ReplyTo::Message(parent)),
+                    Related::Missing => None,
+                    Related::Wait => return Ok(Plan::AfterPending),
+                }
+            }
+            other => other,
+        };
         let who = self.post_as(sender);
         let bridge = self.clone();
         let id = event_id.to_string();
-        let prepared =
-            tokio::spawn(async move { bridge.prepare_message(room_id, &id, who, incoming).await });
+        let prepared = tokio::spawn(async move {
+            bridge
+                .prepare_message(room_id, &id, who, incoming, reply_to)
+                .await
+        });
         Ok(Plan::Post(PendingPost {
             event_id: event_id.to_string(),
             matrix_room: matrix_room.to_string(),
             room_id,
             sender: sender.to_string(),
-            prepared,
+            prepared: Preparation::Running(prepared),
         }))
+    }
+
+    /// The message an event relates to. A stored one is looked up first, even when the
+    /// event is pending too: a transaction that comes again after part of it was written
+    /// finds its first messages stored, and those are the ones to relate to. `Wait` when it
+    /// is pending but not as a message that changes can name (a reaction, an edit, a message
+    /// refused): the batch is written first and the event planned again.
+    async fn related_message(
+        &self,
+        event_id: &str,
+        pending: &mut PendingPosts,
+    ) -> Result<Related, BridgeError> {
+        if let Some(id) = self
+            .carried(event_id, pending)
+            .await?
+            .and_then(|c| c.message())
+        {
+            return Ok(Related::Message(MessageRef::Stored(id)));
+        }
+        if !pending.holds(event_id) {
+            return Ok(Related::Missing);
+        }
+        Ok(match pending.message(event_id).await {
+            Some(message) => Related::Message(message),
+            None => Related::Wait,
+        })
     }
 
     /// A member event naming its own sender joins the batch: the name their virtual user
@@ -125,32 +160,33 @@ impl Bridge {
         Ok(at.change(self.chat().prepare_profile(self.actor(), who)?, None))
     }
 
-    /// A reaction to a stored message joins the batch; one to a message still pending waits
-    /// for it.
+    /// A reaction to a message, stored or pending, joins the batch.
     async fn plan_reaction(
         &self,
         event: &Value,
         at: Target<'_>,
-        pending: &PendingPosts,
+        pending: &mut PendingPosts,
     ) -> Result<Plan, BridgeError> {
         let Some((target, key)) = translate::incoming_reaction(&event["content"]) else {
             return Ok(Plan::Skip);
         };
-        if pending.event_ids.contains(&target) {
-            return Ok(Plan::AfterPending);
-        }
-        if self.tables().carried_by(at.event_id).await?.is_some() {
+        if self.carried(at.event_id, pending).await?.is_some() {
             return Ok(Plan::Skip);
         }
-        let Some(message_id) = self.weft_message(&target).await? else {
-            return Err(BridgeError::Refused(
-                "it reacts to a message weft does not have".into(),
-            ));
+        let message = match self.related_message(&target, pending).await? {
+            Related::Message(message) => message,
+            Related::Wait => return Ok(Plan::AfterPending),
+            Related::Missing => {
+                return Err(BridgeError::Refused(
+                    "it reacts to a message weft does not have".into(),
+                ));
+            }
         };
+        let message_id = message.id();
         let who = self.post_as(at.sender);
         let change = self
             .chat()
-            .prepare_reaction(self.actor(), at.room_id, message_id, &key, true, Some(who))
+            .prepare_reaction(self.actor(), at.room_id, message, &key, true, Some(who))
             .await?;
         let carried = Carried::Reaction {
             message: message_id,
@@ -160,36 +196,32 @@ impl Bridge {
         Ok(at.change(Change::Reaction(change), Some(carried)))
     }
 
-    /// An edit of a stored message joins the batch; one that weft refuses (too late, someone
-    /// else's) is applied on its own, which says so in a new message.
+    /// An edit of a message, stored or pending, joins the batch; one that weft refuses (too
+    /// late, someone else's) is applied on its own, which says so in a new message.
     async fn plan_edit(
         &self,
         at: Target<'_>,
         original: &str,
         incoming: IncomingText,
-        pending: &PendingPosts,
+        pending: &mut PendingPosts,
     ) -> Result<Plan, BridgeError> {
-        if pending.event_ids.contains(original) {
-            return Ok(Plan::AfterPending);
-        }
-        if self.tables().carried_by(at.event_id).await?.is_some() {
+        if self.carried(at.event_id, pending).await?.is_some() {
             return Ok(Plan::Skip);
         }
-        let Some(message_id) = self.weft_message(original).await? else {
-            return Err(BridgeError::Refused(
-                "it edits a message weft does not have".into(),
-            ));
+        let message = match self.related_message(original, pending).await? {
+            Related::Message(message) => message,
+            Related::Wait => return Ok(Plan::AfterPending),
+            Related::Missing => {
+                return Err(BridgeError::Refused(
+                    "it edits a message weft does not have".into(),
+                ));
+            }
         };
+        let message_id = message.id();
         let who = self.post_as(at.sender);
         match self
             .chat()
-            .prepare_edit(
-                self.actor(),
-                at.room_id,
-                message_id,
-                &incoming.text,
-                Some(who),
-            )
+            .prepare_edit(self.actor(), at.room_id, message, &incoming.text, Some(who))
             .await
         {
             Ok(change) => Ok(at.change(Change::Edit(change), Some(Carried::Edit(message_id)))),
@@ -198,36 +230,38 @@ impl Bridge {
         }
     }
 
-    /// A redaction of the sender's own stored message, or of a reaction, joins the batch; a
-    /// moderator's redaction of someone else's message is applied on its own (it asks the
-    /// homeserver for the room's power levels).
+    /// A redaction of the sender's own message (stored or pending) or of a stored reaction
+    /// joins the batch; a moderator's redaction of someone else's message is applied on its
+    /// own (it asks the homeserver for the room's power levels).
     async fn plan_redaction(
         &self,
         event: &Value,
         at: Target<'_>,
-        pending: &PendingPosts,
+        pending: &mut PendingPosts,
     ) -> Result<Plan, BridgeError> {
         let Some((redacts, _)) = translate::incoming_redaction(event) else {
             return Ok(Plan::Skip);
         };
-        if pending.event_ids.contains(&redacts) {
-            return Ok(Plan::AfterPending);
+        let stored = self.carried(&redacts, pending).await?;
+        if stored.is_none() && pending.holds(&redacts) {
+            // A message of this transaction, removed by its sender before it was written.
+            let Some(message) = pending.message(&redacts).await else {
+                return Ok(Plan::AfterPending);
+            };
+            return self.plan_deletion(at, message).await;
         }
-        let who = self.post_as(at.sender);
-        match self.tables().carried_by(&redacts).await? {
-            Some(Carried::Message(id)) => match self
-                .chat()
-                .prepare_deletion(self.actor(), at.room_id, id, Some(who), None)
-                .await
-            {
-                Ok(change) => Ok(at.change(Change::Deletion(change), None)),
-                Err(ChatError::NotFound(_)) => Ok(Plan::Skip),
-                Err(ChatError::Forbidden(_)) => Ok(Plan::Apply),
-                Err(e) => Err(e.into()),
-            },
+        match stored {
+            Some(Carried::Message(id)) => self.plan_deletion(at, MessageRef::Stored(id)).await,
             Some(Carried::Reaction { message, key, .. }) => match self
                 .chat()
-                .prepare_reaction(self.actor(), at.room_id, message, &key, false, Some(who))
+                .prepare_reaction(
+                    self.actor(),
+                    at.room_id,
+                    message,
+                    &key,
+                    false,
+                    Some(self.post_as(at.sender)),
+                )
                 .await
             {
                 Ok(change) => Ok(at.change(Change::Reaction(change), None)),
@@ -236,6 +270,26 @@ impl Bridge {
             },
             // Redacting an edit leaves the edited text: weft keeps no history of versions.
             Some(Carried::Edit(_)) | None => Ok(Plan::Skip),
+        }
+    }
+
+    /// A sender's removal of their own message joins the batch; someone else's is a
+    /// moderator's, applied on its own.
+    async fn plan_deletion(
+        &self,
+        at: Target<'_>,
+        message: MessageRef,
+    ) -> Result<Plan, BridgeError> {
+        let who = self.post_as(at.sender);
+        match self
+            .chat()
+            .prepare_deletion(self.actor(), at.room_id, message, Some(who), None)
+            .await
+        {
+            Ok(change) => Ok(at.change(Change::Deletion(change), None)),
+            Err(ChatError::NotFound(_)) => Ok(Plan::Skip),
+            Err(ChatError::Forbidden(_)) => Ok(Plan::Apply),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -270,19 +324,19 @@ impl Bridge {
         event_id: &str,
         who: PostAs,
         incoming: IncomingText,
+        reply_to: Option<ReplyTo>,
     ) -> Result<PreparedPost, BridgeError> {
-        let parent = match incoming
-            .thread_root
-            .as_deref()
-            .or(incoming.in_reply_to.as_deref())
-        {
-            Some(target) => self.weft_message(target).await?,
+        let parent = match reply_to {
+            Some(ReplyTo::Event(target)) => {
+                self.weft_message(&target).await?.map(MessageRef::Stored)
+            }
+            Some(ReplyTo::Message(message)) => Some(message),
             None => None,
         };
         let post = NewPost {
             text: incoming.text,
             status: incoming.status,
-            parent_id: parent,
+            parent,
             as_virtual: Some(who),
             external_ref: Some(event_id.to_string()),
             ..NewPost::default()
@@ -292,6 +346,34 @@ impl Bridge {
             .prepare_post(self.actor(), room_id, post)
             .await?)
     }
+}
+
+/// What a new message answers, in a thread or as a rich reply (weft puts both in the thread).
+pub(super) enum ReplyTo {
+    /// An event, looked up while the message is prepared.
+    Event(String),
+    /// A message found already, stored or pending in the batch.
+    Message(MessageRef),
+}
+
+impl ReplyTo {
+    /// What the message answers: its thread's root, or else the event it replies to.
+    pub(super) fn of(incoming: &IncomingText) -> Option<ReplyTo> {
+        incoming
+            .thread_root
+            .as_deref()
+            .or(incoming.in_reply_to.as_deref())
+            .map(|target| ReplyTo::Event(target.to_string()))
+    }
+}
+
+/// Where an event's related message was found.
+enum Related {
+    Message(MessageRef),
+    /// Pending, but not as a message changes can name: write the batch first.
+    Wait,
+    /// Neither stored nor pending.
+    Missing,
 }
 
 /// The event being planned, and the bridged room it is in.

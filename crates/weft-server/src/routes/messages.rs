@@ -7,7 +7,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weft_chat::{Actor, MessageQuery, NewPost, PostAs, Upload};
+use weft_chat::{Actor, MessageQuery, MessageRef, NewPost, PostAs, Upload};
 use weft_core::{Id, MessageView};
 
 use crate::extract::{Body, Caller, MaybeCaller, Path, Query, parse_id};
@@ -159,7 +159,7 @@ async fn create(
     let post = NewPost {
         text: body.text,
         status: body.status,
-        parent_id: opt_id(body.parent_id.as_ref(), "parentId")?,
+        parent: opt_id(body.parent_id.as_ref(), "parentId")?.map(MessageRef::Stored),
         as_virtual: body.virtual_user.map(PostAs::from),
         ..NewPost::default()
     };

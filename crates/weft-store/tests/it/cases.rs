@@ -3,7 +3,7 @@
 use weft_core::{
     Author, Event, Id, Membership, MessageMention, Origin, Role, Room, RoomKind, User,
 };
-use weft_store::{Fence, MessagePage, NewMessage, PageAnchor, Store, StoreError};
+use weft_store::{Fence, MessagePage, NewMessage, PageAnchor, Store, StoreError, Upserted};
 
 fn user(name: &str) -> User {
     User {
@@ -642,7 +642,7 @@ pub async fn virtual_users_are_upserted(store: &Store) {
         })
         .await
         .expect("insert");
-    assert!(changed);
+    assert_eq!(changed, Upserted::Created);
     let (same, changed) = store
         .write(|tx| {
             Box::pin(async move {
@@ -652,7 +652,7 @@ pub async fn virtual_users_are_upserted(store: &Store) {
         })
         .await
         .expect("again");
-    assert_eq!((same.id, changed), (first.id, false));
+    assert_eq!((same.id, changed), (first.id, Upserted::Unchanged));
     let (renamed, changed) = store
         .write(|tx| {
             Box::pin(async move {
@@ -664,7 +664,7 @@ pub async fn virtual_users_are_upserted(store: &Store) {
         .expect("rename");
     assert_eq!(
         (renamed.id, changed, renamed.display_name.as_str()),
-        (first.id, true, "Alan")
+        (first.id, Upserted::Updated, "Alan")
     );
     assert_eq!(
         store
@@ -688,7 +688,7 @@ pub async fn virtual_users_are_upserted(store: &Store) {
             kept.avatar_url.as_deref(),
             changed
         ),
-        ("Alan", Some("mxc://a"), false)
+        ("Alan", Some("mxc://a"), Upserted::Unchanged)
     );
 }
 
