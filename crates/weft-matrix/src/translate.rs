@@ -143,6 +143,12 @@ pub fn formatted_body_if_needed(text: &str, html: &str, pills: &[Pill]) -> Optio
     (!plain).then(|| formatted_body(html, pills))
 }
 
+/// A weft message's `body`: its Markdown, with emoji shortcodes as the emoji. Clients build
+/// notifications (and show replies' quotes) from `body`, where `:tada:` would read as typed.
+fn plain_body(text: &str) -> String {
+    weft_render::with_unicode_emoji(text)
+}
+
 /// The `m.text` or `m.emote` body of a weft message: its text, and its HTML when it needs
 /// one.
 fn text_msgtype(status: bool, body: String, formatted: Option<String>) -> MessageType {
@@ -198,12 +204,9 @@ pub fn message_content(
     thread_root: Option<&EventId>,
     permalink: &str,
 ) -> Value {
-    let formatted = formatted_body_if_needed(&message.text, &message.html, pills);
-    let mut content = RoomMessageEventContent::new(text_msgtype(
-        message.status,
-        message.text.clone(),
-        formatted,
-    ));
+    let body = plain_body(&message.text);
+    let formatted = formatted_body_if_needed(&body, &message.html, pills);
+    let mut content = RoomMessageEventContent::new(text_msgtype(message.status, body, formatted));
     content.mentions = Some(mentions_of(newly_mentioned(pills, &[])));
     content.relates_to = thread_root.map(in_thread);
     to_sendable(&content, Some(permalink))
@@ -389,16 +392,17 @@ pub fn edit_content(
     original: &EventId,
     notified: &[String],
 ) -> Value {
-    let formatted = formatted_body_if_needed(&message.text, &message.html, pills);
+    let body = plain_body(&message.text);
+    let formatted = formatted_body_if_needed(&body, &message.html, pills);
     let mut new_content = RoomMessageEventContentWithoutRelation::new(text_msgtype(
         message.status,
-        message.text.clone(),
+        body.clone(),
         formatted.clone(),
     ));
     new_content.mentions = Some(mentions_of(newly_mentioned(pills, &[])));
     let mut content = RoomMessageEventContent::new(text_msgtype(
         message.status,
-        format!("* {}", message.text),
+        format!("* {body}"),
         formatted.map(|html| format!("* {html}")),
     ));
     content.mentions = Some(mentions_of(newly_mentioned(pills, notified)));
@@ -774,6 +778,27 @@ pub fn html_to_markdown(html: &str) -> String {
             text_of(element.node, &mut text);
             Some(code_span(&text).into())
         })
+        // Maths ([MSC2191]): the TeX is in `data-mx-maths`, the element's content only a
+        // fallback; weft writes it `$…$` inline and `$$…$$` as a block, and renders it.
+        //
+        // [MSC2191]: https://github.com/matrix-org/matrix-spec-proposals/pull/2191
+        .add_handler(
+            vec!["span", "div"],
+            |handlers: &dyn Handlers, element: Element| {
+                let tex = element
+                    .attrs
+                    .iter()
+                    .find(|a| &*a.name.local == "data-mx-maths")
+                    .map(|a| a.value.trim().replace(['\n', '\r'], " "));
+                match tex {
+                    Some(tex) if !tex.is_empty() && element.tag == "div" => {
+                        Some(format!("\n\n$${tex}$$\n\n").into())
+                    }
+                    Some(tex) if !tex.is_empty() => Some(format!("${tex}$").into()),
+                    _ => handlers.fallback(element),
+                }
+            },
+        )
         .build();
     match converter.convert(html) {
         // Only blank lines go: leading spaces may make an indented code block.
@@ -975,6 +1000,49 @@ mod tests {
         assert_eq!(relation_target(&thread).as_deref(), Some("$root"));
         let reply = json!({ "msgtype": "m.text", "body": "x", "m.relates_to": { "m.in_reply_to": { "event_id": "$q" } } });
         assert_eq!(relation_target(&reply).as_deref(), Some("$q"));
+    }
+
+    /// Maths from Matrix clients (MSC2191) becomes weft's dollar syntax, which weft renders.
+    #[test]
+    fn matrix_maths_becomes_dollar_maths() {
+        assert_eq!(
+            html_to_markdown(
+                r#"area <span data-mx-maths="\pi r^2"><code>\pi r^2</code></span> m²"#
+            ),
+            r"area $\pi r^2$ m²"
+        );
+        assert_eq!(
+            html_to_markdown(
+                r#"<p>so</p><div data-mx-maths="e^{i\pi} + 1 = 0"><pre><code>e^{i\pi} + 1 = 0</code></pre></div>"#
+            ),
+            "so\n\n$$e^{i\\pi} + 1 = 0$$"
+        );
+        assert_eq!(
+            html_to_markdown("<span>plain</span> <div>block</div>"),
+            "plain\n\nblock"
+        );
+        let rendered = weft_render::render_markdown(&html_to_markdown(
+            r#"<span data-mx-maths="x^2">x^2</span>"#,
+        ));
+        assert!(rendered.html.contains("<math"), "{}", rendered.html);
+    }
+
+    /// Clients notify from `body`: a shortcode must read as its emoji there too, in new
+    /// messages and in edits, and a message that is only text with an emoji needs no HTML.
+    #[test]
+    fn emoji_shortcodes_are_unicode_in_the_body() {
+        let mut message = message_with("ship it :rocket:");
+        message.html = "<p>ship it 🚀</p>".into();
+        let id = EventId::parse("$orig:hs").expect("an event id");
+        let content = message_content(&message, &[], None, "https://weft.test/m");
+        assert_eq!(content["body"], "ship it 🚀");
+        assert!(content.get("formatted_body").is_none(), "{content}");
+        let edit = edit_content(&message, &[], &id, &[]);
+        assert_eq!(edit["body"], "* ship it 🚀");
+        assert_eq!(edit["m.new_content"]["body"], "ship it 🚀");
+        let code = message_with("`:rocket:` is how you type it");
+        let content = message_content(&code, &[], None, "https://weft.test/m");
+        assert_eq!(content["body"], "`:rocket:` is how you type it");
     }
 
     /// The review's case: an edit that adds a mention must notify the person added, and

@@ -101,6 +101,19 @@ pub fn render_markdown_from_elsewhere(text: &str) -> Rendered {
         .unwrap_or_else(|_| plain_text_fallback(text))
 }
 
+/// A message's Markdown with its `:shortcode:` emoji written as Unicode and nothing else
+/// changed: what a plain-text reading of it shows (a Matrix `body`, from which clients build
+/// notifications). Shortcodes inside code stay as typed, as in the rendered HTML.
+///
+/// Never panics, whatever the input.
+pub fn with_unicode_emoji(text: &str) -> String {
+    if !text.contains(':') {
+        return text.to_string();
+    }
+    std::panic::catch_unwind(|| markdown::shortcodes_as_unicode(text))
+        .unwrap_or_else(|_| text.to_string())
+}
+
 fn render(text: &str, images: markdown::Images) -> Rendered {
     let mut found = markdown::Found::default();
     let html = markdown::to_html(text, &mut found, images);
@@ -139,6 +152,38 @@ mod tests {
         assert_eq!(
             plain_text_fallback("<script>\n& more\n").html,
             "<p>&lt;script&gt;<br>\n&amp; more</p>"
+        );
+    }
+}
+
+#[cfg(test)]
+mod emoji_tests {
+    use super::with_unicode_emoji;
+
+    #[test]
+    fn shortcodes_become_unicode_outside_code() {
+        assert_eq!(with_unicode_emoji("ship it :rocket:"), "ship it 🚀");
+        assert_eq!(
+            with_unicode_emoji(":tada: line one\nline **two** :+1:"),
+            "🎉 line one\nline **two** 👍"
+        );
+        assert_eq!(
+            with_unicode_emoji("`:rocket:` and :rocket:"),
+            "`:rocket:` and 🚀"
+        );
+        assert_eq!(
+            with_unicode_emoji("```\n:rocket:\n```\n:rocket:"),
+            "```\n:rocket:\n```\n🚀"
+        );
+        assert_eq!(
+            with_unicode_emoji("unknown :not-an-emoji: stays, 10:30:00 too"),
+            "unknown :not-an-emoji: stays, 10:30:00 too"
+        );
+        assert_eq!(with_unicode_emoji("é :smile: ü"), "é 😄 ü");
+        assert_eq!(with_unicode_emoji("> quoted :smile:"), "> quoted 😄");
+        assert_eq!(
+            with_unicode_emoji("- item :smile:\r\n- two :smile:"),
+            "- item 😄\r\n- two 😄"
         );
     }
 }

@@ -125,6 +125,46 @@ pub(crate) fn to_html(text: &str, found: &mut Found, images: Images) -> String {
     html
 }
 
+/// The text with each `:shortcode:` the Markdown parser resolves written as its emoji, and
+/// every other byte as it was: shortcodes inside code, or unknown ones, stay as typed.
+pub(crate) fn shortcodes_as_unicode(text: &str) -> String {
+    let arena = Arena::new();
+    let root = parse_document(&arena, text, &OPTIONS);
+    // Where each line starts, to turn the parser's (line, column) positions into offsets.
+    let mut line_starts = vec![0];
+    line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    let offset = |line: usize, column: usize| {
+        line_starts
+            .get(line.checked_sub(1)?)
+            .map(|start| start + column.saturating_sub(1))
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for node in root.descendants() {
+        let data = node.data();
+        let NodeValue::ShortCode(code) = &data.value else {
+            continue;
+        };
+        let pos = data.sourcepos;
+        let (Some(start), Some(end)) = (
+            offset(pos.start.line, pos.start.column),
+            offset(pos.end.line, pos.end.column).map(|e| e + 1),
+        ) else {
+            continue;
+        };
+        // Only a span that is exactly the shortcode is replaced: should positions ever be
+        // off, the text is left as it was rather than cut in the wrong place.
+        if start < copied || text.get(start..end) != Some(format!(":{}:", code.code).as_str()) {
+            continue;
+        }
+        out.push_str(&text[copied..start]);
+        out.push_str(&code.emoji);
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 fn new_node<'a>(arena: &'a Arena<'a>, value: NodeValue) -> Node<'a> {
     arena.alloc(AstNode::from(value))
 }
