@@ -156,7 +156,7 @@ async def test_room_created_on_demand(stack, maria):
     assert content("m.room.join_rules").get("join_rule") == "public"
     assert content("m.room.history_visibility").get("history_visibility") == "world_readable"
     assert content("m.room.topic").get("topic") == topic
-    assert "on-demand" in content("m.room.name").get("name", "")
+    assert content("m.room.name").get("name") == "on-demand", "named after the room, not its URI"
     assert content("m.room.canonical_alias").get("alias") == alias
     assert "m.bridge" in by_type and "uk.half-shot.bridge" in by_type, sorted(by_type)
     bot = f"@weft:{stack.server_name}"

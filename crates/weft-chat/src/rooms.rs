@@ -430,9 +430,20 @@ impl Chat {
         }
     }
 
-    /// Changes a room's settings (admins only).
+    /// Changes a room's settings (admins only). A bridge may change the name, topic and
+    /// avatar: it has checked that the other network's member may (see the Matrix bridge's
+    /// `room_details`), and only weft's admins decide who may read the room.
     pub async fn update_room(&self, actor: &Actor, room_id: Id, patch: RoomPatch) -> Result<Room> {
-        let mut room = self.require_admin(actor, room_id).await?;
+        let mut room = if actor.is_bridge() {
+            if patch.kind.is_some() || patch.noindex.is_some() {
+                return Err(ChatError::Forbidden(
+                    "only the room's admins may do this".into(),
+                ));
+            }
+            self.room(actor, room_id).await?
+        } else {
+            self.require_admin(actor, room_id).await?
+        };
         let was_public = room.kind == RoomKind::Public;
         if let Some(name) = patch.name {
             validate::short_text("room name", &name, 128)?;

@@ -16,6 +16,21 @@ pub struct MatrixSettings {
     pub server_name: String,
     /// The registration YAML given to the homeserver; weft takes its tokens from it.
     pub registration: PathBuf,
+    /// What a bridged room's name or topic set on Matrix does (see [`RoomChanges`]).
+    #[serde(default)]
+    pub room_changes: RoomChanges,
+}
+
+/// What happens to a bridged room's name or topic changed on Matrix by someone whose power
+/// level allows it there (`room_changes` in `[matrix]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomChanges {
+    /// The weft room takes the new name or topic.
+    #[default]
+    Accept,
+    /// Weft keeps its own, and puts it back on Matrix: weft's admins name their rooms.
+    Revert,
 }
 
 /// The registration key that turns on MSC4190 (device management by the application
@@ -122,6 +137,7 @@ pub fn generate_registration(
         homeserver_url: homeserver_url.trim_end_matches('/').to_string(),
         server_name: server_name.to_string(),
         registration: output.to_path_buf(),
+        room_changes: RoomChanges::default(),
     };
     let toml = format!(
         "[matrix]\nhomeserver_url = {:?}\nserver_name = {:?}\nregistration = {:?}\n",
@@ -178,6 +194,7 @@ mod tests {
             homeserver_url: "http://127.0.0.1:8008".into(),
             server_name: "weft.test".into(),
             registration: path.clone(),
+            room_changes: RoomChanges::default(),
         };
         let loaded = BridgeConfig::load(settings.clone()).expect("loads");
         assert!(loaded.device_management, "the flag is read back");

@@ -28,6 +28,7 @@ mod outbound;
 mod privacy;
 mod provision;
 mod refusals;
+mod room_details;
 pub mod tables;
 pub mod translate;
 mod typing;
@@ -40,7 +41,7 @@ use weft_store::Store;
 
 use crate::tables::MatrixWrites;
 
-pub use config::{BridgeConfig, MatrixSettings, generate_registration};
+pub use config::{BridgeConfig, MatrixSettings, RoomChanges, generate_registration};
 pub use homeserver::{Homeserver, HsError};
 pub use ids::Identities;
 pub use tables::{Carried, MatrixFailure, MatrixRoom, MatrixTables};

@@ -541,17 +541,7 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             let Some(room) = store.room(room_id).await? else {
                 return Ok(());
             };
-            let content = translate::topic_content(&room.topic);
-            bridge
-                .hs()
-                .set_state(
-                    matrix_room,
-                    "m.room.topic",
-                    "",
-                    &content,
-                    &bridge.ids().bot(),
-                )
-                .await?;
+            bridge.sync_room_details(&room, matrix_room).await?;
             // Role changes log RoomUpdated too.
             bridge.sync_power_levels(&mapped).await
         }

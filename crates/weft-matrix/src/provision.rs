@@ -73,7 +73,7 @@ impl Bridge {
             .collect();
         let body = json!({
             "room_alias_name": localpart,
-            "name": uri,
+            "name": room.name,
             "topic": room.topic,
             "preset": "public_chat",
             "visibility": "public",

@@ -25,6 +25,7 @@ use ruma::events::room::message::{
     RoomMessageEventContent, RoomMessageEventContentWithoutRelation, TextMessageEventContent,
     VideoInfo, VideoMessageEventContent,
 };
+use ruma::events::room::name::RoomNameEventContent;
 use ruma::events::room::redaction::RoomRedactionEventContent;
 use ruma::events::room::topic::RoomTopicEventContent;
 use ruma::events::room::{ImageInfo, MediaSource};
@@ -459,6 +460,49 @@ pub fn refusal_notice(text: &str, refused: &EventId, sender: &str) -> Value {
 /// [`m.room.topic`]: https://spec.matrix.org/latest/client-server-api/#mroomtopic
 pub fn topic_content(topic: &str) -> Value {
     to_sendable(&RoomTopicEventContent::new(topic.to_string()), None)
+}
+
+/// The [`m.room.name`] of a weft room: its name (its URI is in its alias).
+///
+/// [`m.room.name`]: https://spec.matrix.org/latest/client-server-api/#mroomname
+pub fn room_name_content(name: &str) -> Value {
+    to_sendable(&RoomNameEventContent::new(name.to_string()), None)
+}
+
+/// A bridged room's name or topic as a Matrix state event carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomDetail {
+    /// `m.room.name`: the name (empty when removed).
+    Name(String),
+    /// `m.room.topic`: the topic (empty when removed).
+    Topic(String),
+}
+
+/// Reads an incoming [`m.room.name`] or [`m.room.topic`] event; `None` for other events or
+/// content that is not valid.
+///
+/// [`m.room.name`]: https://spec.matrix.org/latest/client-server-api/#mroomname
+/// [`m.room.topic`]: https://spec.matrix.org/latest/client-server-api/#mroomtopic
+pub fn incoming_room_detail(event: &Value) -> Option<RoomDetail> {
+    if event["state_key"].as_str() != Some("") {
+        return None;
+    }
+    let content = &event["content"];
+    match event["type"].as_str()? {
+        "m.room.name" => Some(RoomDetail::Name(
+            typed::<RoomNameEventContent>(content)?
+                .name
+                .trim()
+                .to_string(),
+        )),
+        "m.room.topic" => Some(RoomDetail::Topic(
+            typed::<RoomTopicEventContent>(content)?
+                .topic
+                .trim()
+                .to_string(),
+        )),
+        _ => None,
+    }
 }
 
 /// The state that closes a Matrix room to newcomers when its weft room stops being public:

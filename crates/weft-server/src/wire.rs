@@ -148,6 +148,9 @@ pub fn room(r: &Room) -> Value {
     json!({
         "id": r.id,
         "name": r.uri.clone().unwrap_or_else(|| r.name.clone()),
+        // Not Gitter's: the room's own name (Gitter's `name` is its URI), which is the
+        // Matrix room's name too.
+        "displayName": r.name,
         "topic": r.topic,
         "avatarUrl": r.avatar_url,
         "uri": r.uri,

@@ -68,6 +68,10 @@ impl Bridge {
                 self.apply_message(room_id, matrix_room, event_id, sender, content)
                     .await
             }
+            "m.room.name" | "m.room.topic" => {
+                self.room_detail_from_matrix(room_id, matrix_room, event)
+                    .await
+            }
             "m.reaction" => {
                 let Some((target, key)) = translate::incoming_reaction(content) else {
                     return Ok(());

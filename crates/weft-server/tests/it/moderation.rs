@@ -472,3 +472,72 @@ async fn a_batch_skips_changes_whose_message_went_away_since_they_were_prepared(
         "{kept_json}"
     );
 }
+
+/// A bridge may rename a room and change its topic (the other network's member had the power
+/// there), but never change who may read it: that stays with weft's admins.
+#[tokio::test]
+async fn a_bridge_may_rename_a_room_but_not_change_its_privacy() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    let bridge_actor = server
+        .chat
+        .authenticate_token(&bridge.token)
+        .await
+        .expect("bridge actor");
+    let renamed = server
+        .chat
+        .update_room(
+            &bridge_actor,
+            room,
+            weft_chat::RoomPatch {
+                name: Some("General chat".into()),
+                topic: Some("from Matrix".into()),
+                ..weft_chat::RoomPatch::default()
+            },
+        )
+        .await
+        .expect("renamed");
+    assert_eq!(
+        (renamed.name.as_str(), renamed.topic.as_str()),
+        ("General chat", "from Matrix")
+    );
+    let private = server
+        .chat
+        .update_room(
+            &bridge_actor,
+            room,
+            weft_chat::RoomPatch {
+                kind: Some(RoomKind::Private),
+                ..weft_chat::RoomPatch::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(private, Err(weft_chat::ChatError::Forbidden(_))),
+        "{private:?}"
+    );
+    // An ordinary member may do neither.
+    let bob = server.user("bob").await;
+    let bob_actor = server
+        .chat
+        .authenticate_token(&bob.token)
+        .await
+        .expect("bob");
+    let refused = server
+        .chat
+        .update_room(
+            &bob_actor,
+            room,
+            weft_chat::RoomPatch {
+                name: Some("mine".into()),
+                ..weft_chat::RoomPatch::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(weft_chat::ChatError::Forbidden(_))),
+        "{refused:?}"
+    );
+}
