@@ -63,6 +63,8 @@ impl Views {
         fn members(&self, room_id: Id, q: &str, limit: i64, skip: i64) -> Vec<(User, Role)>;
         /// A message by id.
         fn message(&self, id: Id) -> Option<MessageView>;
+        /// A page of a room's messages around an anchor (see the store), oldest first.
+        fn messages(&self, page: weft_store::MessagePage) -> Vec<MessageView>;
         /// Messages by id; missing ones are left out.
         fn messages_by_ids(&self, ids: &[Id]) -> HashMap<Id, MessageView>;
         /// Reaction counts of a room's messages with seqs in `min_seq..=max_seq`, with whether `me` gave each.

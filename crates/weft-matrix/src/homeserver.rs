@@ -432,6 +432,27 @@ impl Homeserver {
         .map(|_| ())
     }
 
+    /// Moves `mxid`'s read receipt in a room up to `event_id` (private to nobody: `m.read`).
+    ///
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3roomsroomidreceiptreceipttypeeventid>.
+    pub async fn read_receipt(
+        &self,
+        room_id: &str,
+        event_id: &str,
+        mxid: &str,
+    ) -> Result<(), HsError> {
+        self.call(
+            Method::POST,
+            &[
+                "_matrix", "client", "v3", "rooms", room_id, "receipt", "m.read", event_id,
+            ],
+            Some(mxid),
+            Some(json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Sends an event as `mxid` from its device `device_id` with a transaction id; returns the
     /// event id. Sending the same transaction id from the same device again returns the same
     /// event (the homeserver deduplicates, across its restarts too).

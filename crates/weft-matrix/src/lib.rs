@@ -27,6 +27,7 @@ mod names;
 mod outbound;
 mod privacy;
 mod provision;
+mod receipts;
 mod refusals;
 mod room_details;
 pub mod tables;
@@ -86,6 +87,7 @@ struct Inner {
     hs: Homeserver,
     actor: Actor,
     names: names::Names,
+    receipts: receipts::Receipts,
     refusals: refusals::Refusals,
     /// Permanent failures recorded so far (`weft matrix failures` lists them).
     failures: std::sync::atomic::AtomicI64,
@@ -164,6 +166,7 @@ impl Bridge {
                 hs,
                 actor,
                 names: Default::default(),
+                receipts: Default::default(),
                 refusals: Default::default(),
                 failures: failures.into(),
                 mapped_rooms: Default::default(),
@@ -228,6 +231,7 @@ impl Bridge {
         }
         tokio::spawn(outbound::run(self.clone()));
         tokio::spawn(typing::run(self.clone()));
+        tokio::spawn(receipts::run(self.clone()));
         // A ping makes the homeserver retry queued transactions now instead of after its
         // back-off, which grows to minutes after a long outage.
         let bridge = self.clone();
@@ -287,6 +291,10 @@ impl Bridge {
 
     pub(crate) fn hs(&self) -> &Homeserver {
         &self.inner.hs
+    }
+
+    pub(crate) fn receipts(&self) -> &receipts::Receipts {
+        &self.inner.receipts
     }
 
     pub(crate) fn actor(&self) -> &Actor {

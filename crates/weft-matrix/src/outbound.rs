@@ -286,6 +286,16 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
         }
         return Ok(());
     }
+    if let Event::ReadAdvanced {
+        room_id,
+        user_id,
+        up_to_seq,
+    } = event.event
+    {
+        // Best effort, batched, off this ordered path (see `receipts`).
+        bridge.receipts().note(user_id, room_id, up_to_seq);
+        return Ok(());
+    }
     let Some(room_id) = event.event.room_id() else {
         return Ok(());
     };
