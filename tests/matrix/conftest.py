@@ -103,6 +103,27 @@ async def matt(stack):
 # Per test
 
 
+async def new_matrix_user(stack: Stack, localpart: str) -> MatrixUser:
+    """A Matrix user of one test alone (the bot tells each sender of a refused event at most
+    once a minute, so a shared user may already have been told)."""
+    user_id = stack.synapse.register_user(localpart, MATRIX_PASSWORD)
+    return await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, localpart)
+
+
+def bot_of(stack: Stack) -> str:
+    """The bridge bot's Matrix ID."""
+    return f"@{stack.registration['sender_localpart']}:{stack.server_name}"
+
+
+def make_matrix_moderator(stack: Stack, room: "BridgedRoom", mxid: str) -> None:
+    """Gives a Matrix user power 50 in the room, as the bridge bot (the room's creator)."""
+    path = f"/_matrix/client/v3/rooms/{room.matrix_id}/state/m.room.power_levels/"
+    current = stack.synapse_request("GET", path, as_user=bot_of(stack)).json()
+    current.setdefault("users", {})[mxid] = 50
+    r = stack.synapse_request("PUT", path, as_user=bot_of(stack), json=current)
+    assert r.status_code == 200, r.text
+
+
 @pytest.fixture
 def uid() -> str:
     return secrets.token_hex(4)

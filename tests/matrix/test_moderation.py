@@ -51,12 +51,8 @@ async def test_roles_are_power_levels(stack, alice, bob, maria, uid):
 # --------------------------------------------------------------------------------------------
 # Bans, kicks and redactions in both directions
 
-from conftest import MATRIX_PASSWORD, bridge_room  # noqa: E402
-from harness import MatrixUser, is_message  # noqa: E402
-
-
-def bot_of(stack) -> str:
-    return f"@{stack.registration['sender_localpart']}:{stack.server_name}"
+from conftest import bot_of, bridge_room, make_matrix_moderator, new_matrix_user  # noqa: E402
+from harness import is_message  # noqa: E402
 
 
 async def membership(user, room, mxid: str) -> str | None:
@@ -71,20 +67,6 @@ async def wait_membership(user, room, mxid: str, wanted: str) -> None:
         return True
 
     await await_until(check, timeout=DELIVERY_TIMEOUT, what=f"{mxid} to be {wanted}")
-
-
-async def new_matrix_user(stack, localpart: str) -> MatrixUser:
-    user_id = stack.synapse.register_user(localpart, MATRIX_PASSWORD)
-    return await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, localpart)
-
-
-def make_matrix_moderator(stack, room, mxid: str) -> None:
-    """Gives a Matrix user power 50 in the room, as the bridge bot (the room's creator)."""
-    path = f"/_matrix/client/v3/rooms/{room.matrix_id}/state/m.room.power_levels/"
-    current = stack.synapse_request("GET", path, as_user=bot_of(stack)).json()
-    current.setdefault("users", {})[mxid] = 50
-    r = stack.synapse_request("PUT", path, as_user=bot_of(stack), json=current)
-    assert r.status_code == 200, r.text
 
 
 async def test_weft_bans_and_kicks_reach_matrix(stack, alice, bob, maria, uid):

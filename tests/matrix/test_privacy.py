@@ -7,15 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import DELIVERY_TIMEOUT, MATRIX_PASSWORD, bridge_room
-from harness import MatrixUser, await_until, is_message
-
-
-async def new_matrix_user(stack, localpart: str) -> MatrixUser:
-    """A Matrix user of this test alone: the bot tells each sender of a refused event at most
-    once a minute, so a shared user may already have been told."""
-    user_id = stack.synapse.register_user(localpart, MATRIX_PASSWORD)
-    return await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, localpart)
+from conftest import DELIVERY_TIMEOUT, bridge_room, new_matrix_user
+from harness import await_until, is_message
 
 
 def is_notice(event: dict, words: str) -> bool:

@@ -4,25 +4,8 @@ Matrix by someone whose power level allows it reaches weft; an empty name is put
 
 from __future__ import annotations
 
-from conftest import DELIVERY_TIMEOUT, MATRIX_PASSWORD, bridge_room
-from harness import MatrixUser, await_until
-
-
-async def new_matrix_user(stack, localpart: str) -> MatrixUser:
-    user_id = stack.synapse.register_user(localpart, MATRIX_PASSWORD)
-    return await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, localpart)
-
-
-def bot_of(stack) -> str:
-    return f"@{stack.registration['sender_localpart']}:{stack.server_name}"
-
-
-def make_matrix_moderator(stack, room, mxid: str) -> None:
-    path = f"/_matrix/client/v3/rooms/{room.matrix_id}/state/m.room.power_levels/"
-    current = stack.synapse_request("GET", path, as_user=bot_of(stack)).json()
-    current.setdefault("users", {})[mxid] = 50
-    r = stack.synapse_request("PUT", path, as_user=bot_of(stack), json=current)
-    assert r.status_code == 200, r.text
+from conftest import DELIVERY_TIMEOUT, bridge_room, make_matrix_moderator, new_matrix_user
+from harness import await_until
 
 
 def set_state(user, room, etype: str, content: dict, expect=(200,)):

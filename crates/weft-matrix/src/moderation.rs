@@ -109,12 +109,19 @@ impl Bridge {
         matrix_room: &str,
         mxid: &str,
     ) -> Result<bool, BridgeError> {
-        let levels = self
+        let levels = self.power_levels(matrix_room).await?;
+        Ok(power_of(&levels, mxid) >= redact_level(&levels))
+    }
+
+    /// A Matrix room's `m.room.power_levels` content, as the bridge bot reads it now (`null`
+    /// when the room has none: everyone's level and every requirement are then the spec's
+    /// defaults).
+    pub(crate) async fn power_levels(&self, matrix_room: &str) -> Result<Value, BridgeError> {
+        Ok(self
             .hs()
             .state(matrix_room, "m.room.power_levels", "")
             .await?
-            .unwrap_or(Value::Null);
-        Ok(power_of(&levels, mxid) >= redact_level(&levels))
+            .unwrap_or(Value::Null))
     }
 }
 

@@ -117,11 +117,7 @@ impl Bridge {
         mxid: &str,
         event_type: &str,
     ) -> Result<bool, BridgeError> {
-        let levels = self
-            .hs()
-            .state(matrix_room, "m.room.power_levels", "")
-            .await?
-            .unwrap_or(Value::Null);
+        let levels = self.power_levels(matrix_room).await?;
         let needed = levels["events"][event_type]
             .as_i64()
             .or_else(|| levels["state_default"].as_i64())
