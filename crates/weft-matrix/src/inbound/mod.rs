@@ -148,9 +148,10 @@ enum Plan {
 impl Bridge {
     /// Applies a transaction's events exactly once; an error leaves it to be retried.
     ///
-    /// Runs of plain messages are written in one store transaction, and the transaction id
-    /// is recorded in the last write, so a crash at any point leaves either nothing or
-    /// everything up to a point that a retry (deduplicated by event id) completes.
+    /// The transaction's changes are written in one store transaction (more only when an
+    /// event must be applied on its own, such as a file), and the transaction id is recorded
+    /// in the last write, so a crash at any point leaves either nothing or everything up to a
+    /// point that a retry (deduplicated by event id) completes.
     pub(crate) async fn apply_transaction(
         &self,
         txn_id: &str,
