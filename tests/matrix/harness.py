@@ -964,6 +964,37 @@ class MatrixUser:
         return None
 
 
+class EphemeralWatch:
+    """Follows one room's ephemeral events of one type (`m.typing`, `m.receipt`) through a
+    sync stream of a Matrix user's own: its own position, so the harness's timeline sync is
+    left alone, and each poll continues from the last (Synapse answers identical initial
+    syncs from a cache for a while, so repeating one would show nothing new)."""
+
+    def __init__(self, homeserver_url: str, viewer: "MatrixUser", matrix_room: str, etype: str):
+        self.url = f"{homeserver_url}/_matrix/client/v3/sync"
+        self.headers = {"Authorization": f"Bearer {viewer.access_token}"}
+        self.room = matrix_room
+        self.etype = etype
+        self.filter = json.dumps({
+            "room": {"rooms": [matrix_room], "timeline": {"limit": 1}, "state": {"types": []},
+                     "ephemeral": {"types": [etype]}},
+            "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}})
+        self.since: str | None = None
+
+    def poll(self, timeout_ms: int = 500) -> list[dict]:
+        """The room's events of the type since the last poll (the first: the current ones)."""
+        params = {"filter": self.filter, "timeout": str(timeout_ms)}
+        if self.since:
+            params["since"] = self.since
+        r = requests.get(self.url, params=params, headers=self.headers, timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        self.since = body["next_batch"]
+        room = body.get("rooms", {}).get("join", {}).get(self.room, {})
+        return [e for e in room.get("ephemeral", {}).get("events", [])
+                if e.get("type") == self.etype]
+
+
 # --------------------------------------------------------------------------------------------
 # Small helpers for assertions
 

@@ -13,6 +13,7 @@ import asyncio
 
 from conftest import DELIVERY_TIMEOUT, BridgedRoom
 from harness import (
+    EphemeralWatch,
     MatrixUser,
     WeftUser,
     await_until,
@@ -593,39 +594,16 @@ async def test_no_echo_two_way_burst(room, alice, maria, uid):
 
 
 class TypingWatch:
-    """Follows a room's `m.typing` notifications through a second sync stream of a Matrix user
-    (its own position, so the harness's timeline sync is left alone)."""
+    """Who a room's `m.typing` notifications have shown typing, from a watch of its own."""
 
     def __init__(self, stack, viewer: MatrixUser, matrix_room: str):
-        import json
-
-        self.url = f"{stack.synapse.url}/_matrix/client/v3/sync"
-        self.headers = {"Authorization": f"Bearer {viewer.access_token}"}
-        self.room = matrix_room
-        self.filter = json.dumps({
-            "room": {"rooms": [matrix_room], "timeline": {"limit": 1}, "state": {"types": []},
-                     "ephemeral": {"types": ["m.typing"]}},
-            "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}})
-        self.since = self._sync(None, 0)[1]
+        self.stream = EphemeralWatch(stack.synapse.url, viewer, matrix_room, "m.typing")
+        self.stream.poll(0)  # who was typing before is not what a test waits for
         self.typing: set[str] = set()
 
-    def _sync(self, since: str | None, timeout_ms: int) -> tuple[list[str], str]:
-        import requests
-
-        params = {"filter": self.filter, "timeout": str(timeout_ms)}
-        if since:
-            params["since"] = since
-        r = requests.get(self.url, params=params, headers=self.headers, timeout=30)
-        r.raise_for_status()
-        body = r.json()
-        room = body.get("rooms", {}).get("join", {}).get(self.room, {})
-        users = [u for e in room.get("ephemeral", {}).get("events", []) if e.get("type") == "m.typing"
-                 for u in e.get("content", {}).get("user_ids", [])]
-        return users, body["next_batch"]
-
     def poll(self) -> set[str]:
-        users, self.since = self._sync(self.since, 500)
-        self.typing.update(users)
+        for e in self.stream.poll():
+            self.typing.update(e.get("content", {}).get("user_ids", []))
         return self.typing
 
 

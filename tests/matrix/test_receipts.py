@@ -4,43 +4,20 @@ readers. Only puppets already in the Matrix room get receipts (reading makes nob
 
 from __future__ import annotations
 
-import json
-
-import requests
-
 from conftest import DELIVERY_TIMEOUT
-from harness import await_until, is_message
+from harness import EphemeralWatch, await_until, is_message
 
 
 class ReceiptWatch:
-    """Follows a room's `m.read` receipts through a sync stream of its own (Synapse answers
-    identical initial syncs from a cache for a while, so each poll continues from the last)."""
+    """Who has an `m.read` receipt on which event of a room, from a watch of its own."""
 
     def __init__(self, stack, viewer, matrix_room: str):
-        self.url = f"{stack.synapse.url}/_matrix/client/v3/sync"
-        self.headers = {"Authorization": f"Bearer {viewer.access_token}"}
-        self.room = matrix_room
-        self.filter = json.dumps({
-            "room": {"rooms": [matrix_room], "timeline": {"limit": 1}, "state": {"types": []},
-                     "ephemeral": {"types": ["m.receipt"]}},
-            "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}})
-        self.since: str | None = None
+        self.stream = EphemeralWatch(stack.synapse.url, viewer, matrix_room, "m.receipt")
         self.readers: dict[str, str] = {}
         self.poll(0)
 
     def poll(self, timeout_ms: int = 500) -> dict[str, str]:
-        """Who has an `m.read` receipt on which event, as far as the stream has shown."""
-        params = {"filter": self.filter, "timeout": str(timeout_ms)}
-        if self.since:
-            params["since"] = self.since
-        r = requests.get(self.url, params=params, headers=self.headers, timeout=30)
-        r.raise_for_status()
-        body = r.json()
-        self.since = body["next_batch"]
-        room = body.get("rooms", {}).get("join", {}).get(self.room, {})
-        for e in room.get("ephemeral", {}).get("events", []):
-            if e.get("type") != "m.receipt":
-                continue
+        for e in self.stream.poll(timeout_ms):
             for event_id, kinds in e.get("content", {}).items():
                 for mxid in kinds.get("m.read", {}):
                     self.readers[mxid] = event_id
@@ -78,5 +55,6 @@ async def test_a_weft_reader_moves_their_puppets_receipt(room, stack, alice, bob
                    json={"chat": [in_weft["id"]]}, expect=(200, 204))
     await await_until(reads(second), timeout=DELIVERY_TIMEOUT,
                       what="alice's receipt moved to the second")
-    assert stack.puppet(bob) not in watch.poll(0), \
-        "a reader whose puppet is not in the room was made to join"
+    assert stack.puppet(bob) not in watch.poll(0), "a receipt for a puppet not in the room"
+    member = await maria.room_state(room.matrix_id, "m.room.member", stack.puppet(bob))
+    assert not member or member.get("membership") != "join", "reading made bob's puppet join"

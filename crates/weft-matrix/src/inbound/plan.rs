@@ -4,6 +4,7 @@
 //! message they relate to, stored or pending.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use serde_json::Value;
 use weft_chat::{Change, ChatError, MessageRef, NewPost, PostAs, PreparedPost};
@@ -30,8 +31,8 @@ impl Bridge {
         }
     }
 
-    /// Decides how to apply an event: plain messages are prepared for the pending batch, and
-    /// so are reactions, edits and redactions whose target is already stored and member
+    /// Decides how to apply an event: new messages are prepared for the pending batch, and so
+    /// are replies, reactions, edits and redactions (of what is stored or pending) and member
     /// events that name their sender; the rest is applied on its own.
     pub(super) async fn plan(
         &self,
@@ -160,6 +161,26 @@ impl Bridge {
         Ok(at.change(self.chat().prepare_profile(self.actor(), who)?, None))
     }
 
+    /// The message a reaction or edit (`at`) is about, stored or pending; or what to do
+    /// instead: nothing when the event was applied already, write the batch first when its
+    /// message cannot be named yet. Refused (`refusal`) when weft has no such message.
+    async fn subject_of(
+        &self,
+        at: Target<'_>,
+        target: &str,
+        pending: &mut PendingPosts,
+        refusal: &str,
+    ) -> Result<ControlFlow<Plan, MessageRef>, BridgeError> {
+        if self.carried(at.event_id, pending).await?.is_some() {
+            return Ok(ControlFlow::Break(Plan::Skip));
+        }
+        match self.related_message(target, pending).await? {
+            Related::Message(message) => Ok(ControlFlow::Continue(message)),
+            Related::Wait => Ok(ControlFlow::Break(Plan::AfterPending)),
+            Related::Missing => Err(BridgeError::Refused(refusal.into())),
+        }
+    }
+
     /// A reaction to a message, stored or pending, joins the batch.
     async fn plan_reaction(
         &self,
@@ -170,17 +191,17 @@ impl Bridge {
         let Some((target, key)) = translate::incoming_reaction(&event["content"]) else {
             return Ok(Plan::Skip);
         };
-        if self.carried(at.event_id, pending).await?.is_some() {
-            return Ok(Plan::Skip);
-        }
-        let message = match self.related_message(&target, pending).await? {
-            Related::Message(message) => message,
-            Related::Wait => return Ok(Plan::AfterPending),
-            Related::Missing => {
-                return Err(BridgeError::Refused(
-                    "it reacts to a message weft does not have".into(),
-                ));
-            }
+        let message = match self
+            .subject_of(
+                at,
+                &target,
+                pending,
+                "it reacts to a message weft does not have",
+            )
+            .await?
+        {
+            ControlFlow::Continue(message) => message,
+            ControlFlow::Break(plan) => return Ok(plan),
         };
         let message_id = message.id();
         let who = self.post_as(at.sender);
@@ -205,17 +226,17 @@ impl Bridge {
         incoming: IncomingText,
         pending: &mut PendingPosts,
     ) -> Result<Plan, BridgeError> {
-        if self.carried(at.event_id, pending).await?.is_some() {
-            return Ok(Plan::Skip);
-        }
-        let message = match self.related_message(original, pending).await? {
-            Related::Message(message) => message,
-            Related::Wait => return Ok(Plan::AfterPending),
-            Related::Missing => {
-                return Err(BridgeError::Refused(
-                    "it edits a message weft does not have".into(),
-                ));
-            }
+        let message = match self
+            .subject_of(
+                at,
+                original,
+                pending,
+                "it edits a message weft does not have",
+            )
+            .await?
+        {
+            ControlFlow::Continue(message) => message,
+            ControlFlow::Break(plan) => return Ok(plan),
         };
         let message_id = message.id();
         let who = self.post_as(at.sender);
