@@ -140,6 +140,14 @@ impl Carried {
             Carried::Reaction { .. } => None,
         }
     }
+
+    /// The weft message this is, changed or reacted to.
+    pub fn subject(&self) -> Option<Id> {
+        match self {
+            Carried::Message(id) | Carried::Edit(id) => Some(*id),
+            Carried::Reaction { message, .. } => Some(*message),
+        }
+    }
 }
 
 /// The bridge's tables. Cheap to clone.
@@ -205,6 +213,29 @@ impl MatrixTables {
             .fetch_optional(self.store.reader())
             .await?;
         row.map(|r| id_column(&r, "room_id")).transpose()
+    }
+
+    /// [`MatrixTables::room_for_matrix`] for many Matrix rooms in one query per chunk; rooms
+    /// not bridged are left out.
+    pub async fn rooms_for_matrix(
+        &self,
+        matrix_room_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Id>> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in matrix_room_ids.chunks(weft_store::extension::values_per_list(&self.store)) {
+            let sql = format!(
+                "SELECT matrix_room_id, room_id FROM matrix_rooms WHERE matrix_room_id IN ({})",
+                weft_store::extension::list_placeholders(&self.store, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for r in query.fetch_all(self.store.reader()).await? {
+                found.insert(r.try_get("matrix_room_id")?, id_column(&r, "room_id")?);
+            }
+        }
+        Ok(found)
     }
 
     /// Whether the puppet was registered on the homeserver, and under which display name.
@@ -432,6 +463,9 @@ pub(crate) trait MatrixWrites {
         matrix_room_id: &str,
         carried: &Carried,
     ) -> Result<bool>;
+    /// [`MatrixWrites::insert_inbound_event`] for many events (`(event id, room id, what it
+    /// carried)`), a few hundred per statement; events already known are left as they are.
+    async fn insert_inbound_events(&mut self, events: &[(String, String, Carried)]) -> Result<()>;
     /// Records what the outbound sender sent; false if the event was known. Fenced: fails
     /// with [`StoreError::LeaseLost`], writing nothing, unless `fence` still holds its lease
     /// (checked in the same statement).
@@ -548,6 +582,28 @@ impl MatrixWrites for WriteTx {
         .execute(self.conn())
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_inbound_events(&mut self, events: &[(String, String, Carried)]) -> Result<()> {
+        for chunk in events.chunks(self.rows_per_statement()) {
+            let sql = format!(
+                "INSERT INTO matrix_events (matrix_event_id, matrix_room_id, kind, weft_ref, direction) VALUES {} \
+                 ON CONFLICT DO NOTHING",
+                self.values_list(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (event_id, room_id, carried) in chunk {
+                let (kind, weft_ref) = carried.columns();
+                query = query
+                    .bind(event_id.clone())
+                    .bind(room_id.clone())
+                    .bind(kind)
+                    .bind(weft_ref)
+                    .bind(Direction::Inbound.as_str());
+            }
+            query.execute(self.conn()).await?;
+        }
+        Ok(())
     }
 
     async fn insert_outbound_event(

@@ -410,6 +410,137 @@ async fn a_rename_on_one_instance_holds_on_another(rig: Rig) {
     rig.finish().await;
 }
 
+fn reply_in_thread(event_id: &str, sender: &str, body: &str, root: &str) -> Value {
+    with_content(
+        text(event_id, sender, body),
+        json!({ "m.relates_to": { "rel_type": "m.thread", "event_id": root, "is_falling_back": true, "m.in_reply_to": { "event_id": root } } }),
+    )
+}
+
+fn edit(event_id: &str, sender: &str, of: &str, body: &str) -> Value {
+    with_content(
+        text(event_id, sender, &format!("* {body}")),
+        json!({ "m.new_content": { "msgtype": "m.text", "body": body }, "m.relates_to": { "rel_type": "m.replace", "event_id": of } }),
+    )
+}
+
+fn reaction(event_id: &str, sender: &str, of: &str, key: &str) -> Value {
+    json!({
+        "type": "m.reaction", "event_id": event_id, "sender": sender, "room_id": MATRIX_ROOM,
+        "origin_server_ts": 1,
+        "content": { "m.relates_to": { "rel_type": "m.annotation", "event_id": of, "key": key } },
+    })
+}
+
+fn redaction(event_id: &str, sender: &str, of: &str) -> Value {
+    json!({
+        "type": "m.room.redaction", "event_id": event_id, "sender": sender, "room_id": MATRIX_ROOM,
+        "origin_server_ts": 1, "redacts": of, "content": { "redacts": of },
+    })
+}
+
+/// One transaction of people weft never met, whose events change each other: several threads
+/// growing and shrinking, a message edited twice, a thread root removed under its replies,
+/// a reaction to a message removed before it. Written together (one write, the changes in
+/// multi-row statements), it must leave what applying the events one by one leaves.
+async fn a_transaction_that_changes_itself_lands_as_if_applied_in_order(rig: Rig) {
+    let (nina, bob, carl, dan) = (
+        "@nina:hs.test",
+        "@bob:hs.test",
+        "@carl:hs.test",
+        "@dan:hs.test",
+    );
+    let events = vec![
+        member("$j1", nina, "Nina"),
+        text("$a1", nina, "root one"),
+        text("$a2", bob, "root two"),
+        reply_in_thread("$r1", carl, "first answer", "$a1"),
+        reply_in_thread("$r2", dan, "second answer", "$a1"),
+        reply_in_thread("$r3", bob, "answer to two", "$a2"),
+        edit("$e1", nina, "$a1", "root one, edited"),
+        edit("$e2", nina, "$a1", "root one, edited twice"),
+        reaction("$x1", carl, "$a2", "👍"),
+        reaction("$x2", dan, "$a1", "🎉"),
+        redaction("$d1", dan, "$r2"),
+        redaction("$d2", bob, "$a2"),
+        reaction("$x3", carl, "$a2", "👀"),
+    ];
+    let writes = rig.store.writes_requested();
+    assert_eq!(rig.push("t1", &events).await, StatusCode::OK);
+    assert_eq!(rig.store.writes_requested() - writes, 1, "one write");
+
+    assert_eq!(name(&rig, nina).await, "Nina", "named by her member event");
+    for who in [bob, carl, dan] {
+        assert_eq!(
+            name(&rig, who).await,
+            who,
+            "named by their Matrix ID until known"
+        );
+    }
+    let one = rig.message_of("$a1").await.expect("$a1 stored");
+    assert_eq!(one.message.text, "root one, edited twice");
+    assert_eq!(one.message.thread_count, 1, "two answers, one removed");
+    let two = rig.message_of("$a2").await.expect("$a2 kept");
+    assert!(two.message.deleted, "removed, kept as a placeholder");
+    assert_eq!(two.message.thread_count, 1);
+    assert!(
+        rig.tables
+            .carried_by("$r2")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let reply = rig.message_of("$r3").await.expect("$r3 stored");
+    assert_eq!(reply.message.parent_id, Some(two.message.id));
+
+    let listed = rig.messages().await;
+    let reactions = |id: Id| {
+        listed
+            .iter()
+            .find(|m| m.message.id == id)
+            .map(|m| m.message.reactions.clone())
+            .unwrap_or_default()
+    };
+    let on_one = reactions(one.message.id);
+    assert_eq!(on_one.len(), 1, "{on_one:?}");
+    assert_eq!(on_one[0].emoji, "🎉");
+    assert!(
+        reactions(two.message.id).is_empty(),
+        "the removal took its reactions, and the one after it found nothing to react to"
+    );
+
+    // The log holds what happened, in the order readers need: each message created before
+    // anything names it.
+    let logged = rig.store.events_after(0, 1000).await.expect("the log");
+    let created_at = |id: Id| {
+        logged
+            .iter()
+            .position(|e| matches!(e.event, weft_core::Event::MessageCreated { message_id, .. } if message_id == id))
+            .expect("created")
+    };
+    let edited = logged
+        .iter()
+        .filter(|e| matches!(e.event, weft_core::Event::MessageEdited { message_id, .. } if message_id == one.message.id))
+        .count();
+    assert_eq!(edited, 2);
+    let deleted_at = logged
+        .iter()
+        .position(|e| matches!(e.event, weft_core::Event::MessageDeleted { message_id, .. } if message_id == two.message.id))
+        .expect("the removal is logged");
+    assert!(created_at(two.message.id) < deleted_at);
+    assert!(created_at(reply.message.id) < deleted_at);
+
+    // The homeserver sends it again: nothing changes.
+    let writes = rig.store.writes_requested();
+    assert_eq!(rig.push("t1", &events).await, StatusCode::OK);
+    assert_eq!(
+        rig.store.writes_requested(),
+        writes,
+        "a resend writes nothing"
+    );
+    rig.finish().await;
+}
+
 async fn a_refusal_is_recorded_once(rig: Rig) {
     let admin = rig
         .chat
@@ -477,5 +608,6 @@ on_both!(
     a_transaction_becomes_weft_messages_once,
     a_partly_written_transaction_relates_to_what_is_stored,
     a_rename_on_one_instance_holds_on_another,
+    a_transaction_that_changes_itself_lands_as_if_applied_in_order,
     a_refusal_is_recorded_once
 );

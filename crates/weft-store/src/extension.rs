@@ -45,6 +45,17 @@ impl WriteTx {
     pub fn conn(&mut self) -> &mut AnyConnection {
         &mut self.conn
     }
+
+    /// `rows` rows of `columns` bind placeholders for a multi-row `VALUES` list in the
+    /// transaction's dialect.
+    pub fn values_list(&self, rows: usize, columns: usize) -> String {
+        rows::values_list(self.dialect(), rows, columns)
+    }
+
+    /// How many rows go in one multi-row statement.
+    pub fn rows_per_statement(&self) -> usize {
+        rows::rows_per_statement(self.dialect())
+    }
 }
 
 /// `n` bind placeholders for an `IN (…)` list in the store's dialect.

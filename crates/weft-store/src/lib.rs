@@ -122,7 +122,12 @@ impl Store {
             Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_string(),
         };
-        let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let mut options = AnyConnectOptions::from_str(&url)?;
+        // Every statement is logged only when asked for (`WEFT_LOG=sqlx::query=debug`, to see
+        // what a request costs): the logger takes time on every statement.
+        if !tracing::enabled!(target: "sqlx::query", tracing::Level::DEBUG) {
+            options = options.disable_statement_logging();
+        }
         let (readers, writers) = match dialect {
             Dialect::Sqlite => (8, 1),
             Dialect::Postgres => (16, 2),

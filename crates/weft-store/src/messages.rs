@@ -85,14 +85,17 @@ pub struct MessagePage {
 
 macro_rules! message_select {
     () => {
-        "SELECT m.seq, m.id, m.room_id, m.author_kind, m.author_id, m.text, m.html, m.status, m.parent_id, \
+        message_select!("")
+    };
+    ($extra:literal) => {
+        concat!("SELECT ", $extra, "m.seq, m.id, m.room_id, m.author_kind, m.author_id, m.text, m.html, m.status, m.parent_id, \
          m.thread_count, m.sent, m.edited_at, m.deleted, m.mentions, m.issues, m.urls, m.attachments, m.version, m.undelivered, \
          u.username AS u_username, u.display_name AS u_display_name, u.avatar_url AS u_avatar_url, \
          u.site_admin AS u_site_admin, u.created_at AS u_created_at, \
          v.kind AS v_kind, v.external_id AS v_external_id, v.display_name AS v_display_name, v.avatar_url AS v_avatar_url \
          FROM messages m \
          LEFT JOIN users u ON m.author_kind = 'user' AND u.id = m.author_id \
-         LEFT JOIN virtual_users v ON m.author_kind = 'virtual' AND v.id = m.author_id "
+         LEFT JOIN virtual_users v ON m.author_kind = 'virtual' AND v.id = m.author_id ")
     };
 }
 
@@ -524,6 +527,34 @@ impl WriteTx {
         row.as_ref().map(message_view).transpose()
     }
 
+    /// The messages that changes of a batch touch (reactions, edits, deletions), each with the
+    /// external key it was posted under, read in one query per chunk of ids from inside the
+    /// transaction (so that messages written earlier in it count); ids not stored are left
+    /// out.
+    pub async fn messages_to_change(
+        &mut self,
+        ids: &[Id],
+    ) -> Result<std::collections::HashMap<Id, (Message, Option<String>)>> {
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(rows::rows_per_statement(self.dialect) * 4) {
+            let sql = format!(
+                "{} WHERE m.id IN ({})",
+                message_select!("m.external_ref AS external_ref, "),
+                rows::list_placeholders(self.dialect, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.to_hex());
+            }
+            for row in query.fetch_all(&mut *self.conn).await? {
+                let external_ref: Option<String> = row.try_get("external_ref")?;
+                let view = message_view(&row)?;
+                found.insert(view.message.id, (view.message, external_ref));
+            }
+        }
+        Ok(found)
+    }
+
     /// The id of the message stored under a caller's unique key, if any, seen from inside the
     /// transaction (so that a key written earlier in the same transaction counts).
     pub async fn message_id_by_external_ref(&mut self, external_ref: &str) -> Result<Option<Id>> {
@@ -631,17 +662,49 @@ impl WriteTx {
             by_id.insert(rows::id(row, "id")?, row.try_get::<i64, _>("seq")?);
         }
         let mut seqs = Vec::with_capacity(chunk.len());
+        let mut mentions = Vec::new();
+        // Parents in the order first replied to, with how many replies each got here.
+        let mut replies: Vec<(Id, i64)> = Vec::new();
         for m in chunk {
             let seq = *by_id
                 .get(&m.id)
                 .ok_or_else(|| StoreError::Corrupt(format!("message {} was not stored", m.id)))?;
-            self.insert_mentions(m.room_id, seq, &m.mentions).await?;
+            mentions.extend(
+                m.mentions
+                    .iter()
+                    .filter_map(|mention| mention.user_id)
+                    .map(|user_id| (user_id, m.room_id, seq)),
+            );
             if let Some(parent) = m.parent_id {
-                self.add_thread_count(parent, 1).await?;
+                match replies.iter_mut().find(|(p, _)| *p == parent) {
+                    Some((_, n)) => *n += 1,
+                    None => replies.push((parent, 1)),
+                }
             }
             seqs.push(seq);
         }
+        self.insert_mention_rows(&mentions).await?;
+        self.add_thread_counts(&replies).await?;
         Ok(seqs)
+    }
+
+    /// Stores mention rows (`(user, room, message seq)`), a few hundred per statement.
+    async fn insert_mention_rows(&mut self, mentions: &[(Id, Id, i64)]) -> Result<()> {
+        for chunk in mentions.chunks(rows::rows_per_statement(self.dialect)) {
+            let sql = format!(
+                "INSERT INTO mentions (user_id, room_id, message_seq) VALUES {} ON CONFLICT DO NOTHING",
+                rows::values_list(self.dialect, chunk.len(), 3)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (user_id, room_id, seq) in chunk {
+                query = query
+                    .bind(user_id.to_hex())
+                    .bind(room_id.to_hex())
+                    .bind(*seq);
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
     }
 
     /// Which of these external keys are already used by stored messages (including ones
@@ -673,17 +736,12 @@ impl WriteTx {
         seq: i64,
         mentions: &[MessageMention],
     ) -> Result<()> {
-        for user_id in mentions.iter().filter_map(|m| m.user_id) {
-            sqlx::query(
-                "INSERT INTO mentions (user_id, room_id, message_seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(user_id.to_hex())
-            .bind(room_id.to_hex())
-            .bind(seq)
-            .execute(&mut *self.conn)
-            .await?;
-        }
-        Ok(())
+        let rows: Vec<(Id, Id, i64)> = mentions
+            .iter()
+            .filter_map(|m| m.user_id)
+            .map(|user_id| (user_id, room_id, seq))
+            .collect();
+        self.insert_mention_rows(&rows).await
     }
 
     /// Replaces a message's text after an edit.
@@ -706,12 +764,22 @@ impl WriteTx {
         .bind(edited_at)
         .execute(&mut *self.conn)
         .await?;
+        self.delete_mentions(message).await?;
+        self.insert_mentions(message.room_id, message.seq, &new.mentions)
+            .await
+    }
+
+    /// Deletes a message's mention rows, if it has any: only mentions of weft users have
+    /// rows, and most messages mention nobody, so most need no statement.
+    async fn delete_mentions(&mut self, message: &Message) -> Result<()> {
+        if message.mentions.iter().all(|m| m.user_id.is_none()) {
+            return Ok(());
+        }
         sqlx::query("DELETE FROM mentions WHERE message_seq = $1")
             .bind(message.seq)
             .execute(&mut *self.conn)
             .await?;
-        self.insert_mentions(message.room_id, message.seq, &new.mentions)
-            .await
+        Ok(())
     }
 
     /// The external key a message was posted under (a bridge's event id), if any.
@@ -734,10 +802,7 @@ impl WriteTx {
             .bind(&id)
             .execute(&mut *self.conn)
             .await?;
-        sqlx::query("DELETE FROM mentions WHERE message_seq = $1")
-            .bind(message.seq)
-            .execute(&mut *self.conn)
-            .await?;
+        self.delete_mentions(message).await?;
         let placeholder = message.thread_count > 0;
         if placeholder {
             sqlx::query(
@@ -757,6 +822,46 @@ impl WriteTx {
             }
         }
         Ok(placeholder)
+    }
+
+    /// Adds replies to threads (`(parent, how many)`, each parent once), in one statement per
+    /// few hundred parents.
+    async fn add_thread_counts(&mut self, replies: &[(Id, i64)]) -> Result<()> {
+        for chunk in replies.chunks(rows::rows_per_statement(self.dialect)) {
+            if let [(parent, n)] = chunk {
+                self.add_thread_count(*parent, *n).await?;
+                continue;
+            }
+            // `CASE id WHEN a THEN 2 WHEN b THEN 1 END` with the ids again in the `IN` list,
+            // placeholders in the order they are bound.
+            let mut next = 0;
+            let mut placeholder = || {
+                next += 1;
+                match self.dialect {
+                    Dialect::Postgres => format!("${next}"),
+                    Dialect::Sqlite => "?".to_string(),
+                }
+            };
+            let mut cases = String::new();
+            for _ in chunk {
+                cases.push_str(&format!(" WHEN {} THEN {}", placeholder(), placeholder()));
+            }
+            let ids: Vec<String> = chunk.iter().map(|_| placeholder()).collect();
+            let sql = format!(
+                "UPDATE messages SET thread_count = thread_count + CASE id{cases} END, version = version + 1 \
+                 WHERE id IN ({})",
+                ids.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (parent, n) in chunk {
+                query = query.bind(parent.to_hex()).bind(*n);
+            }
+            for (parent, _) in chunk {
+                query = query.bind(parent.to_hex());
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
     }
 
     async fn add_thread_count(&mut self, parent: Id, delta: i64) -> Result<()> {

@@ -256,6 +256,31 @@ impl WriteTx {
         Ok(found)
     }
 
+    /// Stores new virtual users, a few hundred per statement: the caller found them missing
+    /// in this transaction ([`WriteTx::virtual_users`]) and names each once.
+    pub async fn insert_virtual_users(&mut self, users: &[VirtualUser]) -> Result<()> {
+        for chunk in users.chunks(rows::rows_per_statement(self.dialect)) {
+            let sql = format!(
+                "INSERT INTO virtual_users (id, kind, external_id, display_name, avatar_url) VALUES {}",
+                rows::values_list(self.dialect, chunk.len(), 5)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for vu in chunk {
+                query = query
+                    .bind(vu.id.to_hex())
+                    .bind(vu.kind.clone())
+                    .bind(vu.external_id.clone())
+                    .bind(vu.display_name.clone())
+                    .bind(vu.avatar_url.clone());
+            }
+            query
+                .execute(&mut *self.conn)
+                .await
+                .map_err(StoreError::conflict_on("virtual user"))?;
+        }
+        Ok(())
+    }
+
     /// Creates or refreshes the virtual user for `(kind, external_id)` and returns it with
     /// what changed. Without a display name, a known name is kept (and a new virtual user is
     /// named after its external id).

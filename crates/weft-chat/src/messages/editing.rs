@@ -5,10 +5,10 @@ use weft_core::permission::{self, Standing};
 use weft_core::{Attachment, Author, Event, Id, Message, MessageView, Origin, validate};
 use weft_store::{EditedText, WriteTx};
 
-use crate::error::from_write;
 use crate::{Actor, Chat, ChatError, Result};
 
-use super::posting::PostAs;
+use super::batch::Touched;
+use super::posting::{Change, PostAs};
 use super::subject::MessageRef;
 
 impl Chat {
@@ -24,10 +24,7 @@ impl Chat {
         let prepared = self
             .prepare_edit(actor, room_id, message_id, text, as_virtual)
             .await?;
-        self.store()
-            .write(move |tx| Box::pin(write_edit(tx, prepared)))
-            .await
-            .map_err(from_write)?;
+        self.write_change(Change::Edit(prepared)).await?;
         self.message(actor, room_id, message_id).await
     }
 
@@ -96,16 +93,9 @@ impl Chat {
         let prepared = self
             .prepare_deletion(actor, room_id, message_id, as_virtual, reason)
             .await?;
-        let attachments = prepared.attachments.clone();
-        let deleted = self
-            .store()
-            .write(move |tx| Box::pin(write_deletion(tx, prepared)))
-            .await
-            .map_err(from_write)?;
-        if !deleted {
+        if !self.write_change(Change::Deletion(prepared)).await? {
             return Err(ChatError::NotFound("message"));
         }
-        self.remove_files(&attachments).await;
         Ok(())
     }
 
@@ -178,39 +168,78 @@ pub struct PreparedDeletion {
     origin: Origin,
 }
 
-/// Writes a prepared edit with its event; nothing when the message went away meanwhile.
-pub(super) async fn write_edit(tx: &mut WriteTx, e: PreparedEdit) -> weft_store::Result<()> {
-    let Some(current) = tx.message(e.message.id).await? else {
-        return Ok(());
-    };
-    if current.message.deleted {
-        return Ok(());
+impl PreparedEdit {
+    /// The message it edits.
+    pub(super) fn message_id(&self) -> Id {
+        self.message.id
     }
-    tx.update_message_text(&current.message, &e.edited, e.at)
-        .await?;
+}
+
+impl PreparedDeletion {
+    /// The message it deletes.
+    pub(super) fn message_id(&self) -> Id {
+        self.message_id
+    }
+}
+
+/// Writes a prepared edit in a batch, its event noted in `touched`. Answers false, writing
+/// nothing, when its message went away (or was deleted) since it was prepared.
+pub(super) async fn write_edit(
+    tx: &mut WriteTx,
+    e: PreparedEdit,
+    touched: &mut Touched,
+) -> weft_store::Result<bool> {
+    let Some((current, _)) = touched.messages.get_mut(&e.message.id) else {
+        return Ok(false);
+    };
+    if current.deleted {
+        return Ok(false);
+    }
+    tx.update_message_text(current, &e.edited, e.at).await?;
+    // A later edit of the same batch starts from this one.
+    current.text = e.edited.text;
+    current.html = e.edited.html;
+    current.mentions = e.edited.mentions;
+    current.issues = e.edited.issues;
+    current.urls = e.edited.urls;
+    current.edited_at = Some(e.at);
+    current.version += 1;
     let event = Event::MessageEdited {
         room_id: e.room_id,
         message_id: e.message.id,
     };
-    tx.append(&e.origin, &event).await?;
-    Ok(())
+    touched.events.push((e.origin, event));
+    Ok(true)
 }
 
-/// Writes a prepared deletion with its events; false when the message is not there any more
-/// (a deletion already applied is true: it changes nothing).
+/// Writes a prepared deletion in a batch, its events noted in `touched`. Answers false when
+/// the message is not there any more (a deletion already applied is true: it changes
+/// nothing).
 pub(super) async fn write_deletion(
     tx: &mut WriteTx,
     d: PreparedDeletion,
+    touched: &mut Touched,
 ) -> weft_store::Result<bool> {
-    // Read again inside the transaction: a reply may have arrived meanwhile.
-    let Some(current) = tx.message(d.message_id).await? else {
+    // As it stands now, not as it was prepared: a reply may have arrived meanwhile.
+    let Some((current, external_ref)) = touched.messages.get(&d.message_id).cloned() else {
         return Ok(false);
     };
-    if current.message.deleted {
+    if current.deleted {
         return Ok(true);
     }
-    let external_ref = tx.external_ref_of(d.message_id).await?;
-    tx.delete_message(&current.message).await?;
+    if tx.delete_message(&current).await? {
+        if let Some((kept, _)) = touched.messages.get_mut(&d.message_id) {
+            kept.deleted = true;
+        }
+    } else {
+        touched.messages.remove(&d.message_id);
+        // Its parent has one reply fewer, should the batch delete the parent too.
+        if let Some(parent) = current.parent_id
+            && let Some((parent, _)) = touched.messages.get_mut(&parent)
+        {
+            parent.thread_count -= 1;
+        }
+    }
     let event = Event::MessageDeleted {
         room_id: d.room_id,
         message_id: d.message_id,
@@ -218,13 +247,13 @@ pub(super) async fn write_deletion(
         reason: d.reason,
         external_ref,
     };
-    tx.append(&d.origin, &event).await?;
-    if let Some(parent) = current.message.parent_id {
+    touched.events.push((d.origin.clone(), event));
+    if let Some(parent) = current.parent_id {
         let event = Event::ThreadUpdated {
             room_id: d.room_id,
             message_id: parent,
         };
-        tx.append(&d.origin, &event).await?;
+        touched.events.push((d.origin, event));
     }
     Ok(true)
 }

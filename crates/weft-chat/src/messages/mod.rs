@@ -1,6 +1,7 @@
 //! Messages: posting (one at a time or in batches), reading, editing and deleting, reactions,
 //! and read state, one module each.
 
+mod batch;
 mod editing;
 mod posting;
 mod reactions;

@@ -268,7 +268,9 @@ impl Chat {
                             .ok_or(ChatError::NotFound("parent message"))?
                             .message
                     }
-                    MessageRef::Pending(_) => self.subject(room.id, target).await?.message,
+                    MessageRef::Pending(_) | MessageRef::Read(_) => {
+                        self.subject(room.id, target).await?.message
+                    }
                 };
                 if parent.room_id != room.id {
                     return Err(ChatError::Invalid(
@@ -314,72 +316,6 @@ impl Chat {
             origin: actor.origin.clone(),
             poster: actor.user.clone(),
         })
-    }
-
-    /// Writes prepared changes in one store transaction, in the order given, with their
-    /// events, together with `extra`: the caller's own rows, written first in the same
-    /// transaction (a bridge's record of the transaction it applied, of what it refused, of
-    /// which of its events carried which change). When `extra` answers false nothing is
-    /// written at all (the bridge found the batch applied already) and the answer is false.
-    ///
-    /// Runs of posts go in a few multi-row statements, so a bridge applying a hundred
-    /// messages makes a handful of database round trips rather than hundreds. A post whose
-    /// external key is stored already, a reaction, edit or deletion whose message went away
-    /// since it was prepared: these write nothing and do not fail the batch.
-    pub async fn write_batch<F>(&self, changes: Vec<Change>, extra: F) -> Result<bool>
-    where
-        F: for<'t> FnOnce(&'t mut WriteTx) -> weft_store::BoxFuture<'t, weft_store::Result<bool>>
-            + Send
-            + 'static,
-    {
-        let removed: Vec<Attachment> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Deletion(d) => Some(d.attachments.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let written = self
-            .store()
-            .write(move |tx| {
-                Box::pin(async move {
-                    if !extra(tx).await? {
-                        return Ok(false);
-                    }
-                    let mut posts = Vec::new();
-                    for change in changes {
-                        if let Change::Post(post) = change {
-                            posts.push(post);
-                            continue;
-                        }
-                        if !posts.is_empty() {
-                            Chat::write_posts(tx, std::mem::take(&mut posts)).await?;
-                        }
-                        match change {
-                            Change::Post(_) => {}
-                            Change::Reaction(r) => super::reactions::write_reaction(tx, r).await?,
-                            Change::Edit(e) => super::editing::write_edit(tx, e).await?,
-                            Change::Deletion(d) => {
-                                super::editing::write_deletion(tx, d).await?;
-                            }
-                            Change::Profile(who, origin) => {
-                                virtual_author(tx, &who, &origin).await?;
-                            }
-                        }
-                    }
-                    if !posts.is_empty() {
-                        Chat::write_posts(tx, posts).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .await
-            .map_err(from_write)?;
-        if written {
-            self.remove_files(&removed).await;
-        }
-        Ok(written)
     }
 
     /// Writes a prepared post inside the caller's transaction, with its events. Answers
@@ -461,6 +397,16 @@ impl Chat {
                 "you are banned from this room".into(),
             )));
         }
+        let new_claims = posts
+            .iter()
+            .filter(|p| {
+                p.new
+                    .external_ref
+                    .as_ref()
+                    .is_none_or(|k| !taken.contains(k))
+            })
+            .filter_map(|p| p.as_virtual.as_ref());
+        create_missing_virtual_users(tx, new_claims, &mut virtual_users).await?;
         let mut answers: Vec<Option<(NewMessage, Option<Profile>)>> =
             Vec::with_capacity(posts.len());
         let mut to_store = Vec::new();
@@ -592,7 +538,7 @@ pub(super) async fn virtual_author(
 }
 
 /// The stored virtual users the posts claim to be, looked up together.
-async fn known_virtual_users(
+pub(super) async fn known_virtual_users(
     tx: &mut WriteTx,
     claims: &[(&str, &str)],
 ) -> weft_store::Result<HashMap<(String, String), VirtualUser>> {
@@ -612,8 +558,61 @@ async fn known_virtual_users(
     Ok(known)
 }
 
+/// Creates, in one statement, the virtual users that `claims` name and `known` (what the
+/// store holds of them) lacks, each named by its first claim that gives a name, else by its
+/// external id; adds them to `known`. A bridge's transaction full of people weft never met
+/// costs one statement for all of them, not a look-up and an insert each.
+pub(super) async fn create_missing_virtual_users<'c>(
+    tx: &mut WriteTx,
+    claims: impl Iterator<Item = &'c PostAs>,
+    known: &mut HashMap<(String, String), VirtualUser>,
+) -> weft_store::Result<()> {
+    let mut created: Vec<VirtualUser> = Vec::new();
+    let mut at: HashMap<(String, String), usize> = HashMap::new();
+    for claim in claims {
+        let key = (claim.kind.clone(), claim.external_id.clone());
+        if known.contains_key(&key) {
+            continue;
+        }
+        let named = !claim.display_name.trim().is_empty();
+        match at.get(&key) {
+            Some(&i) => {
+                let vu = &mut created[i];
+                if named && vu.display_name == vu.external_id {
+                    vu.display_name = claim.display_name.clone();
+                }
+                if vu.avatar_url.is_none() {
+                    vu.avatar_url = claim.avatar_url.clone();
+                }
+            }
+            None => {
+                at.insert(key, created.len());
+                created.push(VirtualUser {
+                    id: Id::generate(),
+                    kind: claim.kind.clone(),
+                    external_id: claim.external_id.clone(),
+                    display_name: if named {
+                        claim.display_name.clone()
+                    } else {
+                        claim.external_id.clone()
+                    },
+                    avatar_url: claim.avatar_url.clone(),
+                });
+            }
+        }
+    }
+    if created.is_empty() {
+        return Ok(());
+    }
+    tx.insert_virtual_users(&created).await?;
+    for vu in created {
+        known.insert((vu.kind.clone(), vu.external_id.clone()), vu);
+    }
+    Ok(())
+}
+
 /// Whether a stored virtual user already carries what a bridge claims (no update needed).
-fn claim_matches(claim: &PostAs, stored: &VirtualUser) -> bool {
+pub(super) fn claim_matches(claim: &PostAs, stored: &VirtualUser) -> bool {
     (claim.display_name.trim().is_empty() || stored.display_name == claim.display_name)
         && (claim.avatar_url.is_none() || stored.avatar_url == claim.avatar_url)
 }

@@ -3,10 +3,10 @@
 use weft_core::{Author, Event, Id, MessageView, Origin, validate};
 use weft_store::WriteTx;
 
-use crate::error::from_write;
 use crate::{Actor, Chat, ChatError, Result};
 
-use super::posting::{PostAs, virtual_author};
+use super::batch::Touched;
+use super::posting::{Change, PostAs};
 use super::subject::MessageRef;
 
 /// A reaction checked and ready to write ([`Chat::prepare_reaction`]), alone or in a batch
@@ -36,10 +36,7 @@ impl Chat {
         let prepared = self
             .prepare_reaction(actor, room_id, message_id, emoji, add, as_virtual)
             .await?;
-        self.store()
-            .write(move |tx| Box::pin(write_reaction(tx, prepared)))
-            .await
-            .map_err(from_write)?;
+        self.write_change(Change::Reaction(prepared)).await?;
         self.message(actor, room_id, message_id).await
     }
 
@@ -78,47 +75,59 @@ impl Chat {
     }
 }
 
-/// Writes a prepared reaction with its event; nothing when it is already there (or already
-/// gone), or when its message went away since it was prepared.
+impl PreparedReaction {
+    /// The message it is about.
+    pub(super) fn message_id(&self) -> Id {
+        self.message_id
+    }
+
+    /// The virtual user it is by, when a bridge made it.
+    pub(super) fn as_virtual(&self) -> Option<&PostAs> {
+        self.as_virtual.as_ref()
+    }
+}
+
+/// Writes a prepared reaction in a batch, its event noted in `touched`; nothing when it is
+/// already there (or already gone). Answers false, writing nothing, when its message went
+/// away since it was prepared.
 pub(super) async fn write_reaction(
     tx: &mut WriteTx,
     r: PreparedReaction,
-) -> weft_store::Result<()> {
-    if tx
-        .message(r.message_id)
-        .await?
-        .is_none_or(|v| v.message.deleted)
+    touched: &mut Touched,
+) -> weft_store::Result<bool> {
+    if touched
+        .messages
+        .get(&r.message_id)
+        .is_none_or(|(m, _)| m.deleted)
     {
-        return Ok(());
+        return Ok(false);
     }
     let mut reactor = r.author;
     if let Some(v) = &r.as_virtual {
-        reactor = Author::Virtual(virtual_author(tx, v, &r.origin).await?.id);
+        reactor = Author::Virtual(touched.virtual_user(tx, v, &r.origin).await?.id);
     }
     let (room_id, message_id, emoji) = (r.room_id, r.message_id, r.emoji);
-    if r.add {
-        if tx
-            .add_reaction(message_id, reactor, &emoji, weft_core::now_millis())
+    let event = if r.add {
+        tx.add_reaction(message_id, reactor, &emoji, weft_core::now_millis())
             .await?
-        {
-            let event = Event::ReactionAdded {
+            .then_some(Event::ReactionAdded {
                 room_id,
                 message_id,
                 reactor,
                 emoji,
-            };
-            tx.append(&r.origin, &event).await?;
-        }
-    } else if tx.remove_reaction(message_id, reactor, &emoji).await? {
-        let event = Event::ReactionRemoved {
-            room_id,
-            message_id,
-            reactor,
-            emoji,
-        };
-        tx.append(&r.origin, &event).await?;
-    }
-    Ok(())
+            })
+    } else {
+        tx.remove_reaction(message_id, reactor, &emoji)
+            .await?
+            .then_some(Event::ReactionRemoved {
+                room_id,
+                message_id,
+                reactor,
+                emoji,
+            })
+    };
+    touched.events.extend(event.map(|e| (r.origin, e)));
+    Ok(true)
 }
 
 /// Accepts a Unicode emoji or a `:shortcode:`, returning the Unicode form.

@@ -6,7 +6,7 @@
 //! those be checked and prepared against it, so that the whole transaction is still one write
 //! ([`crate::Chat::write_batch`] writes the posts before the changes that follow them).
 
-use weft_core::{Author, Id, Message, Profile};
+use weft_core::{Author, Id, Message, MessageView, Profile};
 
 use super::posting::{PostAs, PreparedPost};
 use crate::{Chat, ChatError, Result};
@@ -19,6 +19,9 @@ pub enum MessageRef {
     /// A message prepared for the same batch ([`PreparedPost::pending`]), written before
     /// the change is.
     Pending(Box<PendingMessage>),
+    /// A stored message as the caller read it a moment ago (a bridge reads what a
+    /// transaction's events name together): checked as read, and read again when written.
+    Read(Box<MessageView>),
 }
 
 impl From<Id> for MessageRef {
@@ -33,6 +36,7 @@ impl MessageRef {
         match self {
             MessageRef::Stored(id) => *id,
             MessageRef::Pending(p) => p.message.id,
+            MessageRef::Read(view) => view.message.id,
         }
     }
 }
@@ -86,6 +90,13 @@ impl Chat {
                     virtual_author,
                 }
             }
+            MessageRef::Read(view) => Subject {
+                message: view.message.clone(),
+                virtual_author: match &view.author {
+                    Some(Profile::Virtual(vu)) => Some((vu.kind.clone(), vu.external_id.clone())),
+                    _ => None,
+                },
+            },
             MessageRef::Pending(p) => Subject {
                 message: p.message.clone(),
                 virtual_author: p

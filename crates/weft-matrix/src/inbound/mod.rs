@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 use weft_chat::{Change, ChatError, MessageRef, PreparedPost};
-use weft_core::Id;
+use weft_core::{Id, MessageView};
 
 use crate::refusals::Verdict;
 use crate::tables::{Carried, MatrixWrites};
@@ -34,10 +34,16 @@ struct PendingPosts {
     by_event: HashMap<String, usize>,
     /// Matrix room → weft room, looked up once per transaction.
     rooms: HashMap<String, Option<Id>>,
+    /// The bridged rooms among the transaction's, read in one go before it is planned (a
+    /// room missing here is not bridged); `None` when they are looked up one by one.
+    bridged: Option<HashMap<String, Id>>,
     /// What the transaction's events, and the events they name, carried in weft when it
     /// started, read in one go: an event missing here carried nothing. `None` once part of
     /// the transaction is written (then each is read from the store).
     known: Option<HashMap<String, Carried>>,
+    /// The stored messages `known` names, read with it, so that what relates to them is
+    /// checked without reading each again; emptied with `known`.
+    read: HashMap<Id, MessageView>,
 }
 
 /// One pending change, in transaction order.
@@ -168,10 +174,20 @@ impl Bridge {
         let mut wrote = false;
         self.apply_ephemeral(body).await;
         let events = translate::transaction_events(body);
-        let mut pending = PendingPosts::default();
+        let mut pending = PendingPosts {
+            bridged: Some(
+                self.tables()
+                    .rooms_for_matrix(&self.rooms_of(events))
+                    .await?,
+            ),
+            ..PendingPosts::default()
+        };
         if events.iter().any(|e| self.relates_to_others(e)) {
             let named = translate::events_named(events);
-            pending.known = Some(self.tables().carried_by_many(&named).await?);
+            let known = self.tables().carried_by_many(&named).await?;
+            let messages: Vec<Id> = known.values().filter_map(Carried::subject).collect();
+            pending.read = self.chat().views().messages_by_ids(&messages).await?;
+            pending.known = Some(known);
         }
         for event in events {
             let mut plan = self.plan(event, &mut pending).await;
@@ -232,6 +248,30 @@ impl Bridge {
                 .is_ours(event["sender"].as_str().unwrap_or_default())
     }
 
+    /// A stored message as later events of the transaction name it: as read ahead with
+    /// what they name, else by id (read when it is prepared).
+    fn stored_message(&self, id: Id, pending: &PendingPosts) -> MessageRef {
+        match pending.read.get(&id) {
+            Some(view) => MessageRef::Read(Box::new(view.clone())),
+            None => MessageRef::Stored(id),
+        }
+    }
+
+    /// The Matrix rooms that events not from weft happened in, each once.
+    fn rooms_of<'e>(&self, events: &'e [Value]) -> Vec<&'e str> {
+        let mut rooms: Vec<&str> = Vec::new();
+        for event in events {
+            let sender = event["sender"].as_str().unwrap_or_default();
+            if let Some(room) = event["room_id"].as_str()
+                && !self.ids().is_ours(sender)
+                && !rooms.contains(&room)
+            {
+                rooms.push(room);
+            }
+        }
+        rooms
+    }
+
     /// What an event carries in weft: from what the transaction looked up ahead while that
     /// holds, else from the store.
     async fn carried(
@@ -259,6 +299,7 @@ impl Bridge {
         pending.by_event.clear();
         // What was looked up ahead is out of date once part of the transaction is written.
         pending.known = None;
+        pending.read.clear();
         let mut ready = Vec::with_capacity(items.len());
         let mut refused = Vec::new();
         let mut carried = Vec::new();
@@ -319,9 +360,7 @@ impl Bridge {
                         tx.insert_matrix_failure(0, Some(*room_id), event_id, note)
                             .await?;
                     }
-                    for (event_id, matrix_room, what) in &carried {
-                        tx.insert_inbound_event(event_id, matrix_room, what).await?;
-                    }
+                    tx.insert_inbound_events(&carried).await?;
                     Ok(true)
                 })
             })

@@ -19,11 +19,16 @@ impl Bridge {
     /// The weft room of a bridged Matrix room (`None` if it is not bridged), refused when it
     /// is not public any more: from then on nothing from Matrix reaches it.
     pub(super) async fn open_room(&self, matrix_room: &str) -> Result<Option<Id>, BridgeError> {
-        let Some(room_id) = self.tables().room_for_matrix(matrix_room).await? else {
-            return Ok(None);
-        };
+        match self.tables().room_for_matrix(matrix_room).await? {
+            Some(room_id) => self.still_open(room_id).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A bridged room, refused as in [`Bridge::open_room`] when it is not public any more.
+    async fn still_open(&self, room_id: Id) -> Result<Id, BridgeError> {
         match self.chat().views().room(room_id).await? {
-            Some(room) if room.kind == RoomKind::Public => Ok(Some(room_id)),
+            Some(room) if room.kind == RoomKind::Public => Ok(room_id),
             Some(_) => Err(BridgeError::Refused(
                 "this room is private on weft now, so nothing from Matrix reaches it".into(),
             )),
@@ -54,7 +59,7 @@ impl Bridge {
         }
         let room_id = match pending.rooms.get(matrix_room) {
             Some(known) => *known,
-            None => match self.open_room(matrix_room).await {
+            None => match self.room_of_transaction(matrix_room, pending).await {
                 Ok(found) => {
                     pending.rooms.insert(matrix_room.to_string(), found);
                     found
@@ -118,6 +123,19 @@ impl Bridge {
         }))
     }
 
+    /// [`Bridge::open_room`] from the bridged rooms the transaction looked up ahead.
+    async fn room_of_transaction(
+        &self,
+        matrix_room: &str,
+        pending: &PendingPosts,
+    ) -> Result<Option<Id>, BridgeError> {
+        match pending.bridged.as_ref().map(|b| b.get(matrix_room)) {
+            Some(Some(room_id)) => self.still_open(*room_id).await.map(Some),
+            Some(None) => Ok(None),
+            None => self.open_room(matrix_room).await,
+        }
+    }
+
     /// The message an event relates to. A stored one is looked up first, even when the
     /// event is pending too: a transaction that comes again after part of it was written
     /// finds its first messages stored, and those are the ones to relate to. `Wait` when it
@@ -133,7 +151,7 @@ impl Bridge {
             .await?
             .and_then(|c| c.message())
         {
-            return Ok(Related::Message(MessageRef::Stored(id)));
+            return Ok(Related::Message(self.stored_message(id, pending)));
         }
         if !pending.holds(event_id) {
             return Ok(Related::Missing);
@@ -272,13 +290,16 @@ impl Bridge {
             return self.plan_deletion(at, message).await;
         }
         match stored {
-            Some(Carried::Message(id)) => self.plan_deletion(at, MessageRef::Stored(id)).await,
+            Some(Carried::Message(id)) => {
+                let message = self.stored_message(id, pending);
+                self.plan_deletion(at, message).await
+            }
             Some(Carried::Reaction { message, key, .. }) => match self
                 .chat()
                 .prepare_reaction(
                     self.actor(),
                     at.room_id,
-                    message,
+                    self.stored_message(message, pending),
                     &key,
                     false,
                     Some(self.post_as(at.sender)),

@@ -9,7 +9,7 @@ use weft_core::{Id, RoomKind};
 
 use crate::config::Config;
 
-use super::{BenchArgs, cpu_seconds, free_port, traffic, wait_ready};
+use super::{BenchArgs, cpu_seconds, free_port, server_log, traffic, wait_ready};
 
 /// Replays AS transactions to a weft whose bridge points at no homeserver, one in flight as a
 /// homeserver sends them, in two mixes (see [`traffic`]): the plain one, and the realistic one
@@ -51,7 +51,7 @@ pub(super) async fn matrix_inbound(
         cmd.arg("--database-url").arg(url);
     }
     let mut child = cmd
-        .env("WEFT_LOG", "error")
+        .env("WEFT_LOG", server_log("error"))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;

@@ -94,7 +94,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     }
     let mut child = cmd
         .env("WEFT_RATE_LIMIT_PER_MINUTE", "0")
-        .env("WEFT_LOG", "warn")
+        .env("WEFT_LOG", server_log("warn"))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -212,6 +212,13 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+/// The log filter of a server the benchmark starts: `default`, or `WEFT_BENCH_SERVER_LOG`
+/// when set (to see what the server does while measured, e.g.
+/// `WEFT_BENCH_SERVER_LOG=error,sqlx::query=debug` lists every statement on stderr).
+pub(super) fn server_log(default: &str) -> String {
+    std::env::var("WEFT_BENCH_SERVER_LOG").unwrap_or_else(|_| default.to_string())
 }
 
 #[cfg(test)]
