@@ -1,8 +1,15 @@
-"""Read receipts, weft → Matrix: a weft user who reads a bridged room moves their puppet's
-`m.read` receipt to the newest bridged message they read, so Element lists them among the
-readers. Only puppets already in the Matrix room get receipts (reading makes nobody join)."""
+"""Read receipts, both ways.
+
+Weft → Matrix: a weft user who reads a bridged room moves their puppet's `m.read` receipt to
+the newest bridged message they read, so Element lists them among the readers. Only puppets
+already in the Matrix room get receipts (reading makes nobody join).
+
+Matrix → weft: a Matrix user's `m.read` receipt moves their virtual user's read mark, so the
+message's `readBy` counts them and its readers list them; a private receipt does not."""
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from conftest import DELIVERY_TIMEOUT
 from harness import EphemeralWatch, await_until, is_message
@@ -58,3 +65,60 @@ async def test_a_weft_reader_moves_their_puppets_receipt(room, stack, alice, bob
     assert stack.puppet(bob) not in watch.poll(0), "a receipt for a puppet not in the room"
     member = await maria.room_state(room.matrix_id, "m.room.member", stack.puppet(bob))
     assert not member or member.get("membership") != "join", "reading made bob's puppet join"
+
+
+async def test_a_matrix_readers_receipt_counts_in_weft(room, stack, alice, maria, matt, uid):
+    # Both have spoken, so weft has met them.
+    for who in (maria, matt):
+        await who.send_text(room.matrix_id, f"hello from {who.user_id} {uid}")
+    await room.weft_wait(lambda m: m.get("text") == f"hello from {matt.user_id} {uid}",
+                         "matt's hello")
+    first = alice.api.send(room.weft_id, f"first from alice {uid}")
+    second = alice.api.send(room.weft_id, f"second from alice {uid}")
+    in_matrix = {}
+    for message in (first, second):
+        event = await room.matrix_wait(
+            maria, lambda e, t=message["text"]: is_message(e) and e["content"]["body"] == t,
+            message["text"])
+        in_matrix[message["id"]] = event["event_id"]
+
+    def receipt(user, kind: str, message: dict) -> None:
+        event_id = quote(in_matrix[message["id"]])
+        user.client_api("POST", f"/_matrix/client/v3/rooms/{quote(room.matrix_id)}"
+                        f"/receipt/{kind}/{event_id}", json={})
+
+    def readers(message: dict) -> list[str]:
+        listed = alice.api.get(f"/v1/rooms/{room.weft_id}/chatMessages/{message['id']}/readBy")
+        return [u["username"] for u in listed if u.get("virtual")]
+
+    def read_by(message: dict) -> int:
+        found = next(m for m in room.weft_history() if m["id"] == message["id"])
+        return found["readBy"]
+
+    # Matt reads privately, then Maria publicly: only Maria's receipt reaches anyone.
+    receipt(matt, "m.read.private", second)
+    receipt(maria, "m.read", first)
+
+    def maria_read_first():
+        assert maria.user_id in readers(first), readers(first)
+        return True
+
+    await await_until(maria_read_first, timeout=DELIVERY_TIMEOUT,
+                      what="maria among the readers of the first message")
+    assert maria.user_id not in readers(second), "a receipt on the first read the second"
+    before = read_by(first)
+
+    # Her receipt moves on: now she has read both.
+    receipt(maria, "m.read", second)
+
+    def maria_read_second():
+        assert maria.user_id in readers(second), readers(second)
+        return True
+
+    await await_until(maria_read_second, timeout=DELIVERY_TIMEOUT,
+                      what="maria among the readers of the second message")
+    assert maria.user_id in readers(first), "a receipt moved back"
+    assert read_by(first) == before, "her mark moved, it was not counted twice"
+    assert read_by(second) == len(alice.api.get(
+        f"/v1/rooms/{room.weft_id}/chatMessages/{second['id']}/readBy"))
+    assert matt.user_id not in readers(first) + readers(second), "a private receipt leaked"

@@ -1,6 +1,6 @@
 //! Finding people: user search, and who has read a message.
 
-use weft_core::{Id, User};
+use weft_core::{Id, Profile, User};
 
 use crate::{Actor, Chat, ChatError, Result};
 
@@ -27,8 +27,10 @@ impl Chat {
             .await?)
     }
 
-    /// The members who have read a message (their read mark is at or after it), by username:
-    /// exactly those its `readBy` count counts. Whoever may read the room may ask.
+    /// The people who have read a message (their read mark is at or after it): members,
+    /// and people of other networks whose read receipts a bridge recorded
+    /// ([`Chat::mark_read_as`]); exactly those its `readBy` count counts. Whoever may read
+    /// the room may ask.
     pub async fn readers(
         &self,
         actor: &Actor,
@@ -36,7 +38,7 @@ impl Chat {
         message_id: Id,
         limit: i64,
         skip: i64,
-    ) -> Result<Vec<User>> {
+    ) -> Result<Vec<Profile>> {
         self.room(actor, room_id).await?;
         let view = self
             .store()

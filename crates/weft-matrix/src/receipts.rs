@@ -1,6 +1,15 @@
-//! Read receipts, weft → Matrix: when a weft user reads a bridged room, their puppet's
-//! `m.read` receipt moves to the newest bridged message they have read, so Element shows them
-//! among the readers.
+//! Read receipts, both ways.
+//!
+//! Weft → Matrix: when a weft user reads a bridged room, their puppet's `m.read` receipt
+//! moves to the newest bridged message they have read, so Element shows them among the
+//! readers.
+//!
+//! Matrix → weft ([`Bridge::apply_receipts`]): the `m.read` receipts the homeserver pushes
+//! with a transaction's ephemeral events move the read marks of the Matrix users' virtual
+//! users, so a message's `readBy` counts them and its readers list them. Applied after the
+//! transaction's events are written (a receipt often names a message of the same
+//! transaction), in one write per transaction; best effort like typing, and only for Matrix
+//! users weft has met.
 //!
 //! Receipts are fleeting, like typing: best effort, never retried, and never on the ordered
 //! sender's path. The sender only notes each read ([`Receipts::note`]); a task sends the
@@ -110,4 +119,76 @@ async fn send_receipt(
         }
     }
     Ok(())
+}
+
+impl Bridge {
+    /// Records the public read receipts of a transaction's ephemeral events as read marks
+    /// of Matrix users in weft; see the module documentation. Never fails the transaction: a
+    /// receipt that cannot be recorded is logged and dropped, as the homeserver would not
+    /// send it again anyway.
+    pub(crate) async fn apply_receipts(&self, body: &serde_json::Value) {
+        let Some(ephemeral) = body["ephemeral"].as_array() else {
+            return;
+        };
+        let mut read: Vec<(&str, String, String)> = Vec::new();
+        for event in ephemeral.iter().filter(|e| e["type"] == "m.receipt") {
+            let Some(matrix_room) = event["room_id"].as_str() else {
+                continue;
+            };
+            for (mxid, event_id) in crate::translate::read_receipts(event) {
+                if !self.ids().is_ours(&mxid) {
+                    read.push((matrix_room, mxid, event_id));
+                }
+            }
+        }
+        if read.is_empty() {
+            return;
+        }
+        if let Err(e) = self.record_receipts(&read).await {
+            tracing::debug!(error = %e, receipts = read.len(), "read receipts not recorded in weft");
+        }
+    }
+
+    /// [`Bridge::apply_receipts`] for `(Matrix room, reader, event read)`: the events' weft
+    /// messages and the rooms are looked up together, and only public bridged rooms count.
+    async fn record_receipts(&self, read: &[(&str, String, String)]) -> Result<(), BridgeError> {
+        let mut rooms: Vec<&str> = read.iter().map(|(room, _, _)| *room).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let bridged = self.tables().rooms_for_matrix(&rooms).await?;
+        let mut open = HashMap::new();
+        for (matrix_room, room_id) in bridged {
+            let public = self
+                .chat()
+                .views()
+                .room(room_id)
+                .await?
+                .is_some_and(|r| r.kind == weft_core::RoomKind::Public);
+            if public {
+                open.insert(matrix_room, room_id);
+            }
+        }
+        let events: Vec<&str> = read.iter().map(|(_, _, e)| e.as_str()).collect();
+        let carried = self.tables().carried_by_many(&events).await?;
+        let receipts: Vec<(Id, weft_chat::PostAs, Id)> = read
+            .iter()
+            .filter_map(|(matrix_room, mxid, event_id)| {
+                let room_id = *open.get(*matrix_room)?;
+                let message = carried.get(event_id)?.message()?;
+                let who = weft_chat::PostAs {
+                    kind: crate::VIRTUAL_KIND.into(),
+                    external_id: mxid.clone(),
+                    display_name: String::new(),
+                    avatar_url: None,
+                };
+                Some((room_id, who, message))
+            })
+            .collect();
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let moved = self.chat().mark_read_as(self.actor(), receipts).await?;
+        tracing::debug!(moved, "read receipts from Matrix recorded");
+        Ok(())
+    }
 }

@@ -12,6 +12,7 @@ use htmd::element_handler::Handlers;
 use markup5ever_rcdom::{Node, NodeData};
 use ruma::events::Mentions;
 use ruma::events::reaction::ReactionEventContent;
+use ruma::events::receipt::{ReceiptEventContent, ReceiptType};
 use ruma::events::relation::{Annotation, InReplyTo, Replacement, Reply, Thread};
 use ruma::events::room::canonical_alias::RoomCanonicalAliasEventContent;
 use ruma::events::room::history_visibility::{
@@ -689,6 +690,26 @@ pub fn typing_users(event: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Who read what, from an [`m.receipt`] event: `(reader, event read)` for each public read
+/// receipt (`m.read`, in the main timeline or a thread). Private receipts (`m.read.private`)
+/// are the reader's own business and are left out.
+///
+/// [`m.receipt`]: https://spec.matrix.org/latest/client-server-api/#mreceipt
+pub fn read_receipts(event: &Value) -> Vec<(String, String)> {
+    let Some(content) = typed::<ReceiptEventContent>(&event["content"]) else {
+        return Vec::new();
+    };
+    let mut read = Vec::new();
+    for (event_id, receipts) in content.0 {
+        if let Some(readers) = receipts.get(&ReceiptType::Read) {
+            for reader in readers.keys() {
+                read.push((reader.to_string(), event_id.to_string()));
+            }
+        }
+    }
+    read
+}
+
 /// Drops the quoted `> <@user> …` lines a reply carries for old clients.
 pub fn strip_reply_fallback(body: &str) -> String {
     if !body.starts_with("> <") {
@@ -1040,6 +1061,19 @@ mod tests {
             typing_users(&json!({ "content": { "user_ids": ["@a:hs", "@b:hs"] } })),
             ["@a:hs", "@b:hs"]
         );
+        let receipt = json!({ "content": {
+            "$one:hs": { "m.read": { "@a:hs": { "ts": 1 } }, "m.read.private": { "@b:hs": { "ts": 2 } } },
+            "$two:hs": { "m.read": { "@c:hs": { "ts": 3, "thread_id": "$root:hs" } } },
+        } });
+        assert_eq!(
+            read_receipts(&receipt),
+            [
+                ("@a:hs".to_string(), "$one:hs".to_string()),
+                ("@c:hs".to_string(), "$two:hs".to_string())
+            ],
+            "public receipts only, threaded ones too"
+        );
+        assert!(read_receipts(&json!({ "content": "not a map" })).is_empty());
         let thread = json!({ "msgtype": "m.text", "body": "x", "m.relates_to": { "rel_type": "m.thread", "event_id": "$root", "m.in_reply_to": { "event_id": "$last" } } });
         assert_eq!(relation_target(&thread).as_deref(), Some("$root"));
         let reply = json!({ "msgtype": "m.text", "body": "x", "m.relates_to": { "m.in_reply_to": { "event_id": "$q" } } });

@@ -541,6 +541,121 @@ async fn a_transaction_that_changes_itself_lands_as_if_applied_in_order(rig: Rig
     rig.finish().await;
 }
 
+/// Sends a transaction of `events` with `m.read` receipts (`(reader, event)`) and one
+/// private receipt, as the homeserver pushes them with `receive_ephemeral`.
+async fn push_with_receipts(
+    rig: &Rig,
+    txn_id: &str,
+    events: &[Value],
+    read: &[(&str, &str)],
+    private: (&str, &str),
+) -> StatusCode {
+    let mut content = serde_json::Map::new();
+    for (reader, event_id) in read {
+        content.insert(
+            event_id.to_string(),
+            json!({ "m.read": { *reader: { "ts": 1 } } }),
+        );
+    }
+    content
+        .entry(private.1.to_string())
+        .or_insert_with(|| json!({}))["m.read.private"] = json!({ private.0: { "ts": 1 } });
+    let body = json!({
+        "events": events,
+        "ephemeral": [{ "type": "m.receipt", "room_id": MATRIX_ROOM, "content": content }],
+    });
+    let request = Request::put(format!("/_matrix/app/v1/transactions/{txn_id}"))
+        .header("authorization", format!("Bearer {}", rig.hs_token))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a request");
+    rig.app
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("an answer")
+        .status()
+}
+
+/// The Matrix IDs among a message's readers in weft.
+async fn matrix_readers(rig: &Rig, event_id: &str) -> Vec<String> {
+    let message = rig.message_of(event_id).await.expect("stored");
+    rig.chat
+        .readers(&Actor::system(), rig.room, message.message.id, 100, 0)
+        .await
+        .expect("readers")
+        .into_iter()
+        .filter_map(|p| match p {
+            Profile::Virtual(v) => Some(v.external_id),
+            Profile::User(_) => None,
+        })
+        .collect()
+}
+
+/// Matrix users' read receipts become read marks in weft: counted and listed, moved forward
+/// only, a receipt of a message of the same transaction applied after it, private receipts
+/// and people weft never met left out.
+async fn matrix_read_receipts_move_read_marks(rig: Rig) {
+    let (maria, matt, stranger) = ("@maria:hs.test", "@matt:hs.test", "@stranger:hs.test");
+    let said = [
+        text("$k1", maria, "one"),
+        text("$k2", matt, "two"),
+        text("$k3", maria, "three"),
+    ];
+    assert_eq!(rig.push("k1", &said).await, StatusCode::OK);
+    let status = push_with_receipts(
+        &rig,
+        "k2",
+        &[],
+        &[(maria, "$k2"), (stranger, "$k1")],
+        (matt, "$k3"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(matrix_readers(&rig, "$k1").await, [maria]);
+    assert_eq!(matrix_readers(&rig, "$k2").await, [maria]);
+    assert!(
+        matrix_readers(&rig, "$k3").await.is_empty(),
+        "a private receipt counted"
+    );
+    let met = rig
+        .chat
+        .views()
+        .virtual_user_by_external_id("matrix", stranger)
+        .await
+        .expect("lookup");
+    assert!(met.is_none(), "a receipt created a virtual user");
+
+    // A message and its sender's receipt on it in one transaction; then a late, older receipt.
+    let status = push_with_receipts(
+        &rig,
+        "k3",
+        &[text("$k4", matt, "four")],
+        &[(matt, "$k4")],
+        (maria, "$k4"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(matrix_readers(&rig, "$k4").await, [matt]);
+    let status = push_with_receipts(&rig, "k4", &[], &[(matt, "$k1")], (maria, "$k1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        matrix_readers(&rig, "$k4").await,
+        [matt],
+        "a receipt moved back"
+    );
+    let read_by = rig
+        .store
+        .read_by(
+            rig.room,
+            &[rig.message_of("$k1").await.expect("$k1").message.seq],
+        )
+        .await
+        .expect("read_by");
+    assert_eq!(read_by, [2], "maria and matt, each once");
+    rig.finish().await;
+}
+
 async fn a_refusal_is_recorded_once(rig: Rig) {
     let admin = rig
         .chat
@@ -609,5 +724,6 @@ on_both!(
     a_partly_written_transaction_relates_to_what_is_stored,
     a_rename_on_one_instance_holds_on_another,
     a_transaction_that_changes_itself_lands_as_if_applied_in_order,
+    matrix_read_receipts_move_read_marks,
     a_refusal_is_recorded_once
 );

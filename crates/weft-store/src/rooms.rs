@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use weft_core::{Id, Membership, Role, Room, User};
+use weft_core::{Id, Membership, Profile, Role, Room, User};
 
 use crate::rows;
 use crate::{Result, Store, StoreError, WriteTx};
@@ -281,14 +281,27 @@ impl Store {
         Ok(out)
     }
 
-    /// A page of the members who have read up to `seq` or further (their read mark is at or
-    /// after it), by username: the people [`Store::read_by`] counts.
-    pub async fn readers(&self, room_id: Id, seq: i64, limit: i64, skip: i64) -> Result<Vec<User>> {
-        let rows = sqlx::query(
-            "SELECT u.id, u.username, u.display_name, u.avatar_url, u.site_admin, u.created_at \
-             FROM memberships m JOIN users u ON u.id = m.user_id \
-             WHERE m.room_id = $1 AND m.last_read_seq >= $2 \
-             ORDER BY u.username_lower LIMIT $3 OFFSET $4",
+    /// A page of the people who have read up to `seq` or further (their read mark is at or
+    /// after it): members, and people of other networks whose read receipts a bridge
+    /// recorded; by name, members by username, others by display name. Exactly the people
+    /// [`Store::read_by`] counts.
+    pub async fn readers(
+        &self,
+        room_id: Id,
+        seq: i64,
+        limit: i64,
+        skip: i64,
+    ) -> Result<Vec<Profile>> {
+        let page = sqlx::query(
+            "SELECT kind, id FROM ( \
+               SELECT 'user' AS kind, u.id AS id, u.username_lower AS sort_key \
+               FROM memberships m JOIN users u ON u.id = m.user_id \
+               WHERE m.room_id = $1 AND m.last_read_seq >= $2 \
+               UNION ALL \
+               SELECT 'virtual', v.id, LOWER(v.display_name) \
+               FROM virtual_read_marks r JOIN virtual_users v ON v.id = r.virtual_user_id \
+               WHERE r.room_id = $1 AND r.last_read_seq >= $2 \
+             ) readers ORDER BY sort_key, id LIMIT $3 OFFSET $4",
         )
         .bind(room_id.to_hex())
         .bind(seq)
@@ -296,7 +309,19 @@ impl Store {
         .bind(skip)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(rows::user).collect()
+        let mut readers = Vec::with_capacity(page.len());
+        for row in &page {
+            let id = rows::id(row, "id")?;
+            let kind: String = row.try_get("kind")?;
+            // A page is at most a hundred people, read by id from the primary keys.
+            let reader = if kind == "user" {
+                self.user(id).await?.map(Profile::User)
+            } else {
+                self.virtual_user(id).await?.map(Profile::Virtual)
+            };
+            readers.extend(reader);
+        }
+        Ok(readers)
     }
 
     /// The highest message sequence number in the room (0 when empty).
@@ -365,6 +390,7 @@ impl WriteTx {
             "DELETE FROM messages WHERE room_id = $1",
             "DELETE FROM files WHERE room_id = $1",
             "DELETE FROM read_marks WHERE room_id = $1",
+            "DELETE FROM virtual_read_marks WHERE room_id = $1",
             "DELETE FROM memberships WHERE room_id = $1",
             "DELETE FROM bans WHERE room_id = $1",
             "DELETE FROM virtual_bans WHERE room_id = $1",
@@ -478,6 +504,38 @@ impl WriteTx {
             .execute(&mut *self.conn)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Moves the read marks of people of other networks forward (`(room, virtual user,
+    /// seq)`, a bridge's batch of read receipts); a mark that is not ahead of where it is
+    /// changes nothing. Answers how many moved.
+    pub async fn advance_virtual_reads(&mut self, marks: &[(Id, Id, i64)]) -> Result<usize> {
+        let mut moved = 0;
+        for &(room_id, virtual_user_id, seq) in marks {
+            let row = sqlx::query(
+                "SELECT last_read_seq FROM virtual_read_marks WHERE room_id = $1 AND virtual_user_id = $2",
+            )
+            .bind(room_id.to_hex())
+            .bind(virtual_user_id.to_hex())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+            let old: Option<i64> = row.map(|r| r.try_get("last_read_seq")).transpose()?;
+            if old.is_some_and(|old| seq <= old) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO virtual_read_marks (room_id, virtual_user_id, last_read_seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (room_id, virtual_user_id) DO UPDATE SET last_read_seq = excluded.last_read_seq",
+            )
+            .bind(room_id.to_hex())
+            .bind(virtual_user_id.to_hex())
+            .bind(seq)
+            .execute(&mut *self.conn)
+            .await?;
+            self.move_read_mark(room_id, old, Some(seq)).await?;
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// Moves a member's read mark forward to `seq`; returns false (and changes nothing) if it

@@ -126,4 +126,70 @@ impl Chat {
         );
         Ok(())
     }
+
+    /// Records read receipts of people of other networks (bridge actors only): each
+    /// `(room, who, message)` moves that person's read mark in the room up to the message,
+    /// so it counts in the message's `readBy` and lists them among its readers. Left out:
+    /// someone weft has not met (no message, no profile: a receipt is no reason to create
+    /// anyone), someone banned from the room, a message of another room or not stored, a
+    /// mark older than the one recorded. One write for all; answers how many marks moved.
+    ///
+    /// Nothing is logged: no live client shows other people's read marks as they move (a
+    /// message's readers are read when asked for), and receipts are too many to log each.
+    pub async fn mark_read_as(
+        &self,
+        actor: &Actor,
+        receipts: Vec<(Id, PostAs, Id)>,
+    ) -> Result<usize> {
+        if !actor.is_bridge() {
+            return Err(ChatError::Forbidden(
+                "only bridge tokens may speak for virtual users".into(),
+            ));
+        }
+        let mut rooms: Vec<Id> = receipts.iter().map(|(room, _, _)| *room).collect();
+        rooms.sort();
+        rooms.dedup();
+        for room_id in rooms {
+            self.room(actor, room_id).await?;
+        }
+        if receipts.is_empty() {
+            return Ok(0);
+        }
+        self.store()
+            .write(move |tx| {
+                Box::pin(async move {
+                    let message_ids: Vec<Id> = receipts.iter().map(|(_, _, m)| *m).collect();
+                    let messages = tx.messages_to_change(&message_ids).await?;
+                    let readers: Vec<(&str, &str)> = receipts
+                        .iter()
+                        .map(|(_, who, _)| (who.kind.as_str(), who.external_id.as_str()))
+                        .collect();
+                    let known = super::posting::known_virtual_users(tx, &readers).await?;
+                    let claims: Vec<(Id, &str, &str)> = receipts
+                        .iter()
+                        .map(|(room, who, _)| (*room, who.kind.as_str(), who.external_id.as_str()))
+                        .collect();
+                    let banned = tx.virtual_bans_among(&claims).await?;
+                    let mut marks = Vec::new();
+                    for (room_id, who, message_id) in &receipts {
+                        let key = (who.kind.clone(), who.external_id.clone());
+                        let Some(vu) = known.get(&key) else {
+                            continue;
+                        };
+                        let is_banned = banned.iter().any(|(r, k, e)| {
+                            r == room_id && *k == who.kind && *e == who.external_id
+                        });
+                        match messages.get(message_id) {
+                            Some((m, _)) if m.room_id == *room_id && !is_banned => {
+                                marks.push((*room_id, vu.id, m.seq));
+                            }
+                            _ => {}
+                        }
+                    }
+                    tx.advance_virtual_reads(&marks).await
+                })
+            })
+            .await
+            .map_err(from_write)
+    }
 }

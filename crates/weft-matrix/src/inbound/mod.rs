@@ -228,9 +228,13 @@ impl Bridge {
             // rooms, ephemeral events): a replay would write nothing either, so recording the
             // transaction would only cost a commit, and the homeserver pushes one such
             // transaction back for every message weft sends.
+            self.apply_receipts(body).await;
             return Ok(());
         }
-        self.write_pending(&mut pending, Some(txn_id)).await
+        self.write_pending(&mut pending, Some(txn_id)).await?;
+        // After the events: a receipt often names a message of the same transaction.
+        self.apply_receipts(body).await;
+        Ok(())
     }
 
     /// Whether an event of a transaction relates to another (a reply, an edit, a reaction, a

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weft_chat::{Actor, MessageQuery, MessageRef, NewPost, PostAs, Upload};
-use weft_core::{Id, MessageView};
+use weft_core::{Id, MessageView, Profile};
 
 use crate::extract::{Body, Caller, MaybeCaller, Path, Query, parse_id};
 use crate::{ApiError, ApiResult, AppState, wire};
@@ -191,8 +191,9 @@ struct PageQuery {
     skip: Option<i64>,
 }
 
-/// Gitter's `readBy` list: the users who have read the message (`limit` 1–100, default 100,
-/// and `skip`), as many as its `readBy` count says.
+/// Gitter's `readBy` list: the people who have read the message (`limit` 1–100, default 100,
+/// and `skip`), as many as its `readBy` count says; Matrix users whose read receipts reached
+/// weft among them, shaped as Matrix users are in `fromUser`.
 async fn read_by(
     State(state): State<AppState>,
     caller: MaybeCaller,
@@ -210,7 +211,15 @@ async fn read_by(
             page.skip.unwrap_or(0),
         )
         .await?;
-    Ok(Json(Value::Array(users.iter().map(wire::user).collect())))
+    Ok(Json(Value::Array(
+        users
+            .iter()
+            .map(|reader| match reader {
+                Profile::User(u) => wire::user(u),
+                Profile::Virtual(v) => wire::virtual_as_user(v),
+            })
+            .collect(),
+    )))
 }
 
 #[derive(Deserialize)]

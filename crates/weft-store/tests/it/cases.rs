@@ -1,7 +1,7 @@
 //! The conformance cases; each receives a fresh store.
 
 use weft_core::{
-    Author, Event, Id, Membership, MessageMention, Origin, Role, Room, RoomKind, User,
+    Author, Event, Id, Membership, MessageMention, Origin, Profile, Role, Room, RoomKind, User,
 };
 use weft_store::{Fence, MessagePage, NewMessage, PageAnchor, Store, StoreError, Upserted};
 
@@ -905,25 +905,40 @@ pub async fn readers_are_the_members_read_by_counts(store: &Store) {
         seqs.push(post(store, message(r.id, a.id, &format!("m{i}"), None)).await);
     }
     let (room_id, b_id, c_id, s0, s2) = (r.id, b.id, c.id, seqs[0], seqs[2]);
-    store
+    // A Matrix user's read receipt, recorded by the bridge, counts as a read mark too.
+    let zed = store
         .write(move |tx| {
             Box::pin(async move {
                 tx.advance_read(room_id, b_id, s2).await?;
                 tx.advance_read(room_id, c_id, s0).await?;
-                Ok(())
+                let (zed, _) = tx
+                    .upsert_virtual_user("matrix", "@zed:hs.test", Some("Zed"), None)
+                    .await?;
+                assert_eq!(tx.advance_virtual_reads(&[(room_id, zed.id, s0)]).await?, 1);
+                Ok(zed.id)
             })
         })
         .await
         .expect("reads");
-    let counts = store.read_by(r.id, &seqs).await.expect("read_by");
-    for (seq, count) in seqs.iter().zip(counts) {
-        let readers = store.readers(r.id, *seq, 100, 0).await.expect("readers");
-        assert_eq!(readers.len() as i64, count, "readers of {seq}");
-    }
-    let names = |list: Vec<User>| list.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    let names = |list: Vec<Profile>| {
+        list.into_iter()
+            .map(|p| match p {
+                Profile::User(u) => u.username,
+                Profile::Virtual(v) => v.display_name,
+            })
+            .collect::<Vec<_>>()
+    };
+    let agree = |seqs: Vec<i64>| async move {
+        let counts = store.read_by(room_id, &seqs).await.expect("read_by");
+        for (seq, count) in seqs.iter().zip(counts) {
+            let readers = store.readers(room_id, *seq, 100, 0).await.expect("readers");
+            assert_eq!(readers.len() as i64, count, "readers of {seq}");
+        }
+    };
+    agree(seqs.clone()).await;
     assert_eq!(
         names(store.readers(r.id, seqs[0], 100, 0).await.expect("readers")),
-        vec!["rdb", "rdc"]
+        vec!["rdb", "rdc", "Zed"]
     );
     assert_eq!(
         names(store.readers(r.id, seqs[0], 1, 1).await.expect("page")),
@@ -932,6 +947,23 @@ pub async fn readers_are_the_members_read_by_counts(store: &Store) {
     assert_eq!(
         names(store.readers(r.id, seqs[1], 100, 0).await.expect("readers")),
         vec!["rdb"]
+    );
+    // Receipts move forward only: an older one (receipts race) changes nothing.
+    let moved = store
+        .write(move |tx| {
+            Box::pin(async move {
+                let forward = tx.advance_virtual_reads(&[(room_id, zed, s2)]).await?;
+                let back = tx.advance_virtual_reads(&[(room_id, zed, s0)]).await?;
+                Ok((forward, back))
+            })
+        })
+        .await
+        .expect("receipts");
+    assert_eq!(moved, (1, 0));
+    agree(seqs.clone()).await;
+    assert_eq!(
+        names(store.readers(r.id, seqs[2], 100, 0).await.expect("readers")),
+        vec!["rdb", "Zed"]
     );
 }
 
