@@ -55,6 +55,10 @@ impl Views {
         fn public_rooms(&self, q: &str, limit: i64, skip: i64) -> Vec<Room>;
         /// A community by URI.
         fn community_by_uri(&self, uri: &str) -> Option<Group>;
+        /// A community by id.
+        fn community(&self, id: Id) -> Option<Group>;
+        /// The rooms of a community, by URI.
+        fn rooms_of_community(&self, community_id: Id) -> Vec<Room>;
         /// A room's moderators and admins.
         fn room_staff(&self, room_id: Id) -> Vec<(User, Role)>;
         /// A user's membership of a room.

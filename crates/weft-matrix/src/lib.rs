@@ -30,6 +30,7 @@ mod provision;
 mod receipts;
 mod refusals;
 mod room_details;
+mod spaces;
 pub mod tables;
 pub mod translate;
 mod typing;
@@ -98,6 +99,8 @@ struct Inner {
     mapped_rooms: std::sync::Mutex<std::collections::HashMap<weft_core::Id, MatrixRoom>>,
     /// The device each of the bridge's Matrix users sends as, once known (see `devices`).
     devices: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Held while the Spaces are brought up to date (see `spaces`), one run at a time.
+    spaces: tokio::sync::Mutex<()>,
 }
 
 impl Bridge {
@@ -171,6 +174,7 @@ impl Bridge {
                 failures: failures.into(),
                 mapped_rooms: Default::default(),
                 devices: Default::default(),
+                spaces: Default::default(),
             }),
         })
     }
@@ -232,6 +236,7 @@ impl Bridge {
         tokio::spawn(outbound::run(self.clone()));
         tokio::spawn(typing::run(self.clone()));
         tokio::spawn(receipts::run(self.clone()));
+        self.reconcile_spaces_soon();
         // A ping makes the homeserver retry queued transactions now instead of after its
         // back-off, which grows to minutes after a long outage.
         let bridge = self.clone();

@@ -69,6 +69,7 @@ impl Bridge {
         hs.delete_alias(&mapped.alias).await?;
         self.bot_notice(event, room, why.notice()).await?;
         self.set_open(mapped, false).await?;
+        self.reconcile_spaces_soon();
         tracing::info!(room_id = %mapped.room_id, matrix_room_id = %room, ?why, "closed the Matrix side of a room");
         Ok(())
     }
@@ -95,6 +96,7 @@ impl Bridge {
         )
         .await?;
         self.set_open(mapped, true).await?;
+        self.reconcile_spaces_soon();
         tracing::info!(room_id = %mapped.room_id, matrix_room_id = %room, "opened the Matrix side of a room again");
         Ok(())
     }

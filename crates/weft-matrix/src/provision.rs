@@ -1,5 +1,5 @@
 //! What the homeserver's queries and the outbound sender ask for on demand: the Matrix room
-//! of a public weft room, the puppet of a weft user, a puppet's membership of a room, and
+//! of a public weft room (or the Space of a community, see `spaces`), the puppet of a weft user, a puppet's membership of a room, and
 //! sending as a puppet that may have been kicked.
 
 use serde_json::{Value, json};
@@ -36,7 +36,8 @@ impl Bridge {
             .room_by_flattened_uri(&localpart, '_')
             .await?
         else {
-            return Ok(false);
+            // Not a room: perhaps a community, whose Space it names.
+            return self.space_for_alias(&localpart).await;
         };
         if room.kind != RoomKind::Public {
             return Ok(false);
@@ -109,6 +110,7 @@ impl Bridge {
         };
         tables.insert_room(mapped.clone()).await?;
         tracing::info!(room_id = %room.id, matrix_room_id = %mapped.matrix_room_id, alias = %mapped.alias, "bridged a room to Matrix");
+        self.reconcile_spaces_soon();
         Ok(tables.room(room.id).await?.unwrap_or(mapped))
     }
 

@@ -181,6 +181,91 @@ impl MatrixTables {
         self.store.take_lease(name).await
     }
 
+    /// The Matrix Space of a community, if it has one: its room id and alias.
+    pub async fn space(&self, community_id: Id) -> Result<Option<(String, String)>> {
+        let row =
+            sqlx::query("SELECT matrix_room_id, alias FROM matrix_spaces WHERE community_id = $1")
+                .bind(community_id.to_hex())
+                .fetch_optional(self.store.reader())
+                .await?;
+        row.map(|r| Ok((r.try_get("matrix_room_id")?, r.try_get("alias")?)))
+            .transpose()
+    }
+
+    /// Records a community's Space; the one recorded first stands (instances may race).
+    pub async fn insert_space(
+        &self,
+        community_id: Id,
+        matrix_room_id: &str,
+        alias: &str,
+    ) -> Result<()> {
+        let (room, alias) = (matrix_room_id.to_string(), alias.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO matrix_spaces (community_id, matrix_room_id, alias) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(community_id.to_hex())
+                .bind(room)
+                .bind(alias)
+                .execute(tx.conn())
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Where the Spaces and what they list disagree with the bridged rooms: open bridged
+    /// rooms of a community that its Space does not list yet (`(weft room, Matrix room)`),
+    /// and closed ones it still lists (`(Matrix room, Space)`).
+    pub async fn space_changes_due(&self) -> Result<(Vec<(Id, String)>, Vec<(String, String)>)> {
+        let to_list = sqlx::query(
+            "SELECT r.room_id, r.matrix_room_id FROM matrix_rooms r \
+             LEFT JOIN matrix_space_children c ON c.matrix_room_id = r.matrix_room_id \
+             WHERE r.is_open = 1 AND c.matrix_room_id IS NULL",
+        )
+        .fetch_all(self.store.reader())
+        .await?
+        .iter()
+        .map(|r| Ok((id_column(r, "room_id")?, r.try_get("matrix_room_id")?)))
+        .collect::<Result<Vec<_>>>()?;
+        let to_unlist = sqlx::query(
+            "SELECT c.matrix_room_id, c.space_room_id FROM matrix_space_children c \
+             JOIN matrix_rooms r ON r.matrix_room_id = c.matrix_room_id WHERE r.is_open = 0",
+        )
+        .fetch_all(self.store.reader())
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("matrix_room_id")?, r.try_get("space_room_id")?)))
+        .collect::<Result<Vec<_>>>()?;
+        Ok((to_list, to_unlist))
+    }
+
+    /// Records that a Space lists a room (`Some(space)`) or no longer does (`None`).
+    pub async fn set_space_child(&self, matrix_room_id: &str, space: Option<&str>) -> Result<()> {
+        let (room, space) = (matrix_room_id.to_string(), space.map(str::to_string));
+        self.write(move |tx| {
+            Box::pin(async move {
+                match space {
+                    Some(space) => sqlx::query(
+                        "INSERT INTO matrix_space_children (matrix_room_id, space_room_id) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(room)
+                    .bind(space),
+                    None => sqlx::query("DELETE FROM matrix_space_children WHERE matrix_room_id = $1")
+                        .bind(room),
+                }
+                .execute(tx.conn())
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Records a room as bridged; false (changing nothing) if it already was.
     pub async fn insert_room(&self, mapped: MatrixRoom) -> Result<bool> {
         self.write(move |tx| Box::pin(async move { tx.insert_matrix_room(&mapped).await }))
