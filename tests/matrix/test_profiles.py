@@ -1,11 +1,13 @@
 """Profiles kept in sync: a weft user's display name on their puppet, a Matrix user's display
-name on their virtual user in weft. Each test uses its own users so that renaming does not
+name and avatar on their virtual user in weft (the avatar served by weft itself). Each test uses its own users so that renaming does not
 disturb the others."""
 
 from __future__ import annotations
 
+import requests
+
 from conftest import DELIVERY_TIMEOUT, MATRIX_PASSWORD, bridge_room
-from harness import MatrixUser, await_until, is_message
+from harness import MatrixUser, await_until, is_message, tiny_png
 
 
 async def test_weft_rename_reaches_matrix(stack, maria, uid):
@@ -68,3 +70,37 @@ async def test_member_event_about_someone_else_renames_nobody(stack, alice, uid)
             == "Moe Honest"
     finally:
         await moe.close()
+
+
+async def test_matrix_avatar_is_served_by_weft(stack, alice, uid):
+    user_id = stack.synapse.register_user(f"ava{uid}", MATRIX_PASSWORD)
+    ava = await MatrixUser.login(stack.synapse.url, user_id, MATRIX_PASSWORD, "Ava")
+    try:
+        room = await bridge_room(stack, f"avatar-matrix-{uid}", [alice], [ava])
+        await ava.send_text(room.matrix_id, f"before {uid}")
+        first = await room.weft_wait(lambda m: m.get("text") == f"before {uid}",
+                                     "ava's message")
+        picture = tiny_png(3, 3, (20, 140, 90))
+        mxc = await ava.upload(picture, "image/png", "me.png")
+        # Setting a profile avatar updates her member event in every room she is in.
+        await ava.check(ava.client.set_avatar(mxc), "set avatar")
+
+        def avatar() -> str:
+            url = alice.api.message(room.weft_id, first["id"])["virtualUser"]["avatarUrl"] or ""
+            assert url.startswith("/matrix-avatars/"), url
+            return url
+
+        url = await await_until(avatar, timeout=DELIVERY_TIMEOUT,
+                                what="ava's avatar on her virtual user")
+        served = requests.get(f"{stack.weft.url}{url}", timeout=15)
+        assert served.status_code == 200, served.text
+        assert served.content == picture
+        assert served.headers["content-type"] == "image/png"
+        assert served.headers.get("x-content-type-options") == "nosniff"
+        # Weft serves what it fetched, nothing else of the homeserver's media.
+        other = await ava.upload(tiny_png(), "image/png", "other.png")
+        server, media = other.removeprefix("mxc://").split("/", 1)
+        unknown = requests.get(f"{stack.weft.url}/matrix-avatars/{server}/{media}", timeout=15)
+        assert unknown.status_code == 404
+    finally:
+        await ava.close()

@@ -142,6 +142,15 @@ impl Homeserver {
     /// what arrived so far), so a huge file is never buffered: that error (`W_TOO_LARGE`,
     /// status 413) is permanent.
     pub async fn download(&self, mxc: &str, limit: u64) -> Result<Vec<u8>, HsError> {
+        Ok(self.download_typed(mxc, limit).await?.0)
+    }
+
+    /// [`Homeserver::download`], with the content type the homeserver gave, if any.
+    pub async fn download_typed(
+        &self,
+        mxc: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, Option<String>), HsError> {
         let (server, media_id) = mxc
             .strip_prefix("mxc://")
             .and_then(|rest| rest.split_once('/'))
@@ -179,6 +188,11 @@ impl Homeserver {
         if response.content_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             if bytes.len() as u64 + chunk.len() as u64 > limit {
@@ -186,7 +200,7 @@ impl Homeserver {
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok(bytes)
+        Ok((bytes, content_type))
     }
 
     /// Registers a puppet (no device, no access token); already registered is fine.

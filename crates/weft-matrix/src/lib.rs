@@ -17,6 +17,7 @@
 //! Spec: <https://spec.matrix.org/latest/application-service-api/>.
 
 pub mod appservice;
+pub mod avatars;
 pub mod config;
 mod devices;
 pub mod homeserver;
@@ -255,6 +256,12 @@ impl Bridge {
     /// The AS endpoints, to merge into weft's HTTP application.
     pub fn router(&self) -> axum::Router {
         appservice::router(self.clone())
+    }
+
+    /// What the bridge serves to anyone (Matrix users' avatars), to merge into weft's HTTP
+    /// application beside [`Bridge::router`].
+    pub fn public_router(&self) -> axum::Router {
+        avatars::router(self.clone())
     }
 
     /// Records which weft thing a received Matrix event carries.

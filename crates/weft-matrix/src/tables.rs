@@ -266,6 +266,37 @@ impl MatrixTables {
         .await
     }
 
+    /// A Matrix user's avatar fetched before: its content type and bytes.
+    pub async fn avatar(&self, mxc: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT content_type, bytes FROM matrix_avatars WHERE mxc = $1")
+            .bind(mxc)
+            .fetch_optional(self.store.reader())
+            .await?;
+        row.map(|r| Ok((r.try_get("content_type")?, r.try_get("bytes")?)))
+            .transpose()
+    }
+
+    /// Keeps a fetched avatar; one fetched already stays as it is.
+    pub async fn insert_avatar(&self, mxc: &str, content_type: &str, bytes: Vec<u8>) -> Result<()> {
+        let (mxc, content_type) = (mxc.to_string(), content_type.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO matrix_avatars (mxc, content_type, bytes, fetched_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(mxc)
+                .bind(content_type)
+                .bind(bytes)
+                .bind(weft_core::now_millis())
+                .execute(tx.conn())
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Records a room as bridged; false (changing nothing) if it already was.
     pub async fn insert_room(&self, mapped: MatrixRoom) -> Result<bool> {
         self.write(move |tx| Box::pin(async move { tx.insert_matrix_room(&mapped).await }))

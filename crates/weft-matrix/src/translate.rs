@@ -663,6 +663,8 @@ pub struct IncomingMember {
     pub before: Option<String>,
     /// The display name it sets, if any and not blank.
     pub display_name: Option<String>,
+    /// The avatar it sets (`mxc://…`), if any.
+    pub avatar_url: Option<String>,
     /// The reason a moderator gave.
     pub reason: Option<String>,
 }
@@ -677,6 +679,10 @@ pub fn incoming_member(event: &Value) -> Option<IncomingMember> {
         membership: content.membership.as_str().to_string(),
         before,
         display_name: content.displayname.filter(|n| !n.trim().is_empty()),
+        avatar_url: content
+            .avatar_url
+            .filter(|mxc| mxc.is_valid())
+            .map(|mxc| mxc.to_string()),
         reason: content.reason,
     })
 }
@@ -1044,8 +1050,16 @@ mod tests {
                 membership: "leave".into(),
                 before: Some("ban".into()),
                 display_name: None,
+                avatar_url: None,
                 reason: Some("ok now".into()),
             })
+        );
+        let pictured = json!({ "state_key": "@a:hs", "content": { "membership": "join", "avatar_url": "mxc://hs/abc" } });
+        assert_eq!(
+            incoming_member(&pictured)
+                .and_then(|m| m.avatar_url)
+                .as_deref(),
+            Some("mxc://hs/abc")
         );
         let join = json!({ "state_key": "@a:hs", "content": { "membership": "join", "displayname": "  " } });
         assert_eq!(

@@ -434,7 +434,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             weft_matrix::Bridge::new(chat, store, weft_matrix::BridgeConfig::load(settings)?)
                 .await?;
         bridge.start();
-        app = bridge.router().merge(app);
+        app = bridge.router().merge(bridge.public_router()).merge(app);
         tracing::info!("bridging to Matrix");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

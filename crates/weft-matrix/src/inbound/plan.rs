@@ -163,7 +163,8 @@ impl Bridge {
     }
 
     /// A member event naming its own sender joins the batch: the name their virtual user
-    /// takes from then on (spec: a user's name in a room is their member event's). One about
+    /// takes from then on (spec: a user's name in a room is their member event's); the
+    /// avatar it sets is fetched in the background (`avatars`). One about
     /// someone else is a moderator's act, applied on its own.
     fn plan_member(&self, event: &Value, at: Target<'_>) -> Result<Plan, BridgeError> {
         let Some(member) = translate::incoming_member(event) else {
@@ -171,6 +172,11 @@ impl Bridge {
         };
         if member.target != at.sender {
             return Ok(Plan::Apply);
+        }
+        if member.membership == "join"
+            && let Some(mxc) = &member.avatar_url
+        {
+            self.learn_avatar(at.sender, mxc);
         }
         let Some(name) = member.display_name.filter(|_| member.membership == "join") else {
             return Ok(Plan::Skip);
