@@ -60,3 +60,26 @@ async def test_names_and_topics_cross_both_ways(stack, alice, uid):
     set_state(maria, room, "m.room.name", {"name": ""})
     await matrix_shows(maria, room, "m.room.name", "name", f"Named on Matrix {uid}")
     assert owner.api.get(f"/v1/rooms/{room.weft_id}")["displayName"] == f"Named on Matrix {uid}"
+
+
+async def test_a_room_avatar_set_on_matrix_reaches_weft(stack, alice, uid):
+    import requests
+
+    from harness import tiny_png
+
+    owner = stack.weft.create_user(f"owner{uid}", admin=True)
+    maria = await new_matrix_user(stack, f"ra{uid}")
+    room = await bridge_room(stack, f"avatar-{uid}", [alice], [maria])
+    make_matrix_moderator(stack, room, maria.user_id)
+    picture = tiny_png(4, 4, (10, 90, 200))
+    mxc = await maria.upload(picture, "image/png", "room.png")
+    set_state(maria, room, "m.room.avatar", {"url": mxc})
+
+    def avatar() -> str:
+        url = owner.api.get(f"/v1/rooms/{room.weft_id}").get("avatarUrl") or ""
+        assert url.startswith("/matrix-avatars/"), url
+        return url
+
+    url = await await_until(avatar, timeout=DELIVERY_TIMEOUT, what="the room's avatar in weft")
+    served = requests.get(f"{stack.weft.url}{url}", timeout=15)
+    assert served.status_code == 200 and served.content == picture

@@ -1,6 +1,7 @@
-//! Matrix users' avatars in weft: the `mxc://` avatar a Matrix user's member event sets is
-//! fetched once through authenticated media (as the bridge), kept in the bridge's tables,
-//! and served by weft at [`avatar_path`], which becomes their virtual user's avatar. No
+//! Matrix avatars in weft: the `mxc://` avatar a Matrix user's member event sets, or a
+//! bridged room's `m.room.avatar`, is fetched once through authenticated media (as the
+//! bridge), kept in the bridge's tables, and served by weft at [`avatar_path`], which
+//! becomes their virtual user's avatar (or the weft room's). No
 //! reader's browser talks to the homeserver, and weft serves only avatars it fetched itself
 //! (never an open proxy to the homeserver's media), only as raster images (never SVG or
 //! HTML, which a browser could run).
@@ -106,6 +107,38 @@ impl Bridge {
             };
             if let Err(e) = bridge.chat().update_virtual_user(bridge.actor(), who).await {
                 tracing::warn!(%mxid, error = %e, "could not set a Matrix user's avatar");
+            }
+        });
+    }
+
+    /// Gives a bridged weft room the avatar its Matrix room took (`None`: removed), in the
+    /// background: fetched unless weft has it, then set.
+    pub(crate) fn learn_room_avatar(&self, room_id: weft_core::Id, mxc: Option<String>) {
+        let bridge = self.clone();
+        tokio::spawn(async move {
+            let avatar = match mxc {
+                Some(mxc) => {
+                    let Some(path) = avatar_path(&mxc) else {
+                        return;
+                    };
+                    if let Err(e) = bridge.fetch_avatar(&mxc).await {
+                        tracing::debug!(%room_id, %mxc, error = %e, "a room avatar from Matrix was not fetched");
+                        return;
+                    }
+                    Some(path)
+                }
+                None => None,
+            };
+            let patch = weft_chat::RoomPatch {
+                avatar_url: Some(avatar),
+                ..weft_chat::RoomPatch::default()
+            };
+            if let Err(e) = bridge
+                .chat()
+                .update_room(bridge.actor(), room_id, patch)
+                .await
+            {
+                tracing::warn!(%room_id, error = %e, "could not set a room's avatar from Matrix");
             }
         });
     }

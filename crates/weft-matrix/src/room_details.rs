@@ -1,4 +1,5 @@
-//! A bridged room's name and topic, the same from Element and from weft.
+//! A bridged room's name, topic and (from Matrix) avatar, the same from Element and from
+//! weft.
 //!
 //! Weft → Matrix: the Matrix room is created with the weft room's name (its URI is in the
 //! alias), and every change of the weft room ([`weft_core::Event::RoomUpdated`]) sets the
@@ -10,7 +11,9 @@
 //! sender's power before storing the event; it is checked again against the room's power
 //! levels, as for moderators' redactions, since a homeserver may hold an event from another
 //! server before it knows whether it may apply it. An empty name is never taken: a weft room
-//! always has one.
+//! always has one. A room avatar set on Matrix is fetched in the background (as Matrix
+//! users' avatars are, see `avatars`) and becomes the weft room's, on the same conditions;
+//! weft's own room avatars do not reach Matrix yet, so a refused avatar is not put back.
 //!
 //! Spec: [`m.room.name`](https://spec.matrix.org/latest/client-server-api/#mroomname),
 //! [`m.room.topic`](https://spec.matrix.org/latest/client-server-api/#mroomtopic),
@@ -76,6 +79,9 @@ impl Bridge {
         let unchanged = match &detail {
             RoomDetail::Name(name) => *name == room.name,
             RoomDetail::Topic(topic) => *topic == room.topic,
+            RoomDetail::Avatar(mxc) => {
+                mxc.as_deref().and_then(crate::avatars::avatar_path) == room.avatar_url
+            }
         };
         if unchanged {
             return Ok(());
@@ -84,6 +90,12 @@ impl Bridge {
         let accepted = allowed
             && self.config().settings.room_changes == RoomChanges::Accept
             && !matches!(&detail, RoomDetail::Name(name) if name.is_empty());
+        if let RoomDetail::Avatar(mxc) = detail {
+            if accepted {
+                self.learn_room_avatar(room_id, mxc);
+            }
+            return Ok(());
+        }
         if !accepted {
             tracing::info!(%room_id, room_id_matrix = %matrix_room, %sender, event_type, allowed, "a room change from Matrix is put back");
             return self.sync_room_details(&room, matrix_room).await;
@@ -97,6 +109,7 @@ impl Bridge {
                 topic: Some(topic),
                 ..RoomPatch::default()
             },
+            RoomDetail::Avatar(_) => return Ok(()),
         };
         match self.chat().update_room(self.actor(), room_id, patch).await {
             Ok(_) => Ok(()),

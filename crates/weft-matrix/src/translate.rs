@@ -470,20 +470,23 @@ pub fn room_name_content(name: &str) -> Value {
     to_sendable(&RoomNameEventContent::new(name.to_string()), None)
 }
 
-/// A bridged room's name or topic as a Matrix state event carries it.
+/// A bridged room's name, topic or avatar as a Matrix state event carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomDetail {
     /// `m.room.name`: the name (empty when removed).
     Name(String),
     /// `m.room.topic`: the topic (empty when removed).
     Topic(String),
+    /// `m.room.avatar`: the picture's `mxc://` URI (`None` when removed).
+    Avatar(Option<String>),
 }
 
-/// Reads an incoming [`m.room.name`] or [`m.room.topic`] event; `None` for other events or
-/// content that is not valid.
+/// Reads an incoming [`m.room.name`], [`m.room.topic`] or [`m.room.avatar`] event; `None` for
+/// other events or content that is not valid.
 ///
 /// [`m.room.name`]: https://spec.matrix.org/latest/client-server-api/#mroomname
 /// [`m.room.topic`]: https://spec.matrix.org/latest/client-server-api/#mroomtopic
+/// [`m.room.avatar`]: https://spec.matrix.org/latest/client-server-api/#mroomavatar
 pub fn incoming_room_detail(event: &Value) -> Option<RoomDetail> {
     if event["state_key"].as_str() != Some("") {
         return None;
@@ -501,6 +504,12 @@ pub fn incoming_room_detail(event: &Value) -> Option<RoomDetail> {
                 .topic
                 .trim()
                 .to_string(),
+        )),
+        "m.room.avatar" => Some(RoomDetail::Avatar(
+            content["url"]
+                .as_str()
+                .filter(|url| url.starts_with("mxc://"))
+                .map(str::to_string),
         )),
         _ => None,
     }
@@ -1053,6 +1062,30 @@ mod tests {
                 avatar_url: None,
                 reason: Some("ok now".into()),
             })
+        );
+        let detail = |etype: &str, content: Value| {
+            incoming_room_detail(&json!({ "type": etype, "state_key": "", "content": content }))
+        };
+        assert_eq!(
+            detail("m.room.name", json!({ "name": " Rust " })),
+            Some(RoomDetail::Name("Rust".into()))
+        );
+        assert_eq!(
+            detail("m.room.avatar", json!({ "url": "mxc://hs/pic" })),
+            Some(RoomDetail::Avatar(Some("mxc://hs/pic".into())))
+        );
+        assert_eq!(
+            detail("m.room.avatar", json!({})),
+            Some(RoomDetail::Avatar(None)),
+            "a removed avatar"
+        );
+        assert_eq!(
+            detail(
+                "m.room.avatar",
+                json!({ "url": "https://elsewhere/pic.png" })
+            ),
+            Some(RoomDetail::Avatar(None)),
+            "only mxc: URIs name a picture"
         );
         let pictured = json!({ "state_key": "@a:hs", "content": { "membership": "join", "avatar_url": "mxc://hs/abc" } });
         assert_eq!(

@@ -68,7 +68,7 @@ impl Bridge {
                 self.apply_message(room_id, matrix_room, event_id, sender, content)
                     .await
             }
-            "m.room.name" | "m.room.topic" => {
+            "m.room.name" | "m.room.topic" | "m.room.avatar" => {
                 self.room_detail_from_matrix(room_id, matrix_room, event)
                     .await
             }
