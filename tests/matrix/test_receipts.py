@@ -99,11 +99,13 @@ async def test_a_matrix_readers_receipt_counts_in_weft(room, stack, alice, maria
     receipt(matt, "m.read.private", second)
     receipt(maria, "m.read", first)
 
-    def maria_read_first():
-        assert maria.user_id in readers(first), readers(first)
-        return True
+    def among_readers(message: dict):
+        def check():
+            assert maria.user_id in readers(message), readers(message)
+            return True
+        return check
 
-    await await_until(maria_read_first, timeout=DELIVERY_TIMEOUT,
+    await await_until(among_readers(first), timeout=DELIVERY_TIMEOUT,
                       what="maria among the readers of the first message")
     assert maria.user_id not in readers(second), "a receipt on the first read the second"
     before = read_by(first)
@@ -111,11 +113,7 @@ async def test_a_matrix_readers_receipt_counts_in_weft(room, stack, alice, maria
     # Her receipt moves on: now she has read both.
     receipt(maria, "m.read", second)
 
-    def maria_read_second():
-        assert maria.user_id in readers(second), readers(second)
-        return True
-
-    await await_until(maria_read_second, timeout=DELIVERY_TIMEOUT,
+    await await_until(among_readers(second), timeout=DELIVERY_TIMEOUT,
                       what="maria among the readers of the second message")
     assert maria.user_id in readers(first), "a receipt moved back"
     assert read_by(first) == before, "her mark moved, it was not counted twice"

@@ -89,19 +89,7 @@ impl Bridge {
                 "users_default": 0, "events_default": 0, "invite": 0, "users": staff,
             },
         });
-        let matrix_room_id = match self.hs().create_room(body).await {
-            Ok(id) => {
-                // `visibility` in createRoom is subject to the homeserver's publication
-                // rules; ask explicitly so the room shows in the directory.
-                if let Err(e) = self.hs().publish(&id).await {
-                    tracing::warn!(matrix_room_id = %id, error = %e, "could not list the room in the directory");
-                }
-                id
-            }
-            // Another instance created it first: use theirs.
-            Err(e) if e.errcode == "M_ROOM_IN_USE" => self.hs().resolve_alias(&alias).await?,
-            Err(e) => return Err(e.into()),
-        };
+        let matrix_room_id = self.create_listed_room(body, &alias).await?;
         let mapped = MatrixRoom {
             room_id: room.id,
             matrix_room_id,
@@ -112,6 +100,27 @@ impl Bridge {
         tracing::info!(room_id = %room.id, matrix_room_id = %mapped.matrix_room_id, alias = %mapped.alias, "bridged a room to Matrix");
         self.reconcile_spaces_soon();
         Ok(tables.room(room.id).await?.unwrap_or(mapped))
+    }
+
+    /// Creates a public room (or Space) under `alias` and lists it in the room directory;
+    /// when another instance created it first, answers theirs.
+    pub(crate) async fn create_listed_room(
+        &self,
+        body: Value,
+        alias: &str,
+    ) -> Result<String, BridgeError> {
+        match self.hs().create_room(body).await {
+            Ok(id) => {
+                // `visibility` in createRoom is subject to the homeserver's publication
+                // rules; ask explicitly so the room shows in the directory.
+                if let Err(e) = self.hs().publish(&id).await {
+                    tracing::warn!(matrix_room_id = %id, error = %e, "could not list the room in the directory");
+                }
+                Ok(id)
+            }
+            Err(e) if e.errcode == "M_ROOM_IN_USE" => Ok(self.hs().resolve_alias(alias).await?),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Registers a weft user's puppet and keeps its display name current.

@@ -76,16 +76,7 @@ impl Bridge {
                 "users_default": 0, "events_default": 100, "state_default": 100, "invite": 0,
             },
         });
-        let space = match self.hs().create_room(body).await {
-            Ok(id) => {
-                if let Err(e) = self.hs().publish(&id).await {
-                    tracing::warn!(matrix_room_id = %id, error = %e, "could not list the Space in the directory");
-                }
-                id
-            }
-            Err(e) if e.errcode == "M_ROOM_IN_USE" => self.hs().resolve_alias(&alias).await?,
-            Err(e) => return Err(e.into()),
-        };
+        let space = self.create_listed_room(body, &alias).await?;
         self.tables().insert_space(group.id, &space, &alias).await?;
         let (space, _) = self
             .tables()
