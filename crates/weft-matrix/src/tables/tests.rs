@@ -39,6 +39,8 @@ on_both!(
     fenced_writes_need_the_current_lease,
     devices_are_recorded,
     failures_are_recorded_once_per_key,
+    avatars_keep_their_bytes,
+    spaces_follow_the_open_bridged_rooms,
 );
 
 async fn tables(store: &Store) -> MatrixTables {
@@ -482,4 +484,83 @@ async fn failures_are_recorded_once_per_key(store: &Store) {
         .expect("the inbound failure");
     assert_eq!(inbound.room_id, Some(room));
     assert!(inbound.error.starts_with("inbound $bad:hs"));
+}
+
+/// Pictures are kept byte for byte (a blob on SQLite, `bytea` on PostgreSQL); the first one
+/// fetched for an mxc URI stays.
+async fn avatars_keep_their_bytes(store: &Store) {
+    let tables = tables(store).await;
+    let picture: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
+    assert!(tables.avatar("mxc://hs/a").await.expect("read").is_none());
+    tables
+        .insert_avatar("mxc://hs/a", "image/png", picture.clone())
+        .await
+        .expect("kept");
+    tables
+        .insert_avatar("mxc://hs/a", "image/gif", vec![1])
+        .await
+        .expect("a second fetch is fine");
+    assert_eq!(
+        tables.avatar("mxc://hs/a").await.expect("read"),
+        Some(("image/png".to_string(), picture))
+    );
+}
+
+/// What a Space should list follows the bridged rooms' open state, and what it lists is
+/// recorded: an open room not listed is due, a closed one still listed is due to go.
+async fn spaces_follow_the_open_bridged_rooms(store: &Store) {
+    let tables = tables(store).await;
+    let (room, _) = room_with(store, "spacey").await;
+    let mapped = MatrixRoom {
+        room_id: room.id,
+        matrix_room_id: "!spacey:hs".into(),
+        alias: "#c_spacey:hs".into(),
+        open: true,
+    };
+    tables.insert_room(mapped).await.expect("bridged");
+    let community = Id::generate();
+    tables
+        .insert_space(community, "!space:hs", "#c:hs")
+        .await
+        .expect("space");
+    tables
+        .insert_space(community, "!other:hs", "#c:hs")
+        .await
+        .expect("a racing instance's Space");
+    assert_eq!(
+        tables.space(community).await.expect("read"),
+        Some(("!space:hs".to_string(), "#c:hs".to_string())),
+        "the first Space recorded stands"
+    );
+    let due = tables.space_changes_due().await.expect("due");
+    assert_eq!(due, (vec![(room.id, "!spacey:hs".to_string())], vec![]));
+    tables
+        .set_space_child("!spacey:hs", Some("!space:hs"))
+        .await
+        .expect("listed");
+    assert_eq!(
+        tables.space_changes_due().await.expect("due"),
+        (vec![], vec![])
+    );
+    let id = room.id;
+    tables
+        .write(move |tx| Box::pin(async move { tx.set_matrix_room_open(id, false).await }))
+        .await
+        .expect("closed");
+    let due = tables.space_changes_due().await.expect("due");
+    assert_eq!(
+        due,
+        (
+            vec![],
+            vec![("!spacey:hs".to_string(), "!space:hs".to_string())]
+        )
+    );
+    tables
+        .set_space_child("!spacey:hs", None)
+        .await
+        .expect("unlisted");
+    assert_eq!(
+        tables.space_changes_due().await.expect("due"),
+        (vec![], vec![])
+    );
 }
