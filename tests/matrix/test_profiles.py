@@ -4,6 +4,8 @@ disturb the others."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import requests
 
 from conftest import DELIVERY_TIMEOUT, MATRIX_PASSWORD, bridge_room
@@ -102,5 +104,17 @@ async def test_matrix_avatar_is_served_by_weft(stack, alice, uid):
         server, media = other.removeprefix("mxc://").split("/", 1)
         unknown = requests.get(f"{stack.weft.url}/matrix-avatars/{server}/{media}", timeout=15)
         assert unknown.status_code == 404
+
+        # She takes her picture away: weft draws her initial again.
+        ava.client_api("PUT", f"/_matrix/client/v3/profile/{quote(ava.user_id)}/avatar_url",
+                       json={"avatar_url": ""})
+
+        def no_avatar() -> bool:
+            url = alice.api.message(room.weft_id, first["id"])["virtualUser"]["avatarUrl"]
+            assert not url, url
+            return True
+
+        await await_until(no_avatar, timeout=DELIVERY_TIMEOUT,
+                          what="ava's avatar taken away in weft")
     finally:
         await ava.close()

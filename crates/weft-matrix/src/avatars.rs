@@ -8,7 +8,8 @@
 //!
 //! Fetching happens in the background, never on a transaction's path; an avatar that
 //! cannot be fetched (too large, not an image, the homeserver away) leaves the person as
-//! they were, and the next member event tries again.
+//! they were, and the next member event tries again. A member event without an avatar
+//! takes the Matrix one away ([`Bridge::forget_avatar`]).
 //!
 //! Spec: [authenticated media](https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid).
 
@@ -139,6 +140,36 @@ impl Bridge {
                 .await
             {
                 tracing::warn!(%room_id, error = %e, "could not set a room's avatar from Matrix");
+            }
+        });
+    }
+
+    /// Takes away a Matrix user's avatar in weft when their member event sets none, in the
+    /// background; only an avatar that came from Matrix (one weft serves) is taken.
+    pub(crate) fn forget_avatar(&self, mxid: &str) {
+        let (bridge, mxid) = (self.clone(), mxid.to_string());
+        tokio::spawn(async move {
+            let known = bridge
+                .chat()
+                .views()
+                .virtual_user_by_external_id(crate::VIRTUAL_KIND, &mxid)
+                .await;
+            let Ok(Some(vu)) = known else { return };
+            if !vu
+                .avatar_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("/matrix-avatars/"))
+            {
+                return;
+            }
+            let who = weft_chat::PostAs {
+                kind: crate::VIRTUAL_KIND.into(),
+                external_id: mxid.clone(),
+                display_name: String::new(),
+                avatar_url: Some(String::new()),
+            };
+            if let Err(e) = bridge.chat().update_virtual_user(bridge.actor(), who).await {
+                tracing::warn!(%mxid, error = %e, "could not take a Matrix user's avatar away");
             }
         });
     }

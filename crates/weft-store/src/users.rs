@@ -283,7 +283,8 @@ impl WriteTx {
 
     /// Creates or refreshes the virtual user for `(kind, external_id)` and returns it with
     /// what changed. Without a display name, a known name is kept (and a new virtual user is
-    /// named after its external id).
+    /// named after its external id); without an avatar, a known one is kept, and an empty
+    /// avatar URL removes it.
     pub async fn upsert_virtual_user(
         &mut self,
         kind: &str,
@@ -301,9 +302,11 @@ impl WriteTx {
         if let Some(row) = existing {
             let mut current = rows::virtual_user(&row)?;
             let name = display_name.unwrap_or(&current.display_name).to_string();
-            let avatar = avatar_url
-                .map(str::to_string)
-                .or_else(|| current.avatar_url.clone());
+            let avatar = match avatar_url {
+                Some("") => None,
+                Some(url) => Some(url.to_string()),
+                None => current.avatar_url.clone(),
+            };
             if current.display_name == name && current.avatar_url == avatar {
                 return Ok((current, Upserted::Unchanged));
             }
@@ -324,7 +327,7 @@ impl WriteTx {
             kind: kind.to_string(),
             external_id: external_id.to_string(),
             display_name: display_name.unwrap_or(external_id).to_string(),
-            avatar_url: avatar_url.map(str::to_string),
+            avatar_url: avatar_url.filter(|url| !url.is_empty()).map(str::to_string),
         };
         sqlx::query(
             "INSERT INTO virtual_users (id, kind, external_id, display_name, avatar_url) VALUES ($1, $2, $3, $4, $5)",
@@ -333,7 +336,7 @@ impl WriteTx {
         .bind(kind)
         .bind(external_id)
         .bind(&created.display_name)
-        .bind(avatar_url.map(str::to_string))
+        .bind(created.avatar_url.clone())
         .execute(&mut *self.conn)
         .await?;
         Ok((created, Upserted::Created))

@@ -39,7 +39,7 @@ pub struct PostAs {
     pub external_id: String,
     /// Display name.
     pub display_name: String,
-    /// Avatar URL.
+    /// Avatar URL: `None` keeps the one weft has, an empty one removes it.
     pub avatar_url: Option<String>,
 }
 
@@ -582,7 +582,7 @@ pub(super) async fn create_missing_virtual_users<'c>(
                     vu.display_name = claim.display_name.clone();
                 }
                 if vu.avatar_url.is_none() {
-                    vu.avatar_url = claim.avatar_url.clone();
+                    vu.avatar_url = claim.avatar_url.clone().filter(|url| !url.is_empty());
                 }
             }
             None => {
@@ -596,7 +596,7 @@ pub(super) async fn create_missing_virtual_users<'c>(
                     } else {
                         claim.external_id.clone()
                     },
-                    avatar_url: claim.avatar_url.clone(),
+                    avatar_url: claim.avatar_url.clone().filter(|url| !url.is_empty()),
                 });
             }
         }

@@ -173,10 +173,11 @@ impl Bridge {
         if member.target != at.sender {
             return Ok(Plan::Apply);
         }
-        if member.membership == "join"
-            && let Some(mxc) = &member.avatar_url
-        {
-            self.learn_avatar(at.sender, mxc);
+        if member.membership == "join" {
+            match &member.avatar_url {
+                Some(mxc) => self.learn_avatar(at.sender, mxc),
+                None => self.forget_avatar(at.sender),
+            }
         }
         let Some(name) = member.display_name.filter(|_| member.membership == "join") else {
             return Ok(Plan::Skip);

@@ -690,6 +690,29 @@ pub async fn virtual_users_are_upserted(store: &Store) {
         ),
         ("Alan", Some("mxc://a"), Upserted::Unchanged)
     );
+    // An empty avatar takes it away, and the name stays.
+    let (bare, changed) = store
+        .write(|tx| {
+            Box::pin(async move {
+                tx.upsert_virtual_user("matrix", "@al:hs", None, Some(""))
+                    .await
+            })
+        })
+        .await
+        .expect("avatar removed");
+    assert_eq!(
+        (bare.display_name.as_str(), bare.avatar_url, changed),
+        ("Alan", None, Upserted::Updated)
+    );
+    let stored = store
+        .virtual_user(first.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(
+        stored.avatar_url, None,
+        "stored without an avatar, not an empty one"
+    );
 }
 
 /// Appends one event in its own write; returns its sequence number.
