@@ -174,7 +174,8 @@ impl Bridge {
             .iter()
             .filter_map(|(matrix_room, mxid, event_id)| {
                 let room_id = *open.get(*matrix_room)?;
-                let message = carried.get(event_id)?.message()?;
+                // A receipt on an edit or a reaction has read the message it changed.
+                let message = carried.get(event_id)?.subject()?;
                 let who = weft_chat::PostAs {
                     kind: crate::VIRTUAL_KIND.into(),
                     external_id: mxid.clone(),

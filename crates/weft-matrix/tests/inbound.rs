@@ -653,6 +653,13 @@ async fn matrix_read_receipts_move_read_marks(rig: Rig) {
         .await
         .expect("read_by");
     assert_eq!(read_by, [2], "maria and matt, each once");
+    // A receipt on a reaction has read the message it reacts to.
+    let ada = "@ada:hs.test";
+    let said = [text("$k5", ada, "five"), reaction("$k6", matt, "$k5", "👍")];
+    assert_eq!(rig.push("k5", &said).await, StatusCode::OK);
+    let status = push_with_receipts(&rig, "k6", &[], &[(ada, "$k6")], (matt, "$k6")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(matrix_readers(&rig, "$k5").await, [ada]);
     rig.finish().await;
 }
 
