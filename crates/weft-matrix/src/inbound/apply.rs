@@ -49,7 +49,14 @@ impl Bridge {
             Ok(None) => return Ok(()),
             // What people say is refused, and they are told; state changes and redactions
             // in a room that is closed change nothing in weft.
-            Err(e) if matches!(event_type, "m.room.message" | "m.reaction") => return Err(e),
+            Err(e)
+                if matches!(
+                    event_type,
+                    "m.room.message" | "m.reaction" | "m.room.encrypted"
+                ) =>
+            {
+                return Err(e);
+            }
             Err(_) => return Ok(()),
         };
         let content = &event["content"];
@@ -68,6 +75,14 @@ impl Bridge {
                 self.apply_message(room_id, matrix_room, event_id, sender, content)
                     .await
             }
+            // Weft holds no keys to the room's encrypted sessions, so it cannot read what is
+            // sent encrypted: the sender is told (and it is recorded) instead of it being
+            // lost without a word.
+            "m.room.encrypted" => Err(BridgeError::Refused(
+                "weft cannot read encrypted messages, and this room is bridged to weft: \
+                 send it without encryption for the people on weft to see it"
+                    .into(),
+            )),
             "m.room.name" | "m.room.topic" | "m.room.avatar" => {
                 self.room_detail_from_matrix(room_id, matrix_room, event)
                     .await
