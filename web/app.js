@@ -1043,6 +1043,20 @@
       if (search && search.value.trim() !== q) return; // a newer search is under way
       for (const u of users) {
         if ($('li[data-user-id="' + CSS.escape(u.id) + '"]', memberList)) continue;
+        if (u.virtual) {
+          // Someone in the Matrix room (a room whose membership is synced), with the
+          // network's badge; moderators may ban them as they would from a message.
+          const li = personItem(u.displayName || u.username, u.username, badgeLabel(u.badge), true, u.avatarUrl);
+          li.dataset.userId = u.id;
+          li.dataset.virtualId = u.id;
+          if (page.moderator) {
+            const ban = button('ban link', 'Ban', 'Ban ' + u.username + ' from this room');
+            ban.dataset.username = u.username;
+            li.append(ban);
+          }
+          memberList.append(li);
+          continue;
+        }
         const li = personItem(u.displayName || u.username, u.username, roleLabel(u.role), false, u.avatarUrl);
         li.dataset.userId = u.id;
         if (me && u.id !== me.id) {
@@ -1057,6 +1071,7 @@
       }
       memberSkip += users.length;
       membersMore.hidden = users.length < MEMBER_PAGE;
+      renderMatrixPeople();
     } catch (e) {
       showError('Could not list the members: ' + e.message);
     } finally {
@@ -1088,6 +1103,10 @@
     const people = $('#matrix-list');
     if (!box || !people) return;
     const seen = peopleFromMatrix();
+    // Those the member list holds already (a room whose Matrix members are listed) once.
+    for (const id of Array.from(seen.keys())) {
+      if (memberList && $('li[data-virtual-id="' + CSS.escape(id) + '"]', memberList)) seen.delete(id);
+    }
     people.replaceChildren();
     for (const [id, p] of seen) {
       const li = personItem(p.name, p.username, p.badge, true, p.avatar);
@@ -1205,6 +1224,19 @@
       searchTimer = setTimeout(reloadMembers, 200);
     });
     memberList.addEventListener('click', async (e) => {
+      const ban = e.target.closest('.ban');
+      if (ban) {
+        if (!window.confirm('Ban ' + ban.dataset.username + ' from this room?')) return;
+        ban.disabled = true;
+        try {
+          await banPerson(ban.dataset.username, '');
+          reloadMembers();
+        } catch (err) {
+          ban.disabled = false;
+          showError('Could not ban ' + ban.dataset.username + ': ' + err.message);
+        }
+        return;
+      }
       const open = e.target.closest('.person-open');
       if (!open) return;
       open.disabled = true;

@@ -8,13 +8,14 @@
 mod error;
 mod files;
 mod live;
-mod messages;
+pub(crate) mod messages;
 mod moderation;
 mod people;
 mod post_queue;
 mod rooms;
 mod users;
 mod views;
+mod virtual_members;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub use people::PEOPLE_PAGE_MAX;
 pub use rooms::{NewRoom, RoomPatch, RoomSummary};
 pub use users::{NewUser, TOKEN_CACHE_TTL};
 pub use views::Views;
+pub use virtual_members::VIRTUAL_MEMBERS_PER_WRITE;
 
 /// Limits and policies, from the configuration file.
 #[derive(Debug, Clone)]

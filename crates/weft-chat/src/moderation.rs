@@ -205,6 +205,9 @@ impl Chat {
                     let (vu, _) = tx
                         .upsert_virtual_user(&who.kind, &who.external_id, None, None)
                         .await?;
+                    // Banned people are not in the room (the `VirtualBanned` entry tells
+                    // the member lists).
+                    tx.delete_virtual_membership(room_id, vu.id).await?;
                     if tx
                         .insert_virtual_ban(room_id, vu.id, moderator, reason.as_deref())
                         .await?
@@ -270,6 +273,7 @@ impl Chat {
         self.store()
             .write(move |tx| {
                 Box::pin(async move {
+                    tx.delete_virtual_membership(room_id, virtual_id).await?;
                     let event = Event::VirtualKicked {
                         room_id,
                         virtual_id,

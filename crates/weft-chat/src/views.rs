@@ -49,6 +49,8 @@ impl Views {
         fn tokens_of(&self, user_id: Id) -> Vec<Token>;
         /// A room by id, whoever may read it.
         fn room(&self, id: Id) -> Option<Room>;
+        /// A room by its `community/room` URI (any case).
+        fn room_by_uri(&self, uri: &str) -> Option<Room>;
         /// The room whose URI, spelled with `sep` for `/`, is `flat` (see the store).
         fn room_by_flattened_uri(&self, flat: &str, sep: char) -> Option<Room>;
         /// Public rooms matching `q`, a page of them.
@@ -65,6 +67,16 @@ impl Views {
         fn membership(&self, room_id: Id, user_id: Id) -> Option<Membership>;
         /// A page of a room's members matching `q`.
         fn members(&self, room_id: Id, q: &str, limit: i64, skip: i64) -> Vec<(User, Role)>;
+        /// How many weft users are members of a room, matching `q`.
+        fn member_total(&self, room_id: Id, q: &str) -> i64;
+        /// A room's member ids after `after` in id order, at most `limit`.
+        fn member_ids_after(&self, room_id: Id, after: Option<Id>, limit: i64) -> Vec<Id>;
+        /// The external ids of one network's people listed among a room's members.
+        fn virtual_member_ids(&self, room_id: Id, kind: &str) -> Vec<String>;
+        /// A page of the people of other networks listed among a room's members.
+        fn virtual_members(&self, room_id: Id, q: &str, limit: i64, skip: i64) -> Vec<VirtualUser>;
+        /// Users by id; missing ones are left out.
+        fn users_by_ids(&self, ids: &[Id]) -> Vec<User>;
         /// A message by id.
         fn message(&self, id: Id) -> Option<MessageView>;
         /// A page of a room's messages around an anchor (see the store), oldest first.

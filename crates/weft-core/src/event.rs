@@ -156,6 +156,21 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Somebody from another network joined a room (a bridge whose room's membership is
+    /// synced says so): they are listed among its members.
+    VirtualJoined {
+        /// Room.
+        room_id: Id,
+        /// The virtual user.
+        virtual_id: Id,
+    },
+    /// Somebody from another network left a room, or was removed from it on their network.
+    VirtualLeft {
+        /// Room.
+        room_id: Id,
+        /// The virtual user.
+        virtual_id: Id,
+    },
     /// A room was created.
     RoomCreated {
         /// New room.
@@ -231,6 +246,9 @@ impl Event {
                 | Event::MemberUnbanned { .. }
                 | Event::VirtualBanned { .. }
                 | Event::VirtualUnbanned { .. }
+                // The cached room holds its member count.
+                | Event::VirtualJoined { .. }
+                | Event::VirtualLeft { .. }
                 | Event::RoomUpdated { .. }
                 | Event::RoomPrivacyChanged { .. }
                 | Event::RoomDeleted { .. }
@@ -255,6 +273,8 @@ impl Event {
             | VirtualBanned { room_id, .. }
             | VirtualUnbanned { room_id, .. }
             | VirtualKicked { room_id, .. }
+            | VirtualJoined { room_id, .. }
+            | VirtualLeft { room_id, .. }
             | RoomCreated { room_id }
             | RoomUpdated { room_id }
             | RoomPrivacyChanged { room_id, .. }
@@ -286,6 +306,8 @@ impl Event {
             VirtualBanned { .. } => "virtualBanned",
             VirtualUnbanned { .. } => "virtualUnbanned",
             VirtualKicked { .. } => "virtualKicked",
+            VirtualJoined { .. } => "virtualJoined",
+            VirtualLeft { .. } => "virtualLeft",
             RoomCreated { .. } => "roomCreated",
             RoomUpdated { .. } => "roomUpdated",
             RoomPrivacyChanged { .. } => "roomPrivacyChanged",
@@ -409,6 +431,14 @@ mod tests {
                 virtual_id: room_id,
                 moderator: Some(room_id),
                 reason: None,
+            },
+            Event::VirtualJoined {
+                room_id,
+                virtual_id: room_id,
+            },
+            Event::VirtualLeft {
+                room_id,
+                virtual_id: room_id,
             },
         ];
         for event in events {

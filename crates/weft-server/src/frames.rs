@@ -522,9 +522,13 @@ async fn build_with(
         Event::MemberLeft { user_id, .. } | Event::MemberBanned { user_id, .. } => {
             (Users, Remove, json!({ "id": user_id }))
         }
-        Event::VirtualBanned { virtual_id, .. } | Event::VirtualKicked { virtual_id, .. } => {
-            (Users, Remove, json!({ "id": virtual_id }))
+        Event::VirtualJoined { virtual_id, .. } => {
+            let person = store.virtual_user(*virtual_id).await.ok()??;
+            (Users, Create, wire::virtual_as_user(&person))
         }
+        Event::VirtualBanned { virtual_id, .. }
+        | Event::VirtualKicked { virtual_id, .. }
+        | Event::VirtualLeft { virtual_id, .. } => (Users, Remove, json!({ "id": virtual_id })),
         Event::RoomUpdated { .. } => (Room, Update, wire::room(&store.room(room_id).await.ok()??)),
         Event::RoomDeleted { .. } => (Room, Remove, json!({ "id": room_id })),
         Event::ReadAdvanced { up_to_seq, .. } => (

@@ -29,6 +29,19 @@ pub fn member(u: &User, role: Role) -> Value {
     v
 }
 
+/// Anyone in a room with their role: a weft member, or somebody from another network
+/// (`virtual: true`, `badge` naming the network).
+pub fn room_person(p: &Profile, role: Role) -> Value {
+    match p {
+        Profile::User(u) => member(u, role),
+        Profile::Virtual(v) => {
+            let mut out = virtual_as_user(v);
+            out["role"] = json!(role.as_str());
+            out
+        }
+    }
+}
+
 fn avatar(url: &Option<String>, name: &str) -> String {
     url.clone().unwrap_or_else(|| format!("/avatars/{name}"))
 }

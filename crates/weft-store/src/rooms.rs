@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use weft_core::{Id, Membership, Profile, Role, Room, User};
+use weft_core::{Id, Membership, Profile, Role, Room, User, VirtualUser};
 
 use crate::rows;
 use crate::{Result, Store, StoreError, WriteTx};
@@ -324,6 +324,78 @@ impl Store {
         Ok(readers)
     }
 
+    /// How many weft users are members of a room whose name starts with `q` (as
+    /// [`Store::members`] filters them).
+    pub async fn member_total(&self, room_id: Id, q: &str) -> Result<i64> {
+        let pattern = format!("{}%", q.to_lowercase().replace(['%', '_', '\\'], ""));
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 \
+             AND (u.username_lower LIKE $2 OR LOWER(u.display_name) LIKE $2)",
+        )
+        .bind(room_id.to_hex())
+        .bind(pattern)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// A page of the people from other networks listed among a room's members, by name;
+    /// `q` filters by a prefix of their name or external id.
+    pub async fn virtual_members(
+        &self,
+        room_id: Id,
+        q: &str,
+        limit: i64,
+        skip: i64,
+    ) -> Result<Vec<VirtualUser>> {
+        let pattern = format!("{}%", q.to_lowercase().replace(['%', '_', '\\'], ""));
+        let rows = sqlx::query(
+            "SELECT v.id, v.kind, v.external_id, v.display_name, v.avatar_url \
+             FROM virtual_memberships m JOIN virtual_users v ON v.id = m.virtual_user_id WHERE m.room_id = $1 \
+             AND (LOWER(v.external_id) LIKE $2 OR LOWER(v.display_name) LIKE $2) \
+             ORDER BY LOWER(v.display_name), v.external_id LIMIT $3 OFFSET $4",
+        )
+        .bind(room_id.to_hex())
+        .bind(pattern)
+        .bind(limit)
+        .bind(skip)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(rows::virtual_user).collect()
+    }
+
+    /// The external ids of one network's people listed among a room's members.
+    pub async fn virtual_member_ids(&self, room_id: Id, kind: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT v.external_id FROM virtual_memberships m JOIN virtual_users v ON v.id = m.virtual_user_id \
+             WHERE m.room_id = $1 AND v.kind = $2",
+        )
+        .bind(room_id.to_hex())
+        .bind(kind)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("external_id")?)).collect()
+    }
+
+    /// A room's member user ids after `after` (in id order), at most `limit`: for walking
+    /// every member of a big room in resumable pages.
+    pub async fn member_ids_after(
+        &self,
+        room_id: Id,
+        after: Option<Id>,
+        limit: i64,
+    ) -> Result<Vec<Id>> {
+        let rows = sqlx::query(
+            "SELECT user_id FROM memberships WHERE room_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+        )
+        .bind(room_id.to_hex())
+        .bind(after.map(|a| a.to_hex()).unwrap_or_default())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| rows::id(r, "user_id")).collect()
+    }
+
     /// The highest message sequence number in the room (0 when empty).
     pub async fn last_message_seq(&self, room_id: Id) -> Result<i64> {
         let row = sqlx::query("SELECT MAX(seq) AS seq FROM messages WHERE room_id = $1")
@@ -391,6 +463,7 @@ impl WriteTx {
             "DELETE FROM files WHERE room_id = $1",
             "DELETE FROM read_marks WHERE room_id = $1",
             "DELETE FROM virtual_read_marks WHERE room_id = $1",
+            "DELETE FROM virtual_memberships WHERE room_id = $1",
             "DELETE FROM memberships WHERE room_id = $1",
             "DELETE FROM bans WHERE room_id = $1",
             "DELETE FROM virtual_bans WHERE room_id = $1",
@@ -439,6 +512,47 @@ impl WriteTx {
         let last_read: i64 = row.try_get("last_read_seq")?;
         self.add_member_count(room_id, -1).await?;
         self.move_read_mark(room_id, Some(last_read), None).await?;
+        Ok(true)
+    }
+
+    /// Lists somebody from another network among a room's members; false if they were
+    /// listed already. They count in the room's member count.
+    pub async fn insert_virtual_membership(
+        &mut self,
+        room_id: Id,
+        virtual_id: Id,
+        joined_at: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO virtual_memberships (room_id, virtual_user_id, joined_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id, virtual_user_id) DO NOTHING",
+        )
+        .bind(room_id.to_hex())
+        .bind(virtual_id.to_hex())
+        .bind(joined_at)
+        .execute(&mut *self.conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.add_member_count(room_id, 1).await?;
+        Ok(true)
+    }
+
+    /// Takes somebody from another network off a room's members; false if they were not
+    /// listed.
+    pub async fn delete_virtual_membership(&mut self, room_id: Id, virtual_id: Id) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM virtual_memberships WHERE room_id = $1 AND virtual_user_id = $2",
+        )
+        .bind(room_id.to_hex())
+        .bind(virtual_id.to_hex())
+        .execute(&mut *self.conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.add_member_count(room_id, -1).await?;
         Ok(true)
     }
 

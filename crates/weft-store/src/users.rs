@@ -18,6 +18,25 @@ impl Store {
         row.as_ref().map(rows::user).transpose()
     }
 
+    /// Users by id, in no particular order; missing ones are left out.
+    pub async fn users_by_ids(&self, ids: &[Id]) -> Result<Vec<User>> {
+        let mut users = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(rows::rows_per_statement(self.dialect()) * 4) {
+            let sql = format!(
+                "SELECT id, username, display_name, avatar_url, site_admin, created_at FROM users WHERE id IN ({})",
+                rows::list_placeholders(self.dialect(), chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.to_hex());
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                users.push(rows::user(&row)?);
+            }
+        }
+        Ok(users)
+    }
+
     /// A user by username, ignoring case.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
         let row = sqlx::query(

@@ -3,7 +3,7 @@
 
 mod batch;
 mod editing;
-mod posting;
+pub(crate) mod posting;
 mod reactions;
 mod read_state;
 mod reading;

@@ -515,7 +515,7 @@ fn check_profile(actor: &Actor, who: &PostAs) -> Result<()> {
 /// The virtual user a bridge acts as, created or refreshed inside the write. A claim without
 /// a display name (a removal by id only) never blanks a known name. A rename is logged, so
 /// that every instance (and every bridge's cache of names) learns it.
-pub(super) async fn virtual_author(
+pub(crate) async fn virtual_author(
     tx: &mut weft_store::WriteTx,
     v: &PostAs,
     origin: &Origin,

@@ -141,9 +141,9 @@ async fn members(
     Path(room_id): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let members = state
+    let people = state
         .chat
-        .members(
+        .room_people(
             &caller.0,
             parse_id(&room_id, "room id")?,
             query.q.as_deref().unwrap_or(""),
@@ -152,9 +152,9 @@ async fn members(
         )
         .await?;
     Ok(Json(Value::Array(
-        members
+        people
             .iter()
-            .map(|(u, role)| wire::member(u, *role))
+            .map(|(person, role)| wire::room_person(person, *role))
             .collect(),
     )))
 }

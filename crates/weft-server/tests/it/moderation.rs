@@ -541,3 +541,131 @@ async fn a_bridge_may_rename_a_room_but_not_change_its_privacy() {
         "{refused:?}"
     );
 }
+
+fn matrix_person(mxid: &str, name: &str) -> weft_chat::PostAs {
+    weft_chat::PostAs {
+        kind: "matrix".into(),
+        external_id: mxid.into(),
+        display_name: name.into(),
+        avatar_url: None,
+    }
+}
+
+#[tokio::test]
+async fn people_a_bridge_lists_in_a_room_are_members_until_they_leave_or_are_banned() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    server.join(&bob, "acme/general").await;
+    let bridge_actor = server
+        .chat
+        .authenticate_token(&bridge.token)
+        .await
+        .expect("bridge actor");
+
+    let plain = weft_chat::Actor::user(bob.user.clone());
+    let refused = server
+        .chat
+        .join_virtual(&plain, room, vec![matrix_person("@carol:hs", "Carol")])
+        .await
+        .expect_err("only bridges list people of other networks");
+    assert!(
+        matches!(refused, weft_chat::ChatError::Forbidden(_)),
+        "{refused}"
+    );
+
+    let people = vec![
+        matrix_person("@carol:hs", "Carol"),
+        matrix_person("@dave:hs", "Dave"),
+        matrix_person(SPAMMER, "Spam"),
+    ];
+    let listed = server
+        .chat
+        .join_virtual(&bridge_actor, room, people.clone())
+        .await
+        .expect("listed");
+    assert_eq!(listed, 3);
+    let again = server
+        .chat
+        .join_virtual(&bridge_actor, room, people)
+        .await
+        .expect("listed again");
+    assert_eq!(again, 0, "listing someone twice changes nothing");
+
+    let (status, got) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}"))
+        .await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(
+        got["userCount"], 5,
+        "two weft members and three Matrix people"
+    );
+    let (_, members) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
+        .await;
+    let names: Vec<&str> = members
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|m| m["username"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["alice", "bob", "@carol:hs", "@dave:hs", SPAMMER],
+        "weft members first, then the Matrix people by name"
+    );
+    assert_eq!(members[2]["virtual"], true);
+    assert_eq!(members[2]["badge"], "matrix");
+    assert_eq!(members[2]["displayName"], "Carol");
+
+    // Pages run across both kinds of people.
+    let (_, second) = server
+        .get(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/users?limit=2&skip=2"),
+        )
+        .await;
+    let second: Vec<&str> = second
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|m| m["username"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(second, ["@carol:hs", "@dave:hs"]);
+    let (_, found) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users?q=car"))
+        .await;
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+
+    // A ban takes someone off the list; leaving too; neither can be listed while banned.
+    let (status, _) = server
+        .post(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/bans"),
+            json!({ "username": SPAMMER }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let left = server
+        .chat
+        .leave_virtual(&bridge_actor, room, "matrix", vec!["@dave:hs".into()])
+        .await
+        .expect("unlisted");
+    assert_eq!(left, 1);
+    let banned_again = server
+        .chat
+        .join_virtual(&bridge_actor, room, vec![matrix_person(SPAMMER, "Spam")])
+        .await
+        .expect("answered");
+    assert_eq!(banned_again, 0, "a banned person is not listed");
+    let (_, got) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}"))
+        .await;
+    assert_eq!(got["userCount"], 3);
+    let (_, members) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
+        .await;
+    assert_eq!(members.as_array().map(Vec::len), Some(3), "{members}");
+}

@@ -351,11 +351,11 @@ impl Engine {
                     .collect()
             }
             Topic::RoomUsers(room) => chat
-                .members(&actor, room, "", 30, 0)
+                .room_people(&actor, room, "", 30, 0)
                 .await
                 .ok()?
                 .iter()
-                .map(|(user, role)| wire::member(user, *role))
+                .map(|(person, role)| wire::room_person(person, *role))
                 .collect(),
             Topic::UserRooms(user) => chat
                 .rooms_of(&actor, user)
