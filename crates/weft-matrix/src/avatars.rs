@@ -80,36 +80,40 @@ impl Bridge {
     /// Gives a Matrix user's virtual user the avatar `mxc` (from their member event), in the
     /// background: fetched unless weft has it, then set.
     pub(crate) fn learn_avatar(&self, mxid: &str, mxc: &str) {
+        let (bridge, mxid, mxc) = (self.clone(), mxid.to_string(), mxc.to_string());
+        tokio::spawn(async move { bridge.set_avatar_now(&mxid, &mxc).await });
+    }
+
+    /// Gives a Matrix user's virtual user the avatar `mxc`: fetched unless weft has it, then
+    /// set. Failures are logged: an avatar is never worth failing anything for.
+    pub(crate) async fn set_avatar_now(&self, mxid: &str, mxc: &str) {
         let Some(path) = avatar_path(mxc) else {
             return;
         };
-        let (bridge, mxid, mxc) = (self.clone(), mxid.to_string(), mxc.to_string());
-        tokio::spawn(async move {
-            let known = bridge
-                .chat()
-                .views()
-                .virtual_user_by_external_id(crate::VIRTUAL_KIND, &mxid)
-                .await;
-            if let Ok(Some(vu)) = known
-                && vu.avatar_url.as_deref() == Some(path.as_str())
-            {
-                return; // Set already (a member event for another room, a rejoin).
-            }
-            if let Err(e) = bridge.fetch_avatar(&mxc).await {
-                tracing::debug!(%mxid, %mxc, error = %e, "a Matrix avatar was not fetched");
-                return;
-            }
-            let who = weft_chat::PostAs {
-                kind: crate::VIRTUAL_KIND.into(),
-                external_id: mxid.clone(),
-                // No name: the one weft has stays.
-                display_name: String::new(),
-                avatar_url: Some(path),
-            };
-            if let Err(e) = bridge.chat().update_virtual_user(bridge.actor(), who).await {
-                tracing::warn!(%mxid, error = %e, "could not set a Matrix user's avatar");
-            }
-        });
+        let known = self
+            .chat()
+            .views()
+            .virtual_user_by_external_id(crate::VIRTUAL_KIND, mxid)
+            .await;
+        if let Ok(Some(vu)) = known
+            && vu.avatar_url.as_deref() == Some(path.as_str())
+        {
+            return; // Set already (a member event for another room, a rejoin).
+        }
+        if let Err(e) = self.fetch_avatar(mxc).await {
+            tracing::debug!(%mxid, %mxc, error = %e, "a Matrix avatar was not fetched");
+            return;
+        }
+        let who = weft_chat::PostAs {
+            kind: crate::VIRTUAL_KIND.into(),
+            external_id: mxid.to_string(),
+            // No name: the one weft has stays.
+            display_name: String::new(),
+            avatar_url: Some(path),
+        };
+        if let Err(e) = self.chat().update_virtual_user(self.actor(), who).await {
+            tracing::warn!(%mxid, error = %e, "could not set a Matrix user's avatar");
+        }
     }
 
     /// Gives a bridged weft room the avatar its Matrix room took (`None`: removed), in the

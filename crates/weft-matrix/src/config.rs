@@ -19,6 +19,56 @@ pub struct MatrixSettings {
     /// What a bridged room's name or topic set on Matrix does (see [`RoomChanges`]).
     #[serde(default)]
     pub room_changes: RoomChanges,
+    /// How bridged rooms' members cross by default (see [`Membership`]); `weft matrix
+    /// membership` sets it room by room.
+    #[serde(default)]
+    pub membership: Membership,
+    /// How many joins a membership sync keeps in flight at most (it sends fewer while the
+    /// homeserver answers 429).
+    #[serde(default = "default_member_sync_concurrency")]
+    pub member_sync_concurrency: usize,
+}
+
+fn default_member_sync_concurrency() -> usize {
+    8
+}
+
+/// How a bridged room's members cross between weft and Matrix (`membership` in `[matrix]`,
+/// or one room's own setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
+    /// Every weft member's puppet is in the Matrix room, and everyone in the Matrix room is
+    /// listed among the weft room's members; joins, leaves, kicks and bans cross both ways
+    /// as they happen, and a sync (`weft matrix sync-members`) brings a room up to date.
+    Full,
+    /// Puppets join when their weft user first acts in the room and leave when that user
+    /// leaves it; Matrix people show in weft as they speak.
+    #[default]
+    Lazy,
+    /// Membership does not cross: puppets join only to send, and stay.
+    Off,
+}
+
+impl Membership {
+    /// The setting's name, as the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Full => "full",
+            Membership::Lazy => "lazy",
+            Membership::Off => "off",
+        }
+    }
+
+    /// Reads a setting's name.
+    pub fn parse(name: &str) -> Option<Membership> {
+        match name {
+            "full" => Some(Membership::Full),
+            "lazy" => Some(Membership::Lazy),
+            "off" => Some(Membership::Off),
+            _ => None,
+        }
+    }
 }
 
 /// What happens to a bridged room's name or topic changed on Matrix by someone whose power
@@ -137,6 +187,8 @@ pub fn generate_registration(
         homeserver_url: homeserver_url.trim_end_matches('/').to_string(),
         server_name: server_name.to_string(),
         registration: output.to_path_buf(),
+        membership: Default::default(),
+        member_sync_concurrency: 8,
         room_changes: RoomChanges::default(),
     };
     let toml = format!(
@@ -194,6 +246,8 @@ mod tests {
             homeserver_url: "http://127.0.0.1:8008".into(),
             server_name: "weft.test".into(),
             registration: path.clone(),
+            membership: Default::default(),
+            member_sync_concurrency: 8,
             room_changes: RoomChanges::default(),
         };
         let loaded = BridgeConfig::load(settings.clone()).expect("loads");

@@ -446,6 +446,70 @@ impl Homeserver {
         .map(|_| ())
     }
 
+    /// Makes `mxid` leave a room; leaving a room one is not in is not an error.
+    ///
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3roomsroomidleave>.
+    pub async fn leave(&self, room_id: &str, mxid: &str) -> Result<(), HsError> {
+        match self
+            .call(
+                Method::POST,
+                &["_matrix", "client", "v3", "rooms", room_id, "leave"],
+                Some(mxid),
+                Some(json!({})),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(403) || e.status == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Everyone joined to a room, as the bridge bot sees it: `(user id, display name, avatar
+    /// URL)`.
+    ///
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3roomsroomidjoined_members>.
+    pub async fn joined_members(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, HsError> {
+        let body = self
+            .call(
+                Method::GET,
+                &[
+                    "_matrix",
+                    "client",
+                    "v3",
+                    "rooms",
+                    room_id,
+                    "joined_members",
+                ],
+                None,
+                None,
+            )
+            .await?;
+        let text = |v: &Value| {
+            v.as_str()
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string)
+        };
+        Ok(body["joined"]
+            .as_object()
+            .map(|joined| {
+                joined
+                    .iter()
+                    .map(|(mxid, m)| {
+                        (
+                            mxid.clone(),
+                            text(&m["display_name"]),
+                            text(&m["avatar_url"]),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Moves `mxid`'s read receipt in a room up to `event_id` (private to nobody: `m.read`).
     ///
     /// Spec: <https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3roomsroomidreceiptreceipttypeeventid>.

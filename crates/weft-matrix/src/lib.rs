@@ -23,6 +23,7 @@ mod devices;
 pub mod homeserver;
 pub mod ids;
 mod inbound;
+mod members;
 mod moderation;
 mod names;
 mod outbound;
@@ -44,10 +45,10 @@ use weft_store::Store;
 
 use crate::tables::MatrixWrites;
 
-pub use config::{BridgeConfig, MatrixSettings, RoomChanges, generate_registration};
+pub use config::{BridgeConfig, MatrixSettings, Membership, RoomChanges, generate_registration};
 pub use homeserver::{Homeserver, HsError};
 pub use ids::Identities;
-pub use tables::{Carried, MatrixFailure, MatrixRoom, MatrixTables};
+pub use tables::{Carried, MatrixFailure, MatrixRoom, MatrixTables, MemberSync};
 
 /// The network name virtual users from Matrix carry.
 pub const VIRTUAL_KIND: &str = "matrix";
@@ -102,6 +103,8 @@ struct Inner {
     devices: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Held while the Spaces are brought up to date (see `spaces`), one run at a time.
     spaces: tokio::sync::Mutex<()>,
+    /// Held by the automatic membership sync running (see `members`), one at a time.
+    member_syncs: tokio::sync::Mutex<()>,
 }
 
 impl Bridge {
@@ -176,6 +179,7 @@ impl Bridge {
                 mapped_rooms: Default::default(),
                 devices: Default::default(),
                 spaces: Default::default(),
+                member_syncs: Default::default(),
             }),
         })
     }
@@ -238,6 +242,12 @@ impl Bridge {
         tokio::spawn(typing::run(self.clone()));
         tokio::spawn(receipts::run(self.clone()));
         self.reconcile_spaces_soon();
+        let bridge = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bridge.resume_member_syncs().await {
+                tracing::error!(error = %e, "could not look for membership syncs to take up");
+            }
+        });
         // A ping makes the homeserver retry queued transactions now instead of after its
         // back-off, which grows to minutes after a long outage.
         let bridge = self.clone();

@@ -555,6 +555,14 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             // Role changes log RoomUpdated too.
             bridge.sync_power_levels(&mapped).await
         }
+        Event::MemberJoined { user_id, .. } => {
+            bridge.member_joined_on_matrix(&mapped, *user_id).await
+        }
+        Event::MemberLeft {
+            user_id,
+            moderator: None,
+            ..
+        } => bridge.member_left_on_matrix(&mapped, *user_id).await,
         _ => bridge
             .moderate_on_matrix(event, matrix_room)
             .await

@@ -31,6 +31,15 @@ pub struct MatrixRoom {
     pub open: bool,
 }
 
+fn matrix_room(r: &sqlx::any::AnyRow) -> Result<MatrixRoom> {
+    Ok(MatrixRoom {
+        room_id: id_column(r, "room_id")?,
+        matrix_room_id: r.try_get("matrix_room_id")?,
+        alias: r.try_get("alias")?,
+        open: r.try_get::<i64, _>("is_open")? != 0,
+    })
+}
+
 /// Something the bridge could not carry, for operators to see (`weft matrix failures`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatrixFailure {
@@ -311,15 +320,17 @@ impl MatrixTables {
         .bind(room_id.to_hex())
         .fetch_optional(self.store.reader())
         .await?;
-        row.map(|r| {
-            Ok(MatrixRoom {
-                room_id: id_column(&r, "room_id")?,
-                matrix_room_id: r.try_get("matrix_room_id")?,
-                alias: r.try_get("alias")?,
-                open: r.try_get::<i64, _>("is_open")? != 0,
-            })
-        })
-        .transpose()
+        row.map(|r| matrix_room(&r)).transpose()
+    }
+
+    /// Every bridged room.
+    pub async fn rooms(&self) -> Result<Vec<MatrixRoom>> {
+        sqlx::query("SELECT room_id, matrix_room_id, alias, is_open FROM matrix_rooms")
+            .fetch_all(self.store.reader())
+            .await?
+            .iter()
+            .map(matrix_room)
+            .collect()
     }
 
     /// The weft room bridged to a Matrix room.
@@ -811,6 +822,9 @@ impl MatrixWrites for WriteTx {
         Ok(())
     }
 }
+
+mod membership;
+pub use membership::MemberSync;
 
 #[cfg(test)]
 mod tests;

@@ -88,6 +88,21 @@ enum MatrixCommand {
     },
     /// Checks both directions between weft (running) and the homeserver.
     Ping,
+    /// Brings a room's membership up to date on both sides: every weft member's puppet
+    /// joins the Matrix room (paced, resumable) and everyone in the Matrix room is listed
+    /// among the room's members. Shows a progress bar.
+    SyncMembers {
+        /// The room, as `community/room`.
+        room: String,
+    },
+    /// Sets how a room's members cross (`full`, `lazy`, `off`, or `default` for the
+    /// configuration's); `full` syncs the room at once.
+    Membership {
+        /// The room, as `community/room`.
+        room: String,
+        /// `full`, `lazy`, `off` or `default`.
+        mode: String,
+    },
     /// Lists what the bridge could not carry and gave up on, newest first: one line each,
     /// with when, the weft room and why. Transient failures are retried, never listed.
     Failures {
@@ -333,6 +348,30 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
             Ok(())
         }
         MatrixCommand::Ping => ping(config).await,
+        MatrixCommand::SyncMembers { room } => {
+            let (bridge, room) = bridge_and_room(config, &room).await?;
+            sync_members_with_progress(&bridge, &room).await
+        }
+        MatrixCommand::Membership { room, mode } => {
+            let mode = match mode.as_str() {
+                "default" => None,
+                other => Some(weft_matrix::Membership::parse(other).with_context(|| {
+                    format!("unknown membership {other:?}: say full, lazy, off or default")
+                })?),
+            };
+            let (bridge, room) = bridge_and_room(config, &room).await?;
+            bridge.set_membership(room.id, mode).await?;
+            let now = bridge.membership_of(room.id).await?;
+            println!(
+                "{}: membership {}",
+                room.uri.clone().unwrap_or_default(),
+                now.as_str()
+            );
+            if now == weft_matrix::Membership::Full {
+                sync_members_with_progress(&bridge, &room).await?;
+            }
+            Ok(())
+        }
         MatrixCommand::Failures { limit } => {
             let (store, _chat) = open_parts(config).await?;
             let tables = weft_matrix::MatrixTables::open(store).await?;
@@ -351,6 +390,60 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
             Ok(())
         }
     }
+}
+
+/// The bridge over the configured database (not started: no sender, no listener) and a
+/// room named by its URI.
+async fn bridge_and_room(
+    config: &Config,
+    uri: &str,
+) -> anyhow::Result<(weft_matrix::Bridge, weft_core::Room)> {
+    let settings = config
+        .matrix
+        .clone()
+        .context("no [matrix] section in the configuration")?;
+    let (store, chat) = open_parts(config).await?;
+    let room = chat
+        .views()
+        .room_by_uri(uri)
+        .await?
+        .with_context(|| format!("there is no room {uri}"))?;
+    let bridge =
+        weft_matrix::Bridge::new(chat, store, weft_matrix::BridgeConfig::load(settings)?).await?;
+    Ok((bridge, room))
+}
+
+/// Runs a room's membership sync with a progress bar on the terminal.
+async fn sync_members_with_progress(
+    bridge: &weft_matrix::Bridge,
+    room: &weft_core::Room,
+) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} members, {per_sec}, {eta} left",
+        )
+        .context("the progress bar's template")?
+        .progress_chars("=> "),
+    );
+    bar.set_message(room.uri.clone().unwrap_or_default());
+    let shown = bar.clone();
+    let outcome = bridge
+        .sync_members(room.id, &move |sync| {
+            // Members join while the sync runs: the bar grows with them.
+            shown.set_length(sync.total.max(sync.walked).max(0) as u64);
+            shown.set_position(sync.walked.max(0) as u64);
+        })
+        .await;
+    bar.finish();
+    let sync = outcome?;
+    println!(
+        "{}: {} member(s) in on Matrix, {} of them joined now",
+        room.uri.clone().unwrap_or_default(),
+        sync.walked,
+        sync.joined
+    );
+    Ok(())
 }
 
 /// Writes a file only its owner may read (it holds secrets).

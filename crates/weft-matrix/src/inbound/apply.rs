@@ -63,13 +63,16 @@ impl Bridge {
         match event_type {
             "m.room.member" => {
                 // One about someone else is a moderator's act (or an invite); a sender's own,
-                // which names them, goes into the batch (`plan`).
-                match translate::incoming_member(event) {
-                    Some(member) if member.target != sender => {
-                        self.moderate_from_matrix(room_id, &member).await
-                    }
-                    _ => Ok(()),
+                // which names them, goes into the batch (`plan`) unless the room lists its
+                // Matrix members.
+                let Some(member) = translate::incoming_member(event) else {
+                    return Ok(());
+                };
+                if member.target != sender {
+                    self.moderate_from_matrix(room_id, &member).await?;
                 }
+                // Who is in the room, as weft lists its members (a full room's).
+                self.matrix_member_changed(room_id, &member).await
             }
             "m.room.message" => {
                 self.apply_message(room_id, matrix_room, event_id, sender, content)

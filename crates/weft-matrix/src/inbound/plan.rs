@@ -82,7 +82,7 @@ impl Bridge {
             sender,
         };
         match event_type {
-            "m.room.member" => return self.plan_member(event, at),
+            "m.room.member" => return self.plan_member(event, at).await,
             "m.reaction" => return self.plan_reaction(event, at, pending).await,
             "m.room.redaction" => return self.plan_redaction(event, at, pending).await,
             _ => {}
@@ -166,7 +166,7 @@ impl Bridge {
     /// takes from then on (spec: a user's name in a room is their member event's); the
     /// avatar it sets is fetched in the background (`avatars`). One about
     /// someone else is a moderator's act, applied on its own.
-    fn plan_member(&self, event: &Value, at: Target<'_>) -> Result<Plan, BridgeError> {
+    async fn plan_member(&self, event: &Value, at: Target<'_>) -> Result<Plan, BridgeError> {
         let Some(member) = translate::incoming_member(event) else {
             return Ok(Plan::Skip);
         };
@@ -178,6 +178,13 @@ impl Bridge {
                 Some(mxc) => self.learn_avatar(at.sender, mxc),
                 None => self.forget_avatar(at.sender),
             }
+        }
+        // A full room lists who is in it: the join or leave is applied on its own (it names
+        // them too).
+        if matches!(member.membership.as_str(), "join" | "leave")
+            && self.membership_of(at.room_id).await? == crate::Membership::Full
+        {
+            return Ok(Plan::Apply);
         }
         let Some(name) = member.display_name.filter(|_| member.membership == "join") else {
             return Ok(Plan::Skip);

@@ -24,6 +24,8 @@ pub fn bridge_config(hs_url: &str) -> (BridgeConfig, tempfile::TempDir) {
         homeserver_url: hs_url.to_string(),
         server_name: "hs.test".into(),
         registration,
+        membership: Default::default(),
+        member_sync_concurrency: 8,
         room_changes: Default::default(),
     })
     .expect("the bridge's configuration");

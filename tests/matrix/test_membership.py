@@ -1,0 +1,110 @@
+"""Membership sync: a room whose membership is `full` has every weft member's puppet in the
+Matrix room and everyone in the Matrix room among weft's members, kept so live both ways
+(joins, leaves, kicks), brought up to date by `weft matrix membership … full` /
+`weft matrix sync-members`, which is idempotent; a `lazy` room (the default) leaves its
+Matrix people off weft's member list."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from conftest import DELIVERY_TIMEOUT, new_matrix_user
+from harness import await_until
+
+
+def joined_on_matrix(user, room_id: str) -> set[str]:
+    """Who the homeserver says is joined to a room."""
+    got = user.client_api("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members")
+    return set(got["joined"])
+
+
+def weft_members(api, room_id: str) -> dict[str, dict]:
+    """A weft room's member list by username (Matrix people by Matrix ID)."""
+    return {m["username"]: m for m in api.get(f"/v1/rooms/{room_id}/users", params={"limit": 100})}
+
+
+async def test_a_full_room_has_everyone_on_both_sides_live(stack, uid):
+    community = f"mem{uid}"
+    room_id = stack.weft.create_room(community, "general")
+    uri = f"{community}/general"
+    alice = stack.weft.create_user(f"alice{uid}", display_name="Alice")
+    bob = stack.weft.create_user(f"bob{uid}")
+    carol = stack.weft.create_user(f"carol{uid}")
+    for u in (alice, bob):
+        u.api.join(uri)
+    maria = await new_matrix_user(stack, f"mm{uid}")
+    matt = await new_matrix_user(stack, f"mt{uid}")
+    matrix_room = await maria.join(stack.alias(community, "general"))
+
+    # Lazy (the default): nobody has acted, so no puppet is in, and weft lists no Matrix people.
+    assert stack.puppet(alice) not in joined_on_matrix(maria, matrix_room)
+    assert maria.user_id not in weft_members(alice.api, room_id)
+
+    out = stack.weft.cli_ok("matrix", "membership", uri, "full", timeout=120)
+    assert "membership full" in out and "2 member(s) in on Matrix" in out, out
+    on_matrix = joined_on_matrix(maria, matrix_room)
+    assert {stack.puppet(alice), stack.puppet(bob)} <= on_matrix, on_matrix
+    members = weft_members(alice.api, room_id)
+    assert members[maria.user_id]["virtual"] is True, members
+    assert members[maria.user_id]["badge"] == "matrix"
+    # The CLI wrote it: the server's cached room learns it from the log within a second.
+    await await_until(lambda: alice.api.get(f"/v1/rooms/{room_id}")["userCount"] == 3,
+                      timeout=DELIVERY_TIMEOUT, what="userCount counting the Matrix member")
+
+    # A sync again changes nothing: everyone is in.
+    again = stack.weft.cli_ok("matrix", "sync-members", uri, timeout=120)
+    assert "0 of them joined now" in again, again
+
+    # Live, weft → Matrix: a join joins the puppet, a leave makes it leave.
+    carol.api.join(uri)
+    await await_until(lambda: stack.puppet(carol) in joined_on_matrix(maria, matrix_room),
+                      timeout=DELIVERY_TIMEOUT, what="carol's puppet joining with her")
+    carol.api.request("DELETE", f"/v1/rooms/{room_id}/users/{carol.id}")
+    await await_until(lambda: stack.puppet(carol) not in joined_on_matrix(maria, matrix_room),
+                      timeout=DELIVERY_TIMEOUT, what="carol's puppet leaving with her")
+
+    # Live, Matrix → weft: a join lists the Matrix user (with their name), a leave unlists.
+    await matt.join(matrix_room)
+    listed = await await_until(lambda: weft_members(alice.api, room_id).get(matt.user_id),
+                               timeout=DELIVERY_TIMEOUT, what="matt listed in weft")
+    assert listed["virtual"] is True
+    matt.client_api("POST", f"/_matrix/client/v3/rooms/{quote(matrix_room)}/leave", json={})
+    await await_until(lambda: matt.user_id not in weft_members(alice.api, room_id),
+                      timeout=DELIVERY_TIMEOUT, what="matt unlisted in weft")
+
+    # A weft moderator removes a Matrix person: off weft's list, kicked on Matrix.
+    owner = stack.weft.create_user(f"owner{uid}", admin=True)
+    maria_id = weft_members(alice.api, room_id)[maria.user_id]["id"]
+    owner.api.request("DELETE", f"/v1/rooms/{room_id}/users/{maria_id}")
+    assert maria.user_id not in weft_members(alice.api, room_id)
+    bob_puppet = stack.puppet(bob)
+    await await_until(lambda: maria.user_id not in joined_on_matrix_as(stack, matrix_room),
+                      timeout=DELIVERY_TIMEOUT, what="maria kicked on Matrix")
+    assert bob_puppet in joined_on_matrix_as(stack, matrix_room)
+    await await_until(lambda: alice.api.get(f"/v1/rooms/{room_id}")["userCount"] == 2,
+                      timeout=DELIVERY_TIMEOUT, what="userCount without the removed Matrix member")
+
+
+def joined_on_matrix_as(stack, room_id: str) -> set[str]:
+    """Who is joined, as the bridge bot sees it (for when no test user is in the room)."""
+    from conftest import bot_of
+    r = stack.synapse_request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members",
+                              as_user=bot_of(stack))
+    assert r.status_code == 200, r.text
+    return set(r.json()["joined"])
+
+
+async def test_membership_settings_are_checked_and_a_private_room_is_never_synced(stack, uid):
+    community = f"mset{uid}"
+    stack.weft.create_room(community, "general")
+    stack.weft.create_room(community, "staff", private=True)
+    bad = stack.weft.cli("matrix", "membership", f"{community}/general", "everyone")
+    assert bad.returncode != 0 and "full, lazy, off or default" in bad.output, bad.output
+    missing = stack.weft.cli("matrix", "sync-members", f"{community}/nowhere")
+    assert missing.returncode != 0 and "no room" in missing.output, missing.output
+    private = stack.weft.cli("matrix", "sync-members", f"{community}/staff")
+    assert private.returncode != 0 and "only public rooms" in private.output, private.output
+    out = stack.weft.cli_ok("matrix", "membership", f"{community}/general", "off")
+    assert "membership off" in out, out
+    out = stack.weft.cli_ok("matrix", "membership", f"{community}/general", "default")
+    assert "membership lazy" in out, out
