@@ -91,7 +91,7 @@ async def synapse_rate(stack: Stack, count: int) -> float:
                         if r.status == 429:
                             await asyncio.sleep(((await r.json()).get("retry_after_ms", 500)) / 1000)
                             continue
-                        assert r.status == 200, f"{path}: {r.status} {await r.text()}"
+                        assert r.status in (200, 201), f"{path}: {r.status} {await r.text()}"
                         break
 
         queue = list(range(count))

@@ -108,3 +108,53 @@ async def test_membership_settings_are_checked_and_a_private_room_is_never_synce
     assert "membership off" in out, out
     out = stack.weft.cli_ok("matrix", "membership", f"{community}/general", "default")
     assert "membership lazy" in out, out
+
+
+def join_events(viewer, room_id: str, mxid: str) -> int:
+    """How many `m.room.member` events joined `mxid` to the room (from any other state)."""
+    import json
+
+    flt = json.dumps({"types": ["m.room.member"], "limit": 1000})
+    got = viewer.client_api("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages",
+                            params={"dir": "b", "limit": 1000, "filter": flt})
+    return sum(1 for e in got.get("chunk", [])
+               if e.get("state_key") == mxid and e["content"].get("membership") == "join"
+               and (e.get("unsigned", {}).get("prev_content") or {}).get("membership") != "join")
+
+
+async def test_a_sync_cut_off_by_a_crash_resumes_and_joins_nobody_twice(make_stack, uid):
+    """The server dies (kill -9) while the homeserver holds its joins; the joins it sent
+    still happen, unknown to weft. Restarted, it takes the sync up and finishes it, and the
+    command that asked for it, still waiting, reports the end: every member's puppet is in,
+    each joined once."""
+    import asyncio
+
+    stack = make_stack(proxied=True)
+    stack.start()
+    community = f"crash{uid}"
+    stack.weft.create_room(community, "general")
+    uri = f"{community}/general"
+    people = [stack.weft.create_user(f"m{i}x{uid}") for i in range(12)]
+    for u in people:
+        u.api.join(uri)
+    maria = await new_matrix_user(stack, f"mc{uid}")
+    try:
+        matrix_room = await maria.join(stack.alias(community, "general"))
+        rule = stack.proxy.hang("POST", r"/_matrix/client/v3/join/", seconds=4)
+        asking = asyncio.get_running_loop().run_in_executor(
+            None, lambda: stack.weft.cli_ok("matrix", "sync-members", uri, timeout=180))
+        await await_until(lambda: stack.proxy.hits.get(rule, 0) >= 4, timeout=DELIVERY_TIMEOUT,
+                          what="joins in flight, held by the homeserver")
+        stack.weft.kill9()
+        stack.proxy.rules.clear()
+        await asyncio.sleep(5)  # the held joins reach the homeserver meanwhile
+        stack.weft.start()
+        out = await asyncio.wait_for(asking, timeout=180)
+        assert "12 member(s) in on Matrix" in out, out
+        joined = joined_on_matrix(maria, matrix_room)
+        for u in people:
+            puppet = stack.puppet(u)
+            assert puppet in joined, f"{puppet} not in the room"
+            assert join_events(maria, matrix_room, puppet) == 1, f"{puppet} joined twice"
+    finally:
+        await maria.close()

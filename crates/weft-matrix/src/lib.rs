@@ -103,8 +103,10 @@ struct Inner {
     devices: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Held while the Spaces are brought up to date (see `spaces`), one run at a time.
     spaces: tokio::sync::Mutex<()>,
-    /// Held by the automatic membership sync running (see `members`), one at a time.
+    /// Held by the membership sync running (see `members`): one at a time.
     member_syncs: tokio::sync::Mutex<()>,
+    /// The rooms whose membership sync this process runs or is about to.
+    syncing: std::sync::Mutex<std::collections::HashSet<weft_core::Id>>,
 }
 
 impl Bridge {
@@ -180,6 +182,7 @@ impl Bridge {
                 devices: Default::default(),
                 spaces: Default::default(),
                 member_syncs: Default::default(),
+                syncing: Default::default(),
             }),
         })
     }
@@ -242,12 +245,7 @@ impl Bridge {
         tokio::spawn(typing::run(self.clone()));
         tokio::spawn(receipts::run(self.clone()));
         self.reconcile_spaces_soon();
-        let bridge = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = bridge.resume_member_syncs().await {
-                tracing::error!(error = %e, "could not look for membership syncs to take up");
-            }
-        });
+        tokio::spawn(self.clone().run_member_syncs());
         // A ping makes the homeserver retry queued transactions now instead of after its
         // back-off, which grows to minutes after a long outage.
         let bridge = self.clone();

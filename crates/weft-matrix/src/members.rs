@@ -169,14 +169,23 @@ impl Bridge {
         Ok(true)
     }
 
-    /// Brings a public room's membership up to date on both sides (bridging it first if it is
-    /// not yet), resuming a sync that was cut off; `progress` hears where it stands after
-    /// every page. Answers where it ended.
-    pub async fn sync_members(
-        &self,
-        room_id: Id,
-        progress: &(dyn Fn(&MemberSync) + Send + Sync),
-    ) -> Result<MemberSync, BridgeError> {
+    /// Asks for a room's membership sync (a running server takes it up within a second, see
+    /// [`Bridge::start`]); answers where it stands. Refused for rooms that are not bridged
+    /// (private, one-to-one) or do not exist.
+    pub async fn request_member_sync(&self, room_id: Id) -> Result<MemberSync, BridgeError> {
+        self.syncable_room(room_id).await?;
+        let total = self.chat().views().member_total(room_id, "").await?;
+        let sync = self.tables().request_member_sync(room_id, total).await?;
+        tracing::info!(%room_id, total, "a membership sync was asked for");
+        Ok(sync)
+    }
+
+    /// Where a room's membership sync stands, if one was ever asked for.
+    pub async fn member_sync(&self, room_id: Id) -> Result<Option<MemberSync>, BridgeError> {
+        Ok(self.tables().member_sync(room_id).await?)
+    }
+
+    async fn syncable_room(&self, room_id: Id) -> Result<weft_core::Room, BridgeError> {
         let room = self
             .chat()
             .views()
@@ -188,26 +197,35 @@ impl Bridge {
                 "only public rooms are bridged, so only their members are synced".into(),
             ));
         }
+        Ok(room)
+    }
+
+    /// Runs the membership sync asked for in a room (bridging the room first if it is not
+    /// yet), from where it stands: brings the membership up to date on both sides. `progress`
+    /// hears where it stands after every page. Answers where it ended; a sync that is not
+    /// asked for (finished, perhaps by another instance) is not run again.
+    pub async fn sync_members(
+        &self,
+        room_id: Id,
+        progress: &(dyn Fn(&MemberSync) + Send + Sync),
+    ) -> Result<MemberSync, BridgeError> {
+        let room = self.syncable_room(room_id).await?;
         let _lease = self
             .tables()
             .take_lease(&format!("matrix-members:{room_id}"))
             .await?;
-        let mut sync = match self.tables().member_sync(room_id).await? {
-            Some(cut_off) if cut_off.finished_at.is_none() => {
-                tracing::info!(%room_id, joined = cut_off.joined, total = cut_off.total, "taking up a membership sync that was cut off");
-                cut_off
-            }
-            _ => MemberSync {
-                room_id,
-                after_user_id: None,
-                walked: 0,
-                joined: 0,
-                total: self.chat().views().member_total(room_id, "").await?,
-                started_at: weft_core::now_millis(),
-                finished_at: None,
-            },
+        let Some(mut sync) = self.tables().member_sync(room_id).await? else {
+            return Err(BridgeError::Refused(
+                "no membership sync was asked for in this room".into(),
+            ));
         };
-        // Recorded before the room is bridged, so that bridging it does not start another.
+        if sync.finished_at.is_some() {
+            return Ok(sync);
+        }
+        if sync.walked > 0 {
+            tracing::info!(%room_id, walked = sync.walked, total = sync.total, "taking up a membership sync where it stopped");
+        }
+        sync.updated_at = Some(weft_core::now_millis());
         self.tables().save_member_sync(sync.clone()).await?;
         let mapped = self.ensure_matrix_room(&room).await?;
         let listed = self.list_matrix_members(&mapped).await?;
@@ -229,14 +247,17 @@ impl Bridge {
                 .await?;
             sync.walked += page.len() as i64;
             sync.after_user_id = Some(last);
+            sync.updated_at = Some(weft_core::now_millis());
             self.tables().save_member_sync(sync.clone()).await?;
             tracing::info!(%room_id, walked = sync.walked, joined = sync.joined, total = sync.total, in_flight = pacer.limit, "membership sync");
             progress(&sync);
         }
-        sync.finished_at = Some(weft_core::now_millis());
+        let now = weft_core::now_millis();
+        sync.finished_at = Some(now);
+        sync.updated_at = Some(now);
         self.tables().save_member_sync(sync.clone()).await?;
         progress(&sync);
-        tracing::info!(%room_id, matrix_room_id = %mapped.matrix_room_id, joined = sync.joined, total = sync.total, "membership sync finished");
+        tracing::info!(%room_id, matrix_room_id = %mapped.matrix_room_id, walked = sync.walked, joined = sync.joined, "membership sync finished");
         Ok(sync)
     }
 
@@ -379,34 +400,61 @@ impl Pacer {
 }
 
 impl Bridge {
-    /// Syncs a room's membership in the background (a room bridged while membership is full,
-    /// a sync cut off by a restart); progress goes to the log.
+    /// Runs a room's membership sync in the background, unless this process runs it already;
+    /// progress goes to the log.
     pub(crate) fn sync_members_soon(&self, room_id: Id) {
+        if !self.syncing().insert(room_id) {
+            return;
+        }
         let bridge = self.clone();
         tokio::spawn(async move {
-            // One automatic sync at a time in this process: a homeserver is not flooded by
-            // many rooms at once.
-            let _turn = bridge.inner.member_syncs.lock().await;
+            // One sync at a time in this process: a homeserver is not flooded by many rooms at
+            // once.
+            let turn = bridge.inner.member_syncs.lock().await;
             if let Err(e) = bridge.sync_members(room_id, &|_| {}).await {
-                tracing::error!(%room_id, error = %e, "a membership sync failed; it is taken up again at the next start");
+                tracing::error!(%room_id, error = %e, "a membership sync failed; it is taken up again");
+                tokio::time::sleep(Duration::from_secs(5)).await;
             }
+            drop(turn);
+            bridge.syncing().remove(&room_id);
         });
     }
 
-    /// At start: takes up the syncs a restart cut off, and syncs full rooms never synced.
-    pub(crate) async fn resume_member_syncs(&self) -> Result<(), BridgeError> {
-        let mut due = self.tables().unfinished_member_syncs().await?;
+    fn syncing(&self) -> std::sync::MutexGuard<'_, HashSet<Id>> {
+        self.inner
+            .syncing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs for as long as the bridge does: at start, asks for a sync of every open full room
+    /// never synced; then, every second, takes up the syncs asked for (by `weft matrix
+    /// sync-members`, by a room bridged while full) or cut off by a restart.
+    pub(crate) async fn run_member_syncs(self) {
+        if let Err(e) = self.ask_for_first_syncs().await {
+            tracing::error!(error = %e, "could not look for full rooms never synced");
+        }
+        loop {
+            match self.tables().unfinished_member_syncs().await {
+                Ok(due) => {
+                    for room_id in due {
+                        self.sync_members_soon(room_id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not look for membership syncs to run"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn ask_for_first_syncs(&self) -> Result<(), BridgeError> {
         for mapped in self.tables().rooms().await? {
             if mapped.open
-                && !due.contains(&mapped.room_id)
                 && self.tables().member_sync(mapped.room_id).await?.is_none()
                 && self.membership_of(mapped.room_id).await? == Membership::Full
             {
-                due.push(mapped.room_id);
+                self.request_member_sync(mapped.room_id).await?;
             }
-        }
-        for room_id in due {
-            self.sync_members_soon(room_id);
         }
         Ok(())
     }

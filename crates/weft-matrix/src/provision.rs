@@ -99,12 +99,13 @@ impl Bridge {
         let first = tables.insert_room(mapped.clone()).await?;
         tracing::info!(room_id = %room.id, matrix_room_id = %mapped.matrix_room_id, alias = %mapped.alias, "bridged a room to Matrix");
         self.reconcile_spaces_soon();
-        // A room whose membership is full starts with its members in (unless the sync that
-        // asked for the room is that very sync).
+        // A room whose membership is full starts with its members in (unless a sync asked
+        // for the room: that sync is under way).
         if first
             && self.membership_of(room.id).await? == crate::Membership::Full
             && self.tables().member_sync(room.id).await?.is_none()
         {
+            self.request_member_sync(room.id).await?;
             self.sync_members_soon(room.id);
         }
         Ok(tables.room(room.id).await?.unwrap_or(mapped))

@@ -90,10 +90,14 @@ enum MatrixCommand {
     Ping,
     /// Brings a room's membership up to date on both sides: every weft member's puppet
     /// joins the Matrix room (paced, resumable) and everyone in the Matrix room is listed
-    /// among the room's members. Shows a progress bar.
+    /// among the room's members. The running server does it (this shows its progress); with
+    /// no server running, or `--here`, this process does.
     SyncMembers {
         /// The room, as `community/room`.
         room: String,
+        /// Run the sync in this process rather than the server's.
+        #[arg(long)]
+        here: bool,
     },
     /// Sets how a room's members cross (`full`, `lazy`, `off`, or `default` for the
     /// configuration's); `full` syncs the room at once.
@@ -348,9 +352,9 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
             Ok(())
         }
         MatrixCommand::Ping => ping(config).await,
-        MatrixCommand::SyncMembers { room } => {
+        MatrixCommand::SyncMembers { room, here } => {
             let (bridge, room) = bridge_and_room(config, &room).await?;
-            sync_members_with_progress(&bridge, &room).await
+            sync_members_with_progress(&bridge, &room, here).await
         }
         MatrixCommand::Membership { room, mode } => {
             let mode = match mode.as_str() {
@@ -368,7 +372,7 @@ async fn matrix_command(command: MatrixCommand, config: &Config) -> anyhow::Resu
                 now.as_str()
             );
             if now == weft_matrix::Membership::Full {
-                sync_members_with_progress(&bridge, &room).await?;
+                sync_members_with_progress(&bridge, &room, false).await?;
             }
             Ok(())
         }
@@ -413,12 +417,22 @@ async fn bridge_and_room(
     Ok((bridge, room))
 }
 
-/// Runs a room's membership sync with a progress bar on the terminal.
+/// How long a sync asked for may wait for a running server to take it up before this
+/// process runs it itself.
+const SYNC_TAKE_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks for a room's membership sync and shows its progress on the terminal: the running
+/// server does it (a second process writing the same SQLite file would slow both), unless
+/// none takes it up in time or `here` says to run it in this process.
 async fn sync_members_with_progress(
     bridge: &weft_matrix::Bridge,
     room: &weft_core::Room,
+    here: bool,
 ) -> anyhow::Result<()> {
-    let bar = indicatif::ProgressBar::new(0);
+    let uri = room.uri.clone().unwrap_or_default();
+    let asked = bridge.request_member_sync(room.id).await?;
+    let requested = asked.requested_at.unwrap_or_default();
+    let bar = indicatif::ProgressBar::new(asked.total.max(0) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{msg} [{bar:40}] {pos}/{len} members, {per_sec}, {eta} left",
@@ -426,22 +440,42 @@ async fn sync_members_with_progress(
         .context("the progress bar's template")?
         .progress_chars("=> "),
     );
-    bar.set_message(room.uri.clone().unwrap_or_default());
-    let shown = bar.clone();
-    let outcome = bridge
-        .sync_members(room.id, &move |sync| {
-            // Members join while the sync runs: the bar grows with them.
-            shown.set_length(sync.total.max(sync.walked).max(0) as u64);
-            shown.set_position(sync.walked.max(0) as u64);
-        })
-        .await;
+    bar.set_message(uri.clone());
+    let show = |sync: &weft_matrix::MemberSync| {
+        // Members join while the sync runs: the bar grows with them.
+        bar.set_length(sync.total.max(sync.walked).max(0) as u64);
+        bar.set_position(sync.walked.max(0) as u64);
+    };
+    let sync = if here {
+        bridge.sync_members(room.id, &show).await?
+    } else {
+        let deadline = std::time::Instant::now() + SYNC_TAKE_UP;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let sync = bridge
+                .member_sync(room.id)
+                .await?
+                .context("the membership sync asked for is gone")?;
+            show(&sync);
+            let taken_up = sync.updated_at.is_some_and(|at| at >= requested);
+            if taken_up && sync.finished_at.is_some() {
+                break sync;
+            }
+            if !taken_up && std::time::Instant::now() > deadline {
+                bar.suspend(|| {
+                    eprintln!(
+                        "no running weft server took the sync up within {} s; running it here",
+                        SYNC_TAKE_UP.as_secs()
+                    )
+                });
+                break bridge.sync_members(room.id, &show).await?;
+            }
+        }
+    };
     bar.finish();
-    let sync = outcome?;
     println!(
-        "{}: {} member(s) in on Matrix, {} of them joined now",
-        room.uri.clone().unwrap_or_default(),
-        sync.walked,
-        sync.joined
+        "{uri}: {} member(s) in on Matrix, {} of them joined now",
+        sync.walked, sync.joined
     );
     Ok(())
 }

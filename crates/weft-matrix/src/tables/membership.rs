@@ -25,8 +25,24 @@ pub struct MemberSync {
     pub total: i64,
     /// When it started.
     pub started_at: Millis,
-    /// When it finished; `None` while it runs (or was cut off, and is taken up again).
+    /// When it finished; `None` while it runs or waits to (or was cut off, and is taken up
+    /// again).
     pub finished_at: Option<Millis>,
+    /// When someone last asked for it (`weft matrix sync-members`).
+    pub requested_at: Option<Millis>,
+    /// When whoever runs it last said how far it got.
+    pub updated_at: Option<Millis>,
+}
+
+impl MemberSync {
+    /// Whether a runner has taken it up since it was last asked for.
+    pub fn taken_up(&self) -> bool {
+        match (self.updated_at, self.requested_at) {
+            (Some(updated), Some(requested)) => updated >= requested,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
 }
 
 impl MatrixTables {
@@ -68,7 +84,7 @@ impl MatrixTables {
     /// Where a room's membership sync stands, if one ever started.
     pub async fn member_sync(&self, room_id: Id) -> Result<Option<MemberSync>> {
         let row = sqlx::query(
-            "SELECT room_id, after_user_id, walked, joined, total, started_at, finished_at \
+            "SELECT room_id, after_user_id, walked, joined, total, started_at, finished_at, requested_at, updated_at \
              FROM matrix_member_syncs WHERE room_id = $1",
         )
         .bind(room_id.to_hex())
@@ -87,15 +103,41 @@ impl MatrixTables {
             .collect()
     }
 
+    /// Asks for a room's membership sync: a new one (of `total` members) unless one waits or
+    /// runs already, which is asked for again. Answers where it stands.
+    pub async fn request_member_sync(&self, room_id: Id, total: i64) -> Result<MemberSync> {
+        let now = weft_core::now_millis();
+        let sync = match self.member_sync(room_id).await? {
+            Some(open) if open.finished_at.is_none() => MemberSync {
+                requested_at: Some(now),
+                ..open
+            },
+            _ => MemberSync {
+                room_id,
+                after_user_id: None,
+                walked: 0,
+                joined: 0,
+                total,
+                started_at: now,
+                finished_at: None,
+                requested_at: Some(now),
+                updated_at: None,
+            },
+        };
+        self.save_member_sync(sync.clone()).await?;
+        Ok(sync)
+    }
+
     /// Records where a room's membership sync stands.
     pub async fn save_member_sync(&self, sync: MemberSync) -> Result<()> {
         self.write(move |tx| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO matrix_member_syncs (room_id, after_user_id, walked, joined, total, started_at, finished_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id) DO UPDATE SET \
+                    "INSERT INTO matrix_member_syncs (room_id, after_user_id, walked, joined, total, started_at, finished_at, requested_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (room_id) DO UPDATE SET \
                      after_user_id = excluded.after_user_id, walked = excluded.walked, joined = excluded.joined, total = excluded.total, \
-                     started_at = excluded.started_at, finished_at = excluded.finished_at",
+                     started_at = excluded.started_at, finished_at = excluded.finished_at, \
+                     requested_at = excluded.requested_at, updated_at = excluded.updated_at",
                 )
                 .bind(sync.room_id.to_hex())
                 .bind(sync.after_user_id.map(|id| id.to_hex()))
@@ -104,6 +146,8 @@ impl MatrixTables {
                 .bind(sync.total)
                 .bind(sync.started_at)
                 .bind(sync.finished_at)
+                .bind(sync.requested_at)
+                .bind(sync.updated_at)
                 .execute(tx.conn())
                 .await?;
                 Ok(())
@@ -128,5 +172,7 @@ fn member_sync(row: &sqlx::any::AnyRow) -> Result<MemberSync> {
         total: row.try_get("total")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        requested_at: row.try_get("requested_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
