@@ -3,13 +3,15 @@
 with the test harness, gives a weft room N members, and measures in one run:
 
   (s) Synapse's own rate for one application service: N users of the application service's
-      namespace, each registered, given a device (MSC4190), named and joined to a room the
-      bot created, with as many requests in flight as weft's sync keeps (8) — the same four
-      requests per person that a sync sends for a weft member who has no puppet yet.
-  (w) `weft matrix sync-members` of the weft room (bridged, with nobody's puppet in it yet):
-      members per second, from the command's start to its end.
+      namespace, each registered, given a device (MSC4190), named and joined straight to a
+      bridged room's Matrix room, with as many requests in flight as weft's sync keeps (8) —
+      the same four requests per person that a sync sends for a weft member who has no
+      puppet yet.
+  (w) `weft matrix sync-members` of another bridged room with N weft members and nobody's
+      puppet in it yet: members per second, from the command's start to its end.
   (l) the latency of live messages (weft API post → a Matrix user's long-poll `/sync`), one
-      every 100 ms, while nothing else runs (idle) and while the sync runs.
+      every 100 ms: while nothing else runs (idle), and into the room being joined during
+      (s) and during (w), so that both phases carry the same live traffic.
 
 Run with the rig's virtualenv python (made by `python3 tests/matrix/rig.py`):
 
@@ -60,17 +62,11 @@ async def live_latency(session: aiohttp.ClientSession, url: str, room_id: str,
     return out
 
 
-async def synapse_rate(stack: Stack, count: int) -> float:
-    """(s): people per second, each registered, given a device, named and joined."""
+async def synapse_rate(stack: Stack, room: str, count: int) -> float:
+    """(s): people per second, each registered, given a device, named and joined to `room`."""
     hs, token = stack.synapse.url, stack.registration["as_token"]
-    bot = f"@{stack.registration['sender_localpart']}:{stack.server_name}"
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.post(f"{hs}/_matrix/client/v3/createRoom", params={"user_id": bot},
-                             json={"preset": "public_chat"}) as r:
-            assert r.status == 200, await r.text()
-            room = (await r.json())["room_id"]
-
         async def one(i: int) -> None:
             local = f"synapse-bench-{i:024x}"
             mxid = f"@{local}:{stack.server_name}"
@@ -128,13 +124,16 @@ async def bench(members: int) -> dict:
     try:
         weft = stack.weft
         alice = weft.create_user("alice", display_name="Alice Weft")
+        weft.create_room("bench", "base", topic="Synapse's own joins")
         weft.create_room("bench", "members", topic="membership sync benchmark")
+        base_id = alice.api.join("bench/base")["id"]
         room_id = alice.api.join("bench/members")["id"]
         t0 = time.perf_counter()
         seed_members(stack, "bench/members", members)
         print(f"seeded {members} weft members in {time.perf_counter() - t0:.0f} s", flush=True)
         mxid = stack.synapse.register_user("maria", PASSWORD)
         maria = await MatrixUser.login(stack.synapse.url, mxid, PASSWORD, "Maria")
+        base_matrix = await maria.join(stack.alias("bench", "base"))
         await maria.join(stack.alias("bench", "members"))
         http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {alice.token}"})
         receiver = Receiver(maria)
@@ -147,10 +146,14 @@ async def bench(members: int) -> dict:
                                   lambda: time.monotonic() > idle_end)
         idle = idle[5:]
 
-        rate_synapse = await synapse_rate(stack, members)
+        # (s), with live messages into the room being joined.
+        joining = asyncio.create_task(synapse_rate(stack, base_matrix, members))
+        busy_synapse = await live_latency(http, weft.url, base_id, receiver, f"base {tag}",
+                                          joining.done)
+        rate_synapse = await joining
         print(f"synapse: {rate_synapse:.1f} people/s", flush=True)
 
-        # The sync in its own process (the CLI), live messages beside it.
+        # (w): the CLI asks, the server syncs; live messages into the room being synced.
         start = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             str(weft.binary), "--config", str(weft.config_path), "matrix", "sync-members",
@@ -169,6 +172,7 @@ async def bench(members: int) -> dict:
             "weft_rate": members / took,
             "weft_seconds": took,
             "idle": idle,
+            "busy_synapse": busy_synapse,
             "busy": busy,
         }
     finally:
@@ -190,11 +194,13 @@ def main() -> int:
           f"{r['synapse_rate']:.1f} people/s (register, device, name, join)")
     print(f"(w) weft matrix sync-members: {r['weft_rate']:.1f} members/s "
           f"({r['weft_seconds']:.1f} s), {r['weft_rate'] / r['synapse_rate']:.2f} of (s)")
-    for name in ("idle", "busy"):
+    for name, label in (("idle", "idle"), ("busy_synapse", "during (s)"),
+                        ("busy", "during (w)")):
         v = r[name]
-        print(f"(l) live message weft → Matrix, {name}: n={len(v)} p50 {pct(v, 50):.1f} ms, "
+        print(f"(l) live message weft → Matrix, {label}: n={len(v)} p50 {pct(v, 50):.1f} ms, "
               f"p99 {pct(v, 99):.1f} ms")
-    print(f"    busy/idle p99: {pct(r['busy'], 99) / pct(r['idle'], 99):.2f}")
+    print(f"    p99 during (w) / idle: {pct(r['busy'], 99) / pct(r['idle'], 99):.2f}; "
+          f"during (s) / idle: {pct(r['busy_synapse'], 99) / pct(r['idle'], 99):.2f}")
     return 0
 
 

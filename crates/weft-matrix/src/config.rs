@@ -27,6 +27,22 @@ pub struct MatrixSettings {
     /// homeserver answers 429).
     #[serde(default = "default_member_sync_concurrency")]
     pub member_sync_concurrency: usize,
+    /// The origins (`https://host[:port]`) weft fetches weft users' and rooms' avatars from
+    /// to set them on Matrix; an avatar anywhere else does not reach Matrix (weft never
+    /// fetches an address a user typed unless an admin listed its origin).
+    #[serde(default = "default_avatar_origins")]
+    pub avatar_origins: Vec<String>,
+}
+
+fn default_avatar_origins() -> Vec<String> {
+    [
+        "https://avatars.githubusercontent.com",
+        "https://gitlab.com",
+        "https://secure.gravatar.com",
+        "https://www.gravatar.com",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_member_sync_concurrency() -> usize {
@@ -189,6 +205,7 @@ pub fn generate_registration(
         registration: output.to_path_buf(),
         membership: Default::default(),
         member_sync_concurrency: 8,
+        avatar_origins: default_avatar_origins(),
         room_changes: RoomChanges::default(),
     };
     let toml = format!(
@@ -248,6 +265,7 @@ mod tests {
             registration: path.clone(),
             membership: Default::default(),
             member_sync_concurrency: 8,
+            avatar_origins: default_avatar_origins(),
             room_changes: RoomChanges::default(),
         };
         let loaded = BridgeConfig::load(settings.clone()).expect("loads");

@@ -271,6 +271,20 @@ impl Homeserver {
         .map(|_| ())
     }
 
+    /// Sets a user's avatar (`""` takes it away).
+    ///
+    /// Spec: <https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3profileuseridavatar_url>.
+    pub async fn set_avatar_url(&self, mxid: &str, mxc: &str) -> Result<(), HsError> {
+        self.call(
+            Method::PUT,
+            &["_matrix", "client", "v3", "profile", mxid, "avatar_url"],
+            Some(mxid),
+            Some(json!({ "avatar_url": mxc })),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// A user's display name, if they have one.
     pub async fn display_name(&self, mxid: &str) -> Result<Option<String>, HsError> {
         let value = self

@@ -36,6 +36,7 @@ mod spaces;
 pub mod tables;
 pub mod translate;
 mod typing;
+mod weft_avatars;
 
 use std::sync::Arc;
 

@@ -283,6 +283,7 @@ async fn deliver(bridge: &Bridge, fence: &Fence, event: &LoggedEvent) -> Result<
             .is_some()
         {
             bridge.ensure_puppet(&user).await?;
+            bridge.sync_puppet_avatar_soon(&user);
         }
         return Ok(());
     }

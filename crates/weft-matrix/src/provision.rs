@@ -146,6 +146,7 @@ impl Bridge {
             // Its device, for transaction ids the homeserver remembers (see `devices`).
             self.create_device(&mxid).await?;
         }
+        let new_puppet = known.is_none();
         self.hs()
             .set_display_name(&mxid, &user.display_name)
             .await?;
@@ -155,6 +156,9 @@ impl Bridge {
                 Box::pin(async move { tx.upsert_matrix_puppet(&m, Some(&name)).await })
             })
             .await?;
+        if new_puppet && user.avatar_url.is_some() {
+            self.sync_puppet_avatar_soon(user);
+        }
         Ok(mxid)
     }
 

@@ -12,8 +12,9 @@
 //! levels, as for moderators' redactions, since a homeserver may hold an event from another
 //! server before it knows whether it may apply it. An empty name is never taken: a weft room
 //! always has one. A room avatar set on Matrix is fetched in the background (as Matrix
-//! users' avatars are, see `avatars`) and becomes the weft room's, on the same conditions;
-//! weft's own room avatars do not reach Matrix yet, so a refused avatar is not put back.
+//! users' avatars are, see `avatars`) and becomes the weft room's, on the same conditions; a
+//! refused one is put back to weft's (`weft_avatars`), and a weft room's avatar reaches
+//! Matrix with every change of the room.
 //!
 //! Spec: [`m.room.name`](https://spec.matrix.org/latest/client-server-api/#mroomname),
 //! [`m.room.topic`](https://spec.matrix.org/latest/client-server-api/#mroomtopic),
@@ -29,7 +30,7 @@ use crate::translate::{self, RoomDetail};
 use crate::{Bridge, BridgeError};
 
 impl Bridge {
-    /// Sets the Matrix room's name and topic to the weft room's where they differ.
+    /// Sets the Matrix room's name, topic and avatar to the weft room's where they differ.
     pub(crate) async fn sync_room_details(
         &self,
         room: &Room,
@@ -57,7 +58,7 @@ impl Bridge {
                 .set_state(matrix_room, event_type, "", &content, &bot)
                 .await?;
         }
-        Ok(())
+        self.sync_room_avatar(room, matrix_room).await
     }
 
     /// A Matrix user's new name or topic for a bridged room: taken by the weft room when
@@ -93,8 +94,10 @@ impl Bridge {
         if let RoomDetail::Avatar(mxc) = detail {
             if accepted {
                 self.learn_room_avatar(room_id, mxc);
+                return Ok(());
             }
-            return Ok(());
+            tracing::info!(%room_id, room_id_matrix = %matrix_room, %sender, allowed, "a room avatar from Matrix is put back");
+            return self.sync_room_avatar(&room, matrix_room).await;
         }
         if !accepted {
             tracing::info!(%room_id, room_id_matrix = %matrix_room, %sender, event_type, allowed, "a room change from Matrix is put back");

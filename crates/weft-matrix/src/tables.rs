@@ -190,6 +190,49 @@ impl MatrixTables {
         self.store.take_lease(name).await
     }
 
+    /// The `mxc://` a weft avatar URL was uploaded as, if it was.
+    pub async fn uploaded_avatar(&self, source: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT mxc FROM matrix_uploaded_avatars WHERE source = $1")
+            .bind(source)
+            .fetch_optional(self.store.reader())
+            .await?;
+        row.map(|r| Ok(r.try_get("mxc")?)).transpose()
+    }
+
+    /// Records what a weft avatar URL was uploaded as; the first record stands.
+    pub async fn insert_uploaded_avatar(&self, source: &str, mxc: &str) -> Result<()> {
+        let (source, mxc) = (source.to_string(), mxc.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO matrix_uploaded_avatars (source, mxc, uploaded_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(source)
+                .bind(mxc)
+                .bind(weft_core::now_millis())
+                .execute(tx.conn())
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The weft avatar URL a puppet's avatar was last set from (`""` for none); `None` when
+    /// there is no such puppet.
+    pub async fn puppet_avatar_source(&self, mxid: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT avatar_source FROM matrix_puppets WHERE mxid = $1")
+            .bind(mxid)
+            .fetch_optional(self.store.reader())
+            .await?;
+        row.map(|r| {
+            Ok(r.try_get::<Option<String>, _>("avatar_source")?
+                .unwrap_or_default())
+        })
+        .transpose()
+    }
+
     /// The Matrix Space of a community, if it has one: its room id and alias.
     pub async fn space(&self, community_id: Id) -> Result<Option<(String, String)>> {
         let row =
@@ -579,6 +622,8 @@ pub(crate) trait MatrixWrites {
     /// Records the device created for one of the bridge's Matrix users (a puppet, or the bot,
     /// which then gets a row without a display name).
     async fn set_matrix_device(&mut self, mxid: &str, device_id: &str) -> Result<()>;
+    /// Records the weft avatar URL a puppet's avatar was set from (`""`: none).
+    async fn set_puppet_avatar_source(&mut self, mxid: &str, source: &str) -> Result<()>;
     /// Records that a puppet joined a Matrix room.
     async fn insert_matrix_member(&mut self, matrix_room_id: &str, mxid: &str) -> Result<()>;
     /// Forgets that a puppet is in a Matrix room (it left, or was kicked).
@@ -669,6 +714,15 @@ impl MatrixWrites for WriteTx {
         .bind(device_id)
         .execute(self.conn())
         .await?;
+        Ok(())
+    }
+
+    async fn set_puppet_avatar_source(&mut self, mxid: &str, source: &str) -> Result<()> {
+        sqlx::query("UPDATE matrix_puppets SET avatar_source = $2 WHERE mxid = $1")
+            .bind(mxid)
+            .bind(source)
+            .execute(&mut *self.conn())
+            .await?;
         Ok(())
     }
 

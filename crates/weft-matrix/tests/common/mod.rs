@@ -26,6 +26,7 @@ pub fn bridge_config(hs_url: &str) -> (BridgeConfig, tempfile::TempDir) {
         registration,
         membership: Default::default(),
         member_sync_concurrency: 8,
+        avatar_origins: Vec::new(),
         room_changes: Default::default(),
     })
     .expect("the bridge's configuration");

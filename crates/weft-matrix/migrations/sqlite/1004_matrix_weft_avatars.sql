@@ -1,0 +1,9 @@
+-- Weft's avatars (users' and rooms') uploaded to the homeserver, each source URL once.
+CREATE TABLE matrix_uploaded_avatars (
+    source TEXT PRIMARY KEY,
+    mxc TEXT NOT NULL,
+    uploaded_at BIGINT NOT NULL
+);
+
+-- The weft avatar URL each puppet's avatar was last set from ('' or NULL: none).
+ALTER TABLE matrix_puppets ADD COLUMN avatar_source TEXT;
