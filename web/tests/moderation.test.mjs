@@ -64,6 +64,25 @@ test('a moderator bans a Matrix person from the member panel and lifts the ban',
   await page.close();
 });
 
+test('people a bridge lists in the room are in the member list once, with a Matrix badge', async () => {
+  const listed = await weft.api(bridge, 'POST', `/rooms/${roomId}/virtualUsers`, {
+    type: 'matrix', externalId: '@listed:example.org', displayName: 'Listed Person',
+  });
+  const page = await newPage(browser, weft, { viewport: { width: 1280, height: 800 } });
+  await signIn(page, owner, '/mods/hall');
+  await page.waitForSelector('body[data-live="true"]');
+  await page.click('#members-toggle');
+  const person = page.locator('#member-list .person', { hasText: 'Listed Person' });
+  await person.waitFor();
+  assert.equal(await person.locator('.badge').textContent(), 'Matrix');
+  assert.equal(await page.locator('#matrix-list .person', { hasText: 'Listed Person' }).count(), 0,
+    'not listed twice');
+  // Unlisted by the bridge: the open list follows.
+  await weft.api(bridge, 'DELETE', `/rooms/${roomId}/virtualUsers/${listed.id}`);
+  await person.waitFor({ state: 'detached' });
+  await page.close();
+});
+
 test('members see no moderation controls', async () => {
   const page = await newPage(browser, weft, { viewport: { width: 1280, height: 800 } });
   await signIn(page, alice, '/mods/hall');

@@ -120,7 +120,7 @@ async fn list(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct VirtualUserBody {
+pub(super) struct VirtualUserBody {
     #[serde(rename = "type")]
     kind: String,
     external_id: String,

@@ -23,6 +23,14 @@ pub fn router() -> Router<AppState> {
             "/rooms/{room_id}/users/{user_id}/role",
             axum::routing::put(set_role),
         )
+        .route(
+            "/rooms/{room_id}/virtualUsers",
+            axum::routing::post(list_virtual),
+        )
+        .route(
+            "/rooms/{room_id}/virtualUsers/{virtual_id}",
+            delete(unlist_virtual),
+        )
         .route("/rooms/{room_id}/bans", get(bans).post(ban))
         .route("/rooms/{room_id}/bans/{username}", delete(unban))
 }
@@ -157,6 +165,65 @@ async fn members(
             .map(|(person, role)| wire::room_person(person, *role))
             .collect(),
     )))
+}
+
+/// Lists somebody of a bridge's network among a room's members (bridge tokens only): for a
+/// bridge whose room's membership is synced. Answers them as a member list shows them.
+async fn list_virtual(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    Body(body): Body<super::messages::VirtualUserBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_id(&room_id, "room id")?;
+    let person: weft_chat::PostAs = body.into();
+    let (kind, external_id) = (person.kind.clone(), person.external_id.clone());
+    let views = state.chat.views();
+    let newly = state
+        .chat
+        .join_virtual(&caller.0, room_id, vec![person])
+        .await?;
+    if newly == 0
+        && !views
+            .virtual_member_ids(room_id, &kind)
+            .await
+            .map_err(weft_chat::ChatError::from)?
+            .contains(&external_id)
+    {
+        return Err(
+            weft_chat::ChatError::Forbidden("this person is banned from the room".into()).into(),
+        );
+    }
+    let listed = views
+        .virtual_user_by_external_id(&kind, &external_id)
+        .await
+        .map_err(weft_chat::ChatError::from)?
+        .ok_or(weft_chat::ChatError::NotFound("user"))?;
+    Ok(Json(wire::room_person(
+        &weft_core::Profile::Virtual(listed),
+        weft_core::Role::Member,
+    )))
+}
+
+/// Takes somebody of a bridge's network off a room's members (bridge tokens only).
+async fn unlist_virtual(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((room_id, virtual_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_id(&room_id, "room id")?;
+    let person = state
+        .chat
+        .views()
+        .virtual_user(parse_id(&virtual_id, "virtual user id")?)
+        .await
+        .map_err(weft_chat::ChatError::from)?
+        .ok_or(weft_chat::ChatError::NotFound("user"))?;
+    state
+        .chat
+        .leave_virtual(&caller.0, room_id, &person.kind, vec![person.external_id])
+        .await?;
+    Ok(Json(json!({ "success": true })))
 }
 
 #[derive(Deserialize, Default)]

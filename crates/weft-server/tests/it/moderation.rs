@@ -669,3 +669,80 @@ async fn people_a_bridge_lists_in_a_room_are_members_until_they_leave_or_are_ban
         .await;
     assert_eq!(members.as_array().map(Vec::len), Some(3), "{members}");
 }
+
+#[tokio::test]
+async fn a_bridge_lists_and_unlists_its_people_over_the_api_and_nobody_else_may() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bridge = server.user_with("matrix-bridge", false, true).await;
+    let room = server.room(&alice, "acme/general", RoomKind::Public).await;
+    let person = json!({ "type": "matrix", "externalId": "@carol:hs", "displayName": "Carol" });
+
+    let (status, body) = server
+        .post(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/virtualUsers"),
+            person.clone(),
+        )
+        .await;
+    assert_eq!(status, 403, "only bridges: {body}");
+    let (status, listed) = server
+        .post(
+            Some(&bridge.token),
+            &format!("/v1/rooms/{room}/virtualUsers"),
+            person.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["virtual"], true);
+    assert_eq!(listed["displayName"], "Carol");
+    let (_, members) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
+        .await;
+    assert_eq!(members.as_array().map(Vec::len), Some(2), "{members}");
+
+    let id = listed["id"].as_str().expect("an id");
+    let (status, _) = server
+        .delete(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/virtualUsers/{id}"),
+        )
+        .await;
+    assert_eq!(status, 403, "only bridges unlist");
+    let (status, _) = server
+        .delete(
+            Some(&bridge.token),
+            &format!("/v1/rooms/{room}/virtualUsers/{id}"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, members) = server
+        .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
+        .await;
+    assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
+
+    // Banned: refused, with a clear error.
+    let (status, _) = server
+        .post(
+            Some(&alice.token),
+            &format!("/v1/rooms/{room}/bans"),
+            json!({ "username": "@carol:hs" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post(
+            Some(&bridge.token),
+            &format!("/v1/rooms/{room}/virtualUsers"),
+            person,
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("banned"),
+        "{body}"
+    );
+}
