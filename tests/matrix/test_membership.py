@@ -158,3 +158,26 @@ async def test_a_sync_cut_off_by_a_crash_resumes_and_joins_nobody_twice(make_sta
             assert join_events(maria, matrix_room, puppet) == 1, f"{puppet} joined twice"
     finally:
         await maria.close()
+
+
+async def test_lazy_puppets_leave_with_their_users_and_off_ones_stay(stack, uid):
+    community = f"lazy{uid}"
+    lazy_id = stack.weft.create_room(community, "lazy")
+    off_id = stack.weft.create_room(community, "off")
+    alice = stack.weft.create_user(f"alice{uid}")
+    maria = await new_matrix_user(stack, f"ml{uid}")
+    stack.weft.cli_ok("matrix", "membership", f"{community}/off", "off")
+    rooms = {}
+    for name, weft_id in (("lazy", lazy_id), ("off", off_id)):
+        alice.api.join(f"{community}/{name}")
+        rooms[name] = await maria.join(stack.alias(community, name))
+        alice.api.send(weft_id, f"hello {name}")
+        await await_until(lambda r=rooms[name]: stack.puppet(alice) in joined_on_matrix(maria, r),
+                          timeout=DELIVERY_TIMEOUT, what=f"alice's puppet in {name} (she spoke)")
+    for weft_id in (lazy_id, off_id):
+        alice.api.request("DELETE", f"/v1/rooms/{weft_id}/users/{alice.id}")
+    await await_until(lambda: stack.puppet(alice) not in joined_on_matrix(maria, rooms["lazy"]),
+                      timeout=DELIVERY_TIMEOUT, what="the lazy room's puppet leaving with alice")
+    assert stack.puppet(alice) in joined_on_matrix(maria, rooms["off"]), "off: membership does not cross"
+    # Neither lists Matrix people among weft's members.
+    assert maria.user_id not in weft_members(alice.api, lazy_id)
