@@ -23,12 +23,7 @@ impl Chat {
         room_id: Id,
         people: Vec<PostAs>,
     ) -> Result<usize> {
-        self.require_bridge(actor, room_id).await?;
-        if people.len() > VIRTUAL_MEMBERS_PER_WRITE {
-            return Err(ChatError::Invalid(format!(
-                "at most {VIRTUAL_MEMBERS_PER_WRITE} people at a time"
-            )));
-        }
+        self.require_bridge(actor, room_id, people.len()).await?;
         let origin = actor.origin.clone();
         let at = weft_core::now_millis();
         self.store()
@@ -73,12 +68,8 @@ impl Chat {
         kind: &str,
         external_ids: Vec<String>,
     ) -> Result<usize> {
-        self.require_bridge(actor, room_id).await?;
-        if external_ids.len() > VIRTUAL_MEMBERS_PER_WRITE {
-            return Err(ChatError::Invalid(format!(
-                "at most {VIRTUAL_MEMBERS_PER_WRITE} people at a time"
-            )));
-        }
+        self.require_bridge(actor, room_id, external_ids.len())
+            .await?;
         let origin = actor.origin.clone();
         let kind = kind.to_string();
         self.store()
@@ -139,12 +130,18 @@ impl Chat {
         Ok(page)
     }
 
-    /// Refuses anyone but a bridge, and a room that does not exist.
-    async fn require_bridge(&self, actor: &Actor, room_id: Id) -> Result<()> {
+    /// Refuses anyone but a bridge, a room that does not exist, and more `people` than one
+    /// write takes.
+    async fn require_bridge(&self, actor: &Actor, room_id: Id, people: usize) -> Result<()> {
         if !actor.is_bridge() {
             return Err(ChatError::Forbidden(
                 "only bridges list people of other networks".into(),
             ));
+        }
+        if people > VIRTUAL_MEMBERS_PER_WRITE {
+            return Err(ChatError::Invalid(format!(
+                "at most {VIRTUAL_MEMBERS_PER_WRITE} people at a time"
+            )));
         }
         self.room(actor, room_id).await?;
         Ok(())

@@ -191,7 +191,7 @@ impl Store {
         limit: i64,
         skip: i64,
     ) -> Result<Vec<(User, Role)>> {
-        let pattern = format!("{}%", q.to_lowercase().replace(['%', '_', '\\'], ""));
+        let pattern = rows::prefix_pattern(q);
         let rows = sqlx::query(
             "SELECT u.id, u.username, u.display_name, u.avatar_url, u.site_admin, u.created_at, m.role AS m_role \
              FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 \
@@ -327,7 +327,7 @@ impl Store {
     /// How many weft users are members of a room whose name starts with `q` (as
     /// [`Store::members`] filters them).
     pub async fn member_total(&self, room_id: Id, q: &str) -> Result<i64> {
-        let pattern = format!("{}%", q.to_lowercase().replace(['%', '_', '\\'], ""));
+        let pattern = rows::prefix_pattern(q);
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 \
              AND (u.username_lower LIKE $2 OR LOWER(u.display_name) LIKE $2)",
@@ -348,7 +348,7 @@ impl Store {
         limit: i64,
         skip: i64,
     ) -> Result<Vec<VirtualUser>> {
-        let pattern = format!("{}%", q.to_lowercase().replace(['%', '_', '\\'], ""));
+        let pattern = rows::prefix_pattern(q);
         let rows = sqlx::query(
             "SELECT v.id, v.kind, v.external_id, v.display_name, v.avatar_url \
              FROM virtual_memberships m JOIN virtual_users v ON v.id = m.virtual_user_id WHERE m.room_id = $1 \

@@ -154,6 +154,12 @@ fn values_with(rows: usize, columns: usize, mut placeholder: impl FnMut(&mut Str
 
 /// `$1, $2, …, $n` (`?, ?, …` on SQLite, as in [`values_list`]): the placeholders of an `IN`
 /// list in a statement whose only parameters are the list's, bound in order.
+/// A `LIKE` pattern matching what starts with `prefix` in lower case; the pattern's own
+/// wildcards and escape are dropped from the prefix, so a search cannot widen itself.
+pub(crate) fn prefix_pattern(prefix: &str) -> String {
+    format!("{}%", prefix.to_lowercase().replace(['%', '_', '\\'], ""))
+}
+
 pub(crate) fn list_placeholders(dialect: Dialect, n: usize) -> String {
     match dialect {
         Dialect::Postgres => (1..=n)

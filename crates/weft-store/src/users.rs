@@ -136,7 +136,7 @@ impl Store {
 
     /// Users whose username or display name starts with `prefix` (for mention typeahead).
     pub async fn search_users(&self, prefix: &str, limit: i64) -> Result<Vec<User>> {
-        let pattern = format!("{}%", prefix.to_lowercase().replace(['%', '_', '\\'], ""));
+        let pattern = rows::prefix_pattern(prefix);
         let rows = sqlx::query(
             "SELECT id, username, display_name, avatar_url, site_admin, created_at FROM users \
              WHERE username_lower LIKE $1 OR LOWER(display_name) LIKE $1 ORDER BY username_lower LIMIT $2",
