@@ -557,6 +557,7 @@
           if (count && typeof m.userCount === 'number') count.textContent = String(m.userCount);
           const topic = $('#room-topic');
           if (topic && typeof m.topic === 'string') topic.textContent = m.topic;
+          if ('avatarUrl' in m) showRoomAvatar(m.avatarUrl);
         }
         break;
       default:
@@ -1286,6 +1287,14 @@
 
   // ---- Room settings (admins) ------------------------------------------------------------
 
+  // The room's own picture beside its name, when it has one.
+  function showRoomAvatar(url) {
+    const img = $('#room-avatar');
+    if (!img) return;
+    if (url) img.src = url;
+    img.hidden = !url;
+  }
+
   const settingsButton = $('#room-settings');
   const settingsDialog = $('#settings-dialog');
   if (settingsButton && settingsDialog) {
@@ -1302,6 +1311,7 @@
         name: $('#settings-name').value.trim(),
         topic: $('#settings-topic').value,
         noindex: $('#settings-noindex').checked,
+        avatarUrl: $('#settings-avatar').value.trim() || null,
       };
       const security = $('input[name="security"]:checked', form);
       if (security && !security.disabled) body.security = security.value;
@@ -1310,6 +1320,7 @@
         const room = await api('PUT', roomPath, body);
         if (body.name) $('#room-name').textContent = body.name;
         $('#room-topic').textContent = typeof room.topic === 'string' ? room.topic : body.topic;
+        showRoomAvatar(room.avatarUrl);
         settingsDialog.close();
         settingsButton.focus();
       } catch (err) {

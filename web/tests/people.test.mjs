@@ -163,20 +163,34 @@ test('room settings: admins change topic, name, privacy and noindex; others see 
   await page.fill('#settings-topic', 'New topic <img src=x onerror=alert(1)>');
   await page.check('input[name="security"][value="PRIVATE"]');
   await page.check('#settings-noindex');
+  assert.equal(await page.isHidden('#room-avatar'), true, 'no avatar yet');
+  await page.fill('#settings-avatar', '/avatars/lobby');
   await shot(page, 'room-settings.png');
   await page.click('#settings-save');
   await page.locator('#settings-dialog').waitFor({ state: 'hidden' });
   assert.equal(await page.textContent('#room-name'), 'The <Lobby>');
   assert.equal(await page.textContent('#room-topic'), 'New topic <img src=x onerror=alert(1)>');
+  assert.equal(await page.getAttribute('#room-avatar', 'src'), '/avatars/lobby');
+  assert.equal(await page.isVisible('#room-avatar'), true);
   // The other member's page follows live.
   await member.locator('#room-topic', { hasText: 'New topic' }).waitFor();
+  await member.locator('#room-avatar[src="/avatars/lobby"]').waitFor();
 
   const room = await weft.api(owner, 'GET', `/rooms/${roomId}`);
   assert.equal(room.topic, 'New topic <img src=x onerror=alert(1)>');
   assert.equal(room.security, 'PRIVATE');
   assert.equal(room.noindex, true);
+  assert.equal(room.avatarUrl, '/avatars/lobby');
   const visitor = await fetch(weft.base + '/acme/lobby', { headers: { Accept: 'text/html' } });
   assert.equal(visitor.status, 404, 'private now');
+
+  // An empty field takes the avatar away.
+  await page.click('#room-settings');
+  await page.fill('#settings-avatar', '');
+  await page.click('#settings-save');
+  await page.locator('#settings-dialog').waitFor({ state: 'hidden' });
+  assert.equal(await page.isHidden('#room-avatar'), true);
+  assert.equal((await weft.api(owner, 'GET', `/rooms/${roomId}`)).avatarUrl, null);
 
   // Esc closes the dialog without saving.
   await page.click('#room-settings');

@@ -330,6 +330,7 @@ async fn show_room(
     let _ = write!(
         content,
         "<main id=\"main\" class=\"room\"><header class=\"room-head\">{toggle}\
+         <img class=\"room-avatar\" id=\"room-avatar\" alt=\"\" width=\"32\" height=\"32\"{avatar}>\
          <div class=\"room-title\"><h1 id=\"room-name\">{name}</h1><span class=\"room-uri\">{uri}</span>\
          <p class=\"topic\" id=\"room-topic\">{topic}</p></div>\
          <div class=\"room-actions\">{star}<button type=\"button\" class=\"link members\" id=\"members-toggle\" \
@@ -362,6 +363,10 @@ async fn show_room(
         uri = esc(&label),
         topic = esc(&room.topic),
         count = room.member_count,
+        avatar = match &room.avatar_url {
+            Some(url) => format!(" src=\"{}\"", esc(url)),
+            None => " hidden".to_string(),
+        },
     );
     if actor.user.is_some() && membership.is_some() && room.kind != RoomKind::OneToOne {
         content
@@ -504,6 +509,8 @@ fn settings_dialog(out: &mut String, room: &Room) {
          <h2 id=\"settings-title\">Room settings</h2>\
          <label for=\"settings-name\">Name</label><input id=\"settings-name\" name=\"name\" value=\"{name}\" maxlength=\"200\">\
          <label for=\"settings-topic\">Topic</label><textarea id=\"settings-topic\" name=\"topic\" rows=\"3\">{topic}</textarea>\
+         <label for=\"settings-avatar\">Avatar (an image's address; empty for none)</label>\
+         <input id=\"settings-avatar\" name=\"avatarUrl\" value=\"{avatar}\" maxlength=\"2048\" placeholder=\"https://…\" autocomplete=\"off\">\
          <fieldset{disabled}><legend>Who can read</legend>\
          <label><input type=\"radio\" name=\"security\" value=\"PUBLIC\"{public}> Public: anyone, signed in or not</label>\
          <label><input type=\"radio\" name=\"security\" value=\"PRIVATE\"{private}> Private: members only</label></fieldset>\
@@ -512,6 +519,7 @@ fn settings_dialog(out: &mut String, room: &Room) {
          <button type=\"submit\" id=\"settings-save\">Save</button></div></form></dialog>",
         name = esc(&room.name),
         topic = esc(&room.topic),
+        avatar = esc(room.avatar_url.as_deref().unwrap_or_default()),
         disabled = if room.kind == RoomKind::OneToOne {
             " disabled"
         } else {
