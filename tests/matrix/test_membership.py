@@ -84,6 +84,18 @@ async def test_a_full_room_has_everyone_on_both_sides_live(stack, uid):
     await await_until(lambda: alice.api.get(f"/v1/rooms/{room_id}")["userCount"] == 2,
                       timeout=DELIVERY_TIMEOUT, what="userCount without the removed Matrix member")
 
+    # The room stops being full: nothing would keep its list of Matrix people true, so it
+    # lists none.
+    await matt.join(matrix_room)
+    await await_until(lambda: matt.user_id in weft_members(alice.api, room_id),
+                      timeout=DELIVERY_TIMEOUT, what="matt listed again")
+    stack.weft.cli_ok("matrix", "membership", uri, "lazy")
+    await await_until(lambda: matt.user_id not in weft_members(alice.api, room_id),
+                      timeout=DELIVERY_TIMEOUT, what="matt unlisted when the room became lazy")
+    # Lazy: his leave and join no longer touch weft's member list.
+    await matt.join(matrix_room)
+    assert matt.user_id not in weft_members(alice.api, room_id)
+
 
 def joined_on_matrix_as(stack, room_id: str) -> set[str]:
     """Who is joined, as the bridge bot sees it (for when no test user is in the room)."""

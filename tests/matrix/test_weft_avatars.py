@@ -100,6 +100,18 @@ async def test_weft_avatars_reach_matrix_only_from_allowed_origins(make_stack, u
                           what="the first avatar again")
         assert host.asked.count("/red.png") == 1, host.asked
 
+        # A weft room that never had an avatar leaves the Matrix room's alone when it
+        # changes otherwise (one set on Matrix that weft has no copy of, say).
+        from conftest import bot_of
+        path = f"/_matrix/client/v3/rooms/{quote(room.matrix_id)}/state/m.room.avatar/"
+        r = stack.synapse_request("PUT", path, as_user=bot_of(stack), json={"url": red})
+        assert r.status_code == 200, r.text
+        owner.api.request("PUT", f"/v1/rooms/{room.weft_id}", json={"topic": "a new topic"})
+        await await_until(lambda: maria.client_api(
+            "GET", f"/_matrix/client/v3/rooms/{quote(room.matrix_id)}/state/m.room.topic/")
+            .get("topic") == "a new topic", timeout=DELIVERY_TIMEOUT, what="the topic on Matrix")
+        assert room_avatar(maria, room.matrix_id) == red, "weft took away an avatar it never set"
+
         # A weft room's avatar is the Matrix room's.
         owner.api.request("PUT", f"/v1/rooms/{room.weft_id}",
                           json={"avatarUrl": f"{host.origin}/blue.png"})

@@ -59,6 +59,28 @@ impl Bridge {
     ) -> Result<(), BridgeError> {
         self.tables().set_membership_mode(room_id, mode).await?;
         tracing::info!(%room_id, membership = mode.map(Membership::as_str).unwrap_or("default"), "a room's membership setting changed");
+        self.unlist_unless_full(room_id).await
+    }
+
+    /// A room that is not full (any more) lists no Matrix people: nothing would keep that list
+    /// true. They show again as they speak, or with a sync when the room is full again.
+    async fn unlist_unless_full(&self, room_id: Id) -> Result<(), BridgeError> {
+        if self.membership_of(room_id).await? == Membership::Full {
+            return Ok(());
+        }
+        let listed = self
+            .chat()
+            .views()
+            .virtual_member_ids(room_id, VIRTUAL_KIND)
+            .await?;
+        for chunk in listed.chunks(VIRTUAL_MEMBERS_PER_WRITE) {
+            self.chat()
+                .leave_virtual(self.actor(), room_id, VIRTUAL_KIND, chunk.to_vec())
+                .await?;
+        }
+        if !listed.is_empty() {
+            tracing::info!(%room_id, unlisted = listed.len(), "a room no longer full lists no Matrix people");
+        }
         Ok(())
     }
 
@@ -153,20 +175,14 @@ impl Bridge {
     /// answers whether it joined now.
     async fn join_puppet(&self, matrix_room: &str, user: &User) -> Result<bool, BridgeError> {
         let mxid = self.ids().puppet(user);
-        let tables = self.tables();
-        let (known, joined) =
-            tokio::try_join!(tables.puppet(&mxid), tables.is_member(matrix_room, &mxid))?;
-        if joined {
-            return Ok(false);
-        }
+        let known = self.tables().puppet(&mxid).await?;
         let named = known.as_ref().and_then(|n| n.as_deref()) == Some(user.display_name.as_str());
         let mxid = if named {
             mxid
         } else {
             self.ensure_puppet(user).await?
         };
-        self.ensure_joined(matrix_room, &mxid).await?;
-        Ok(true)
+        self.ensure_joined(matrix_room, &mxid).await
     }
 
     /// Asks for a room's membership sync (a running server takes it up within a second, see
@@ -447,12 +463,13 @@ impl Bridge {
         }
     }
 
+    /// At start, rooms whose setting changed while no server ran (the configuration's
+    /// default): a full room never synced is asked a sync, any other lists no Matrix people.
     async fn ask_for_first_syncs(&self) -> Result<(), BridgeError> {
         for mapped in self.tables().rooms().await? {
-            if mapped.open
-                && self.tables().member_sync(mapped.room_id).await?.is_none()
-                && self.membership_of(mapped.room_id).await? == Membership::Full
-            {
+            if self.membership_of(mapped.room_id).await? != Membership::Full {
+                self.unlist_unless_full(mapped.room_id).await?;
+            } else if mapped.open && self.tables().member_sync(mapped.room_id).await?.is_none() {
                 self.request_member_sync(mapped.room_id).await?;
             }
         }

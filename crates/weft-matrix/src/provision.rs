@@ -162,21 +162,21 @@ impl Bridge {
         Ok(mxid)
     }
 
-    /// Makes sure a puppet is in a Matrix room.
+    /// Makes sure a puppet is in a Matrix room; answers whether it joined now.
     pub(crate) async fn ensure_joined(
         &self,
         matrix_room_id: &str,
         mxid: &str,
-    ) -> Result<(), BridgeError> {
+    ) -> Result<bool, BridgeError> {
         if self.tables().is_member(matrix_room_id, mxid).await? {
-            return Ok(());
+            return Ok(false);
         }
         self.hs().join(matrix_room_id, mxid).await?;
         let (r, m) = (matrix_room_id.to_string(), mxid.to_string());
         self.tables()
             .write(move |tx| Box::pin(async move { tx.insert_matrix_member(&r, &m).await }))
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Sends an event as a puppet that should be in the room. A puppet that is not (it left,

@@ -58,7 +58,7 @@ impl Bridge {
                 .set_state(matrix_room, event_type, "", &content, &bot)
                 .await?;
         }
-        self.sync_room_avatar(room, matrix_room).await
+        self.sync_room_avatar(room, matrix_room, false).await
     }
 
     /// A Matrix user's new name or topic for a bridged room: taken by the weft room when
@@ -97,7 +97,7 @@ impl Bridge {
                 return Ok(());
             }
             tracing::info!(%room_id, room_id_matrix = %matrix_room, %sender, allowed, "a room avatar from Matrix is put back");
-            return self.sync_room_avatar(&room, matrix_room).await;
+            return self.sync_room_avatar(&room, matrix_room, true).await;
         }
         if !accepted {
             tracing::info!(%room_id, room_id_matrix = %matrix_room, %sender, event_type, allowed, "a room change from Matrix is put back");

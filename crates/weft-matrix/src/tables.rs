@@ -233,6 +233,35 @@ impl MatrixTables {
         .transpose()
     }
 
+    /// The weft avatar URL a bridged room's Matrix avatar was last set from (`""` for none);
+    /// `None` when weft never set it.
+    pub async fn room_avatar_source(&self, room_id: Id) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT avatar_source FROM matrix_rooms WHERE room_id = $1")
+            .bind(room_id.to_hex())
+            .fetch_optional(self.store.reader())
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("avatar_source"))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Records the weft avatar URL a bridged room's Matrix avatar was set from.
+    pub async fn set_room_avatar_source(&self, room_id: Id, source: &str) -> Result<()> {
+        let source = source.to_string();
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE matrix_rooms SET avatar_source = $2 WHERE room_id = $1")
+                    .bind(room_id.to_hex())
+                    .bind(source)
+                    .execute(tx.conn())
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// The Matrix Space of a community, if it has one: its room id and alias.
     pub async fn space(&self, community_id: Id) -> Result<Option<(String, String)>> {
         let row =

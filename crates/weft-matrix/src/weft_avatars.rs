@@ -1,6 +1,7 @@
 //! Weft's avatars on Matrix: a weft user's avatar becomes their puppet's, a weft room's
 //! becomes its Matrix room's `m.room.avatar`, uploaded to the homeserver once per source
-//! (`mxc://`, remembered) and set again only when it changes.
+//! (`mxc://`, remembered) and set again only when it changes; a room that never had a weft
+//! avatar leaves its Matrix room's alone.
 //!
 //! An avatar is a URL a user typed, and a server that fetches whatever URL its users type can
 //! be made to read its own network (SSRF). So weft fetches only from the origins listed in
@@ -73,7 +74,10 @@ impl Bridge {
         }
         let (bytes, content_type) = match self.fetch_weft_avatar(source).await {
             Ok(fetched) => fetched,
-            Err(FetchError::NotAllowed) => return Ok(None),
+            Err(FetchError::NotAllowed) => {
+                tracing::debug!(%source, "an avatar at an origin not in avatar_origins stays off Matrix");
+                return Ok(None);
+            }
             Err(FetchError::Failed(why)) => {
                 tracing::warn!(%source, error = %why, "an avatar could not be fetched for Matrix");
                 return Ok(None);
@@ -166,19 +170,29 @@ impl Bridge {
         Ok(())
     }
 
-    /// Sets the Matrix room's avatar to the weft room's, where weft's can be carried: a weft
-    /// room without one takes the Matrix room's away.
+    /// Sets the Matrix room's avatar to the weft room's when weft's changed since weft last
+    /// set it, where it can be carried; `put_back` sets it whatever changed (a Matrix change
+    /// weft refused), taking the Matrix one away when the weft room has none. A weft room
+    /// that never had an avatar leaves the Matrix room's alone: one a Matrix user set, say,
+    /// whose copy weft is still fetching or could not fetch.
     pub(crate) async fn sync_room_avatar(
         &self,
         room: &weft_core::Room,
         matrix_room: &str,
+        put_back: bool,
     ) -> Result<(), BridgeError> {
-        let wanted = match &room.avatar_url {
-            None => String::new(),
-            Some(source) => match self.mxc_for_avatar(source).await? {
+        let source = room.avatar_url.clone().unwrap_or_default();
+        let last = self.tables().room_avatar_source(room.id).await?;
+        if !put_back && last.as_deref().unwrap_or_default() == source {
+            return Ok(());
+        }
+        let wanted = if source.is_empty() {
+            String::new()
+        } else {
+            match self.mxc_for_avatar(&source).await? {
                 Some(mxc) => mxc,
                 None => return Ok(()),
-            },
+            }
         };
         let current = self
             .hs()
@@ -186,24 +200,26 @@ impl Bridge {
             .await?
             .and_then(|c| c["url"].as_str().map(str::to_string))
             .unwrap_or_default();
-        if current == wanted {
-            return Ok(());
+        if current != wanted {
+            let content = if wanted.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "url": wanted })
+            };
+            self.hs()
+                .set_state(
+                    matrix_room,
+                    "m.room.avatar",
+                    "",
+                    &content,
+                    &self.ids().bot(),
+                )
+                .await?;
+            tracing::info!(room_id = %room.id, matrix_room_id = %matrix_room, url = %wanted, "the Matrix room's avatar follows the weft room's");
         }
-        let content = if wanted.is_empty() {
-            serde_json::json!({})
-        } else {
-            serde_json::json!({ "url": wanted })
-        };
-        self.hs()
-            .set_state(
-                matrix_room,
-                "m.room.avatar",
-                "",
-                &content,
-                &self.ids().bot(),
-            )
+        self.tables()
+            .set_room_avatar_source(room.id, &source)
             .await?;
-        tracing::info!(room_id = %room.id, matrix_room_id = %matrix_room, url = %wanted, "the Matrix room's avatar follows the weft room's");
         Ok(())
     }
 }

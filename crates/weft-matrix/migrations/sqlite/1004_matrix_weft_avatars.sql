@@ -7,3 +7,7 @@ CREATE TABLE matrix_uploaded_avatars (
 
 -- The weft avatar URL each puppet's avatar was last set from ('' or NULL: none).
 ALTER TABLE matrix_puppets ADD COLUMN avatar_source TEXT;
+
+-- The weft avatar URL each bridged room's Matrix avatar was last set from ('': none; NULL:
+-- never set by weft, so a weft room without an avatar leaves the Matrix room's alone).
+ALTER TABLE matrix_rooms ADD COLUMN avatar_source TEXT;

@@ -542,6 +542,16 @@ async fn a_bridge_may_rename_a_room_but_not_change_its_privacy() {
     );
 }
 
+/// The usernames of a member list, in order.
+fn usernames(members: &serde_json::Value) -> Vec<&str> {
+    members
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|m| m["username"].as_str().unwrap_or_default())
+        .collect()
+}
+
 fn matrix_person(mxid: &str, name: &str) -> weft_chat::PostAs {
     weft_chat::PostAs {
         kind: "matrix".into(),
@@ -605,12 +615,7 @@ async fn people_a_bridge_lists_in_a_room_are_members_until_they_leave_or_are_ban
     let (_, members) = server
         .get(Some(&alice.token), &format!("/v1/rooms/{room}/users"))
         .await;
-    let names: Vec<&str> = members
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|m| m["username"].as_str().unwrap_or_default())
-        .collect();
+    let names = usernames(&members);
     assert_eq!(
         names,
         ["alice", "bob", "@carol:hs", "@dave:hs", SPAMMER],
@@ -627,13 +632,7 @@ async fn people_a_bridge_lists_in_a_room_are_members_until_they_leave_or_are_ban
             &format!("/v1/rooms/{room}/users?limit=2&skip=2"),
         )
         .await;
-    let second: Vec<&str> = second
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|m| m["username"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(second, ["@carol:hs", "@dave:hs"]);
+    assert_eq!(usernames(&second), ["@carol:hs", "@dave:hs"]);
     let (_, found) = server
         .get(Some(&alice.token), &format!("/v1/rooms/{room}/users?q=car"))
         .await;
